@@ -1,3 +1,4 @@
-//! token-budget facade.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
-pub use budget_core as core;
+
+pub use budget_core::*;

@@ -5,10 +5,34 @@
 //! macros: those crates build on this one.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod attribution;
+mod budget;
+pub mod clock;
+pub mod controls;
+pub mod ledger;
+pub mod limits;
 pub mod money;
+pub mod presets;
 pub mod pricing;
+pub mod store;
 pub mod tokens;
 pub mod usage;
 
+pub use admission::Amount;
+pub use attribution::{Attribution, TaskId, UNATTRIBUTED};
+pub use budget::{
+    Budget, BudgetBuilder, BudgetError, CommitDetails, Committed, DenialCounts, Denied, Estimate,
+    LimitStatus, Remaining, Reservation, ThresholdCrossing, percent_used,
+};
+pub use ledger::{EventKind, Ledger, MemoryLedger, UsageEvent};
+pub use limits::{Cap, Limit, Period, Selector, Window};
+pub use store::{BudgetStore, MemoryBudgetStore};
+
 pub use money::{Money, MoneyParseError};
+pub use pricing::{
+    FieldProblem, ModelPrice, PriceError, PriceTable, PriceTier, Priced, Rates, ResolvedPrice,
+    UnknownModelPolicy,
+};
+pub use tokens::{ChatMessage, Encoding, TokenCount, count_chat, count_text};
 pub use usage::{Usage, UsageError};

@@ -442,7 +442,11 @@ mod tests {
         assert_eq!(Money::parse_dollars("$"), Err(MoneyParseError::Empty));
         assert!(matches!(
             Money::parse_dollars("1.2.3"),
-            Err(MoneyParseError::UnexpectedChar { found: '.', at: 3, .. })
+            Err(MoneyParseError::UnexpectedChar {
+                found: '.',
+                at: 3,
+                ..
+            })
         ));
         assert!(matches!(
             Money::parse_dollars("1,000"),
@@ -475,8 +479,14 @@ mod tests {
         let m = Money::parse_dollars("0.0000375").unwrap();
         assert_eq!(m.to_string(), "$0.000038");
         assert_eq!(format!("{m:.7}"), "$0.0000375");
-        assert_eq!(format!("{:.2}", Money::parse_dollars("1.005").unwrap()), "$1.01");
-        assert_eq!(format!("{:.2}", Money::parse_dollars("-1.005").unwrap()), "-$1.01");
+        assert_eq!(
+            format!("{:.2}", Money::parse_dollars("1.005").unwrap()),
+            "$1.01"
+        );
+        assert_eq!(
+            format!("{:.2}", Money::parse_dollars("-1.005").unwrap()),
+            "-$1.01"
+        );
         assert_eq!(format!("{:.0}", Money::from_dollars(3)), "$3");
         assert_eq!(format!("{:>8.2}", Money::from_cents(150)), "   $1.50");
         assert_eq!(m.to_decimal_string(), "0.0000375");

@@ -380,12 +380,7 @@ mod tests {
                     found: "true".into(),
                 },
             ),
-            (
-                r#"[1,2]"#,
-                UsageError::NotAnObject {
-                    found: "an array",
-                },
-            ),
+            (r#"[1,2]"#, UsageError::NotAnObject { found: "an array" }),
         ];
         for (text, expected) in cases {
             assert_eq!(Usage::from_openai_json(text), Err(expected), "{text}");
@@ -401,7 +396,9 @@ mod tests {
             Err(UsageError::Inconsistent(_))
         ));
         assert!(matches!(
-            Usage::from_openai_json(r#"{"prompt_tokens":10,"completion_tokens":1,"total_tokens":12}"#),
+            Usage::from_openai_json(
+                r#"{"prompt_tokens":10,"completion_tokens":1,"total_tokens":12}"#
+            ),
             Err(UsageError::Inconsistent(_))
         ));
         assert!(matches!(

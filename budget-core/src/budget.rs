@@ -1,0 +1,943 @@
+//! The budget: limits, prices, a store and a ledger behind one handle, and the reservation
+//! protocol that ties them together.
+//!
+//! # Estimate, then reconcile
+//!
+//! ```text
+//! reserve(who, model, estimate)      estimate = exact prompt tokens + output cap
+//!   ├─ paused agent / cancelled task ──────────────────────────────> refused
+//!   ├─ every matching limit, current window ─> store.reserve (all or none)
+//!   │                                            ├─ "not now" ─────> Exhausted (retry_after)
+//!   │                                            └─ "never"  ──────> ExceedsLimit
+//!   └─> Reservation (#[must_use]; dropping it releases)
+//! call the provider
+//! reservation.commit(actual)         actual = what the provider reported (or counted)
+//!   ├─ store.settle: reservation removed, actual committed to the windows current now;
+//!   │   any excess over the estimate is recorded as overshoot — never dropped
+//!   └─ ledger.record(event)          exactly once: commit consumes the reservation
+//! ```
+//!
+//! A hard limit is never crossed by reservations, however many run at once: admission and
+//! reservation happen in one atomic step in the store. Actual usage above an estimate (a
+//! provider that ignored the output cap) is still committed and reported as overshoot, and it
+//! blocks further reservations until the window frees up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use parking_lot::{Mutex, RwLock};
+
+use crate::admission::{Amount, CapKind, headroom};
+use crate::attribution::{Attribution, TaskId};
+use crate::clock::{Clock, SystemClock};
+use crate::controls::{Controls, Refusal};
+use crate::ledger::{EventKind, Ledger, LedgerError, MemoryLedger, UsageEvent};
+use crate::limits::{Cap, Limit, LimitError, LimitSet, Period, Window, WindowSpan};
+use crate::pricing::{ModelPrice, PriceError, PriceTable};
+use crate::store::{
+    BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, ReserveOutcome, StoreError, Ticket,
+};
+use crate::{Money, Usage};
+
+/// What a call may use at most: the exact prompt tokens and the output cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Estimate {
+    /// Prompt tokens (counted exactly, or estimated for non-OpenAI models).
+    pub input_tokens: u64,
+    /// The most output the call may produce (the request's `max_tokens`).
+    pub max_output_tokens: u64,
+}
+
+impl Estimate {
+    /// An estimate.
+    pub const fn new(input_tokens: u64, max_output_tokens: u64) -> Estimate {
+        Estimate {
+            input_tokens,
+            max_output_tokens,
+        }
+    }
+
+    /// Input plus output cap, saturating.
+    pub const fn total(&self) -> u64 {
+        self.input_tokens.saturating_add(self.max_output_tokens)
+    }
+}
+
+/// Why a call may not be made, or could not be accounted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BudgetError {
+    /// The window's budget is spent (committed plus reserved leaves too little). It may free up:
+    /// see [`Denied::retry_after`].
+    #[error("budget exhausted: {0}")]
+    Exhausted(Box<Denied>),
+    /// The call alone is larger than the limit: it can never be made as it is.
+    #[error("call can never fit: {0}")]
+    ExceedsLimit(Box<Denied>),
+    /// The agent is paused.
+    #[error("agent {agent:?} is paused")]
+    AgentPaused {
+        /// The agent.
+        agent: Arc<str>,
+    },
+    /// The task was cancelled.
+    #[error("task {task} was cancelled")]
+    TaskCancelled {
+        /// The task.
+        task: TaskId,
+    },
+    /// The model could not be priced.
+    #[error(transparent)]
+    Pricing(#[from] PriceError),
+    /// The budget store failed; the call is refused (fail closed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The usage was settled in the budget but the ledger did not take the event. The event is
+    /// returned so that it can be recorded again: usage is never silently lost.
+    #[error("usage event {} not recorded: {source}", event.id)]
+    Ledger {
+        /// The ledger's error.
+        source: LedgerError,
+        /// The event that was not recorded.
+        event: Box<UsageEvent>,
+    },
+    /// A calendar window could not be computed in the configured time zone.
+    #[error("cannot compute the {period} window: {message}")]
+    Window {
+        /// Which period.
+        period: &'static str,
+        /// jiff's explanation.
+        message: String,
+    },
+}
+
+/// Which limit refused a call, and by how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The limit that refused.
+    pub limit: Arc<str>,
+    /// Its counter's scope value.
+    pub scope: Arc<str>,
+    /// Which cap refused.
+    pub cap_kind: CapKind,
+    /// The cap.
+    pub cap: Cap,
+    /// Committed plus reserved on the counter when it refused.
+    pub in_use: Amount,
+    /// What the call asked to reserve.
+    pub requested: Amount,
+    /// When enough budget frees up, if known (a new calendar window, rolling usage ageing out);
+    /// `None` when only in-flight calls settling can free it, or never.
+    pub retry_after: Option<Timestamp>,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "limit {:?} ({}) has {} tokens / {} in use of {}; the call asks for {} tokens / {}",
+            self.limit,
+            self.scope,
+            self.in_use.tokens,
+            self.in_use.money,
+            CapDisplay(&self.cap),
+            self.requested.tokens,
+            self.requested.money,
+        )?;
+        if let Some(t) = self.retry_after {
+            write!(f, "; frees up at {t}")?;
+        }
+        Ok(())
+    }
+}
+
+struct CapDisplay<'a>(&'a Cap);
+
+impl std::fmt::Display for CapDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.tokens, self.0.money) {
+            (Some(t), Some(m)) => write!(f, "{t} tokens / {m}"),
+            (Some(t), None) => write!(f, "{t} tokens"),
+            (None, Some(m)) => write!(f, "{m}"),
+            (None, None) => f.write_str("no cap"),
+        }
+    }
+}
+
+/// How usage is to be recorded on commit.
+#[derive(Debug, Clone, Default)]
+pub struct CommitDetails {
+    /// The model id the provider says it served (often a dated id of the requested alias).
+    pub served_model: Option<Arc<str>>,
+    /// The usage was counted or estimated locally rather than reported by the provider.
+    pub estimated: bool,
+    /// The kind of spend (defaults to a call).
+    pub kind: Option<EventKind>,
+    /// What this spend saved (cache hits, compression).
+    pub saved: Amount,
+}
+
+/// One limit's counter after a commit crossed one of its alert thresholds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThresholdCrossing {
+    /// The limit.
+    pub limit: Arc<Limit>,
+    /// Its counter's scope value.
+    pub scope: Arc<str>,
+    /// The threshold crossed, in percent.
+    pub threshold: u8,
+    /// The counter's usage after the commit.
+    pub usage: CounterUsage,
+}
+
+/// The result of a commit.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The event written to the ledger.
+    pub event: UsageEvent,
+    /// Alert thresholds this commit crossed.
+    pub crossings: Vec<ThresholdCrossing>,
+}
+
+/// How much a caller may still spend under every hard limit that applies to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remaining {
+    /// Tokens left under the tightest token cap (`None`: no token cap applies).
+    pub tokens: Option<u64>,
+    /// Money left under the tightest money cap (`None`: no money cap applies).
+    pub money: Option<Money>,
+    /// The largest output cap a call with the given prompt could be granted now (`None`: no
+    /// limit applies). Zero means the prompt alone does not fit.
+    pub max_output_tokens: Option<u64>,
+    /// The limit that binds the output cap.
+    pub binding_limit: Option<Arc<str>>,
+}
+
+/// One limit's counter, for status reports ("what's the budget status?").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitStatus {
+    /// The limit.
+    pub limit: Arc<Limit>,
+    /// The counter's scope value.
+    pub scope: Arc<str>,
+    /// The task, for per-task limits.
+    pub task: Option<TaskId>,
+    /// Usage in the current window.
+    pub usage: CounterUsage,
+    /// When the current window ends (calendar windows).
+    pub window_end: Option<Timestamp>,
+}
+
+impl LimitStatus {
+    /// The larger of the token and money percentages used (committed + reserved), rounded down.
+    pub fn percent_used(&self) -> u32 {
+        percent_used(&self.limit.cap, self.usage.in_use())
+    }
+}
+
+/// Percent of `cap` used by `used`: the larger of tokens and money, rounded down.
+pub fn percent_used(cap: &Cap, used: Amount) -> u32 {
+    let tokens = cap
+        .tokens
+        .map_or(0, |c| ratio(u128::from(used.tokens), u128::from(c)));
+    let money = cap.money.map_or(0, |c| {
+        ratio(
+            u128::try_from(used.money.units()).unwrap_or(0),
+            u128::try_from(c.units()).unwrap_or(0),
+        )
+    });
+    tokens.max(money)
+}
+
+fn ratio(used: u128, cap: u128) -> u32 {
+    if cap == 0 {
+        return if used == 0 { 0 } else { u32::MAX };
+    }
+    u32::try_from(used.saturating_mul(100) / cap).unwrap_or(u32::MAX)
+}
+
+/// Denials per agent, kept for reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DenialCounts {
+    /// Refused because a window's budget was spent.
+    pub exhausted: u64,
+    /// Refused because the call alone exceeds a limit.
+    pub exceeds_limit: u64,
+    /// Refused because the agent was paused or its task cancelled.
+    pub stopped: u64,
+}
+
+/// The budget handle. Cheap to clone; clones share everything.
+///
+/// ```
+/// use budget_core::{Attribution, Budget, Estimate, Usage};
+/// use budget_core::limits::{Limit, Selector, Window};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let budget = Budget::builder()
+///     .limit(Limit::new("research", Selector::agent("researcher"), Window::PerTask).tokens(1_000))
+///     .build()
+///     .unwrap();
+/// let who = Attribution::agent("researcher").with_task("t-1".into());
+///
+/// let held = budget.reserve(&who, "gpt-4o", Estimate::new(200, 500)).await.unwrap();
+/// let done = held.commit(Usage::new(200, 120)).await.unwrap(); // the unused 380 go back
+/// assert_eq!(done.event.usage.total(), 320);
+///
+/// // 320 committed: a call that may use 680 more still fits, one of 800 does not.
+/// assert!(budget.reserve(&who, "gpt-4o", Estimate::new(180, 500)).await.is_ok());
+/// assert!(budget.reserve(&who, "gpt-4o", Estimate::new(300, 500)).await.is_err());
+/// # });
+/// ```
+pub struct Budget<S: BudgetStore = MemoryBudgetStore, L: Ledger = MemoryLedger> {
+    inner: Arc<Inner<S, L>>,
+}
+
+/// A summary: the price table alone has hundreds of entries.
+impl<S: BudgetStore, L: Ledger> std::fmt::Debug for Budget<S, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field(
+                "limits",
+                &self
+                    .limits()
+                    .iter()
+                    .map(|l| l.id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .field("priced_models", &self.prices().len())
+            .field("clock", &self.inner.clock)
+            .field("time_zone", &self.inner.time_zone)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: BudgetStore, L: Ledger> Clone for Budget<S, L> {
+    fn clone(&self) -> Self {
+        Budget {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S, L> {
+    store: S,
+    ledger: L,
+    limits: RwLock<Arc<LimitSet>>,
+    prices: RwLock<Arc<PriceTable>>,
+    clock: Arc<dyn Clock>,
+    time_zone: TimeZone,
+    controls: Controls,
+    next_event: AtomicU64,
+    denials: Mutex<HashMap<Arc<str>, DenialCounts>>,
+    /// The current calendar window per period, so that the hot path does not convert time
+    /// zones on every call.
+    calendar: [RwLock<Option<(Timestamp, Timestamp)>>; 4],
+}
+
+/// Builds a [`Budget`].
+#[derive(Debug)]
+pub struct BudgetBuilder<S, L> {
+    store: S,
+    ledger: L,
+    limits: Vec<Limit>,
+    prices: Option<PriceTable>,
+    clock: Arc<dyn Clock>,
+    time_zone: TimeZone,
+}
+
+impl Budget {
+    /// A builder with an in-memory store and ledger, the built-in price table, the system
+    /// clock and UTC.
+    pub fn builder() -> BudgetBuilder<MemoryBudgetStore, MemoryLedger> {
+        BudgetBuilder {
+            store: MemoryBudgetStore::new(),
+            ledger: MemoryLedger::new(),
+            limits: Vec::new(),
+            prices: None,
+            clock: Arc::new(SystemClock),
+            time_zone: TimeZone::UTC,
+        }
+    }
+}
+
+impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
+    /// Adds a limit.
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.limits.push(limit);
+        self
+    }
+
+    /// Adds limits.
+    pub fn limits(mut self, limits: impl IntoIterator<Item = Limit>) -> Self {
+        self.limits.extend(limits);
+        self
+    }
+
+    /// Uses this price table instead of the built-in one.
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
+    /// Uses this clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Cuts calendar windows in this time zone.
+    pub fn time_zone(mut self, tz: TimeZone) -> Self {
+        self.time_zone = tz;
+        self
+    }
+
+    /// Uses this store.
+    pub fn store<S2: BudgetStore>(self, store: S2) -> BudgetBuilder<S2, L> {
+        BudgetBuilder {
+            store,
+            ledger: self.ledger,
+            limits: self.limits,
+            prices: self.prices,
+            clock: self.clock,
+            time_zone: self.time_zone,
+        }
+    }
+
+    /// Uses this ledger.
+    pub fn ledger<L2: Ledger>(self, ledger: L2) -> BudgetBuilder<S, L2> {
+        BudgetBuilder {
+            store: self.store,
+            ledger,
+            limits: self.limits,
+            prices: self.prices,
+            clock: self.clock,
+            time_zone: self.time_zone,
+        }
+    }
+
+    /// Validates the limits and builds the budget.
+    pub fn build(self) -> Result<Budget<S, L>, LimitError> {
+        let limits = LimitSet::new(self.limits)?;
+        let prices = self.prices.unwrap_or_else(PriceTable::builtin);
+        Ok(Budget {
+            inner: Arc::new(Inner {
+                store: self.store,
+                ledger: self.ledger,
+                limits: RwLock::new(Arc::new(limits)),
+                prices: RwLock::new(Arc::new(prices)),
+                clock: self.clock,
+                time_zone: self.time_zone,
+                controls: Controls::default(),
+                next_event: AtomicU64::new(1),
+                denials: Mutex::new(HashMap::new()),
+                calendar: Default::default(),
+            }),
+        })
+    }
+}
+
+impl<S: BudgetStore, L: Ledger> Budget<S, L> {
+    /// Reserves `estimate` for a call by `who` to `model` against every matching hard limit,
+    /// all or nothing. Refuses paused agents and cancelled tasks first.
+    pub async fn reserve(
+        &self,
+        who: &Attribution,
+        model: &str,
+        estimate: Estimate,
+    ) -> Result<Reservation<S, L>, BudgetError> {
+        if let Some(refusal) = self.inner.controls.refusal(who) {
+            self.count_denial(who, |d| d.stopped += 1);
+            return Err(match refusal {
+                Refusal::Paused => BudgetError::AgentPaused {
+                    agent: who.agent_arc().clone(),
+                },
+                Refusal::Cancelled => BudgetError::TaskCancelled {
+                    task: who.task().cloned().unwrap_or_else(|| TaskId::new("?")),
+                },
+            });
+        }
+        let prices = self.prices();
+        let resolved = prices.resolve(model)?;
+        let priced_model: Arc<str> = Arc::from(resolved.id);
+        let amount = Amount::new(
+            estimate.total(),
+            resolved
+                .price
+                .max_cost_of(estimate.input_tokens, estimate.max_output_tokens),
+        );
+        let now = self.inner.clock.now();
+        let specs = self.counters_for(who, &priced_model, now)?;
+        match self.inner.store.reserve(&specs, amount, now).await? {
+            ReserveOutcome::Reserved(ticket) => Ok(Reservation {
+                budget: self.clone(),
+                ticket: Some(ticket),
+                who: who.clone(),
+                model: priced_model,
+                requested_model: Arc::from(model),
+                amount,
+            }),
+            ReserveOutcome::Denied(denial) => {
+                let spec = &specs[denial.counter];
+                let denied = Box::new(Denied {
+                    limit: spec.key.limit.clone(),
+                    scope: spec.key.scope.clone(),
+                    cap_kind: denial.cap_kind,
+                    cap: spec.cap,
+                    in_use: denial.in_use,
+                    requested: amount,
+                    retry_after: denial.retry_after,
+                });
+                if denial.never {
+                    self.count_denial(who, |d| d.exceeds_limit += 1);
+                    Err(BudgetError::ExceedsLimit(denied))
+                } else {
+                    self.count_denial(who, |d| d.exhausted += 1);
+                    Err(BudgetError::Exhausted(denied))
+                }
+            }
+        }
+    }
+
+    /// Records usage that had no reservation (a cache hit at $0, a late report). It is
+    /// committed to every matching counter like any other usage.
+    pub async fn record(
+        &self,
+        who: &Attribution,
+        model: &str,
+        usage: Usage,
+        details: CommitDetails,
+    ) -> Result<Committed, BudgetError> {
+        let prices = self.prices();
+        let resolved = prices.resolve(model)?;
+        let priced_model: Arc<str> = Arc::from(resolved.id);
+        let requested: Arc<str> = Arc::from(model);
+        self.settle(
+            Ticket::unreserved(),
+            who,
+            &priced_model,
+            &requested,
+            usage,
+            details,
+            None,
+        )
+        .await
+    }
+
+    /// How much `who` may still spend on `model`, and the largest output cap a call with
+    /// `prompt_tokens` could be granted now.
+    pub async fn remaining(
+        &self,
+        who: &Attribution,
+        model: &str,
+        prompt_tokens: u64,
+    ) -> Result<Remaining, BudgetError> {
+        let prices = self.prices();
+        let resolved = prices.resolve(model)?;
+        let priced_model: Arc<str> = Arc::from(resolved.id);
+        let now = self.inner.clock.now();
+        let specs: Vec<_> = self
+            .counters_for(who, &priced_model, now)?
+            .into_iter()
+            .filter(|s| s.hard)
+            .collect();
+        let usages = self.inner.store.usage(&specs, now).await?;
+        let prompt_cost = resolved.price.max_cost_of(prompt_tokens, 0);
+        let per_output = resolved
+            .price
+            .max_cost_of(prompt_tokens, 1)
+            .saturating_sub(prompt_cost);
+        let mut out = Remaining {
+            tokens: None,
+            money: None,
+            max_output_tokens: None,
+            binding_limit: None,
+        };
+        for (spec, usage) in specs.iter().zip(usages) {
+            let (tokens_left, money_left) = headroom(&spec.cap, usage.in_use());
+            let mut output: Option<u64> = None;
+            if let Some(t) = tokens_left {
+                out.tokens = Some(out.tokens.map_or(t, |o| o.min(t)));
+                output = Some(t.saturating_sub(prompt_tokens));
+            }
+            if let Some(m) = money_left {
+                out.money = Some(out.money.map_or(m, |o| o.min(m)));
+                let after_prompt = m.saturating_sub(prompt_cost).max(Money::ZERO);
+                let by_money = per_output
+                    .tokens_affordable(after_prompt)
+                    .unwrap_or(u64::MAX);
+                output = Some(output.map_or(by_money, |o| o.min(by_money)));
+            }
+            if let Some(o) = output
+                && out.max_output_tokens.is_none_or(|cur| o < cur)
+            {
+                out.max_output_tokens = Some(o);
+                out.binding_limit = Some(spec.key.limit.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every counter in a current window, joined with its limit; plus the limits that name one
+    /// scope and have not been used yet. Sorted by limit id, then scope.
+    pub async fn status(&self) -> Result<Vec<LimitStatus>, BudgetError> {
+        let now = self.inner.clock.now();
+        let limits = self.limits();
+        let snapshot = self.inner.store.snapshot(now).await?;
+        let mut out = Vec::new();
+        for limit in limits.iter() {
+            let span = self.span(&limit.window, now)?;
+            let window_end = match span {
+                WindowSpan::Calendar { end, .. } => Some(end),
+                _ => None,
+            };
+            let mut found = false;
+            for (key, usage) in snapshot.iter().filter(|(k, _)| k.limit == limit.id) {
+                if key.window != span.id() {
+                    continue;
+                }
+                found = true;
+                out.push(LimitStatus {
+                    limit: limit.clone(),
+                    scope: key.scope.clone(),
+                    task: key.task.clone(),
+                    usage: *usage,
+                    window_end,
+                });
+            }
+            if !found && limit.window != Window::PerTask {
+                let scope = match &limit.selector {
+                    crate::limits::Selector::Global => Some(Arc::from("*")),
+                    crate::limits::Selector::Agent(crate::limits::Scope::Is(v))
+                    | crate::limits::Selector::User(crate::limits::Scope::Is(v))
+                    | crate::limits::Selector::Model(crate::limits::Scope::Is(v))
+                    | crate::limits::Selector::Task(crate::limits::Scope::Is(v)) => Some(v.clone()),
+                    crate::limits::Selector::Tag {
+                        value: crate::limits::Scope::Is(v),
+                        ..
+                    } => Some(v.clone()),
+                    _ => None,
+                };
+                if let Some(scope) = scope {
+                    out.push(LimitStatus {
+                        limit: limit.clone(),
+                        scope,
+                        task: None,
+                        usage: CounterUsage::default(),
+                        window_end,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.limit.id, &a.scope, &a.task).cmp(&(&b.limit.id, &b.scope, &b.task)));
+        Ok(out)
+    }
+
+    /// Adds a limit or replaces the one with the same id ("set budget for agent X"). Usage so
+    /// far in the current window is kept: counters are keyed by the limit's id.
+    pub fn set_limit(&self, limit: Limit) -> Result<(), LimitError> {
+        let mut guard = self.inner.limits.write();
+        let mut set = LimitSet::clone(&guard);
+        set.upsert(limit)?;
+        *guard = Arc::new(set);
+        Ok(())
+    }
+
+    /// Removes a limit; returns whether it existed.
+    pub fn remove_limit(&self, id: &str) -> bool {
+        let mut guard = self.inner.limits.write();
+        let mut set = LimitSet::clone(&guard);
+        let removed = set.remove(id).is_some();
+        *guard = Arc::new(set);
+        removed
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Arc<LimitSet> {
+        self.inner.limits.read().clone()
+    }
+
+    /// The price table in force.
+    pub fn prices(&self) -> Arc<PriceTable> {
+        self.inner.prices.read().clone()
+    }
+
+    /// Replaces the price table (e.g. after loading a newer LiteLLM file).
+    pub fn set_prices(&self, prices: PriceTable) {
+        *self.inner.prices.write() = Arc::new(prices);
+    }
+
+    /// Pause/resume and cancellation.
+    pub fn controls(&self) -> &Controls {
+        &self.inner.controls
+    }
+
+    /// Ends a task: forgets its per-task counters and its cancellation token.
+    pub fn finish_task(&self, task: &TaskId) {
+        self.inner.store.forget_task(task);
+        self.inner.controls.finish_task(task);
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &L {
+        &self.inner.ledger
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The time zone calendar windows are cut in.
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.inner.time_zone
+    }
+
+    /// Denials so far, per agent.
+    pub fn denials(&self) -> HashMap<Arc<str>, DenialCounts> {
+        self.inner.denials.lock().clone()
+    }
+
+    fn count_denial(&self, who: &Attribution, bump: impl FnOnce(&mut DenialCounts)) {
+        bump(
+            self.inner
+                .denials
+                .lock()
+                .entry(who.agent_arc().clone())
+                .or_default(),
+        );
+    }
+
+    fn span(&self, window: &Window, now: Timestamp) -> Result<WindowSpan, BudgetError> {
+        let Window::Calendar(period) = *window else {
+            return window
+                .span(now, &self.inner.time_zone)
+                .map_err(|e| window_error(Period::Day, e));
+        };
+        let slot = &self.inner.calendar[period as usize];
+        if let Some((start, end)) = *slot.read()
+            && start <= now
+            && now < end
+        {
+            return Ok(WindowSpan::Calendar { start, end });
+        }
+        let (start, end) = period
+            .bounds(now, &self.inner.time_zone)
+            .map_err(|e| window_error(period, e))?;
+        *slot.write() = Some((start, end));
+        Ok(WindowSpan::Calendar { start, end })
+    }
+
+    /// The counters of every limit that applies to a call, in their current windows.
+    fn counters_for(
+        &self,
+        who: &Attribution,
+        model: &Arc<str>,
+        now: Timestamp,
+    ) -> Result<Vec<CounterSpec>, BudgetError> {
+        let limits = self.limits();
+        let mut specs = Vec::with_capacity(limits.len());
+        for limit in limits.iter() {
+            let span = self.span(&limit.window, now)?;
+            if let Some(key) = limit.counter_for(who, model, span) {
+                specs.push(CounterSpec {
+                    key,
+                    cap: limit.cap,
+                    hard: limit.is_hard(),
+                    span,
+                });
+            }
+        }
+        Ok(specs)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        ticket: Ticket,
+        who: &Attribution,
+        priced_model: &Arc<str>,
+        requested_model: &Arc<str>,
+        usage: Usage,
+        details: CommitDetails,
+        reserved_money: Option<Money>,
+    ) -> Result<Committed, BudgetError> {
+        let prices = self.prices();
+        let mut estimated = details.estimated;
+        // Price by what was served when the table knows it; else by what was reserved.
+        let (model, price): (Arc<str>, Option<&ModelPrice>) = match &details.served_model {
+            Some(served) => match prices.resolve(served) {
+                Ok(r) => (Arc::from(r.id), Some(r.price)),
+                Err(_) => {
+                    estimated = true;
+                    (
+                        priced_model.clone(),
+                        prices.resolve(priced_model).ok().map(|r| r.price),
+                    )
+                }
+            },
+            None => (
+                priced_model.clone(),
+                prices.resolve(priced_model).ok().map(|r| r.price),
+            ),
+        };
+        let cost = match price {
+            Some(p) => p.cost(&usage),
+            None => {
+                // The table changed under us and lost the model: bill what was reserved.
+                estimated = true;
+                reserved_money.unwrap_or(Money::ZERO)
+            }
+        };
+        let actual = Amount::new(usage.total(), cost);
+        let now = self.inner.clock.now();
+        let specs = self.counters_for(who, &model, now)?;
+        let usages = self.inner.store.settle(ticket, &specs, actual, now).await?;
+        let crossings = self.crossings(&specs, &usages, actual);
+        let requested = (requested_model != &model).then(|| requested_model.clone());
+        let event = UsageEvent {
+            id: self.inner.next_event.fetch_add(1, Ordering::Relaxed),
+            at: now,
+            attribution: who.clone(),
+            model,
+            requested_model: requested,
+            usage,
+            cost,
+            estimated,
+            kind: details.kind.unwrap_or(EventKind::Call),
+            saved: details.saved,
+        };
+        match self.inner.ledger.record(event.clone()).await {
+            Ok(()) => Ok(Committed { event, crossings }),
+            Err(source) => Err(BudgetError::Ledger {
+                source,
+                event: Box::new(event),
+            }),
+        }
+    }
+
+    fn crossings(
+        &self,
+        specs: &[CounterSpec],
+        usages: &[CounterUsage],
+        actual: Amount,
+    ) -> Vec<ThresholdCrossing> {
+        let limits = self.limits();
+        let mut out = Vec::new();
+        for (spec, usage) in specs.iter().zip(usages) {
+            let Some(limit) = limits.get(&spec.key.limit) else {
+                continue;
+            };
+            if limit.alert_thresholds.is_empty() {
+                continue;
+            }
+            let after = percent_used(&spec.cap, usage.committed);
+            let before = percent_used(&spec.cap, usage.committed.saturating_sub(actual));
+            for &threshold in &limit.alert_thresholds {
+                let t = u32::from(threshold);
+                if before < t && after >= t {
+                    out.push(ThresholdCrossing {
+                        limit: limit.clone(),
+                        scope: spec.key.scope.clone(),
+                        threshold,
+                        usage: *usage,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn window_error(period: Period, e: jiff::Error) -> BudgetError {
+    BudgetError::Window {
+        period: period.as_str(),
+        message: e.to_string(),
+    }
+}
+
+/// Budget held for one call. Commit it with the actual usage, or drop it to give it back.
+#[must_use = "a reservation holds budget until it is committed or dropped"]
+#[derive(Debug)]
+pub struct Reservation<S: BudgetStore = MemoryBudgetStore, L: Ledger = MemoryLedger> {
+    budget: Budget<S, L>,
+    ticket: Option<Ticket>,
+    who: Attribution,
+    model: Arc<str>,
+    requested_model: Arc<str>,
+    amount: Amount,
+}
+
+impl<S: BudgetStore, L: Ledger> Reservation<S, L> {
+    /// What is held on every matching limit.
+    pub fn amount(&self) -> Amount {
+        self.amount
+    }
+
+    /// Whose call it is.
+    pub fn attribution(&self) -> &Attribution {
+        &self.who
+    }
+
+    /// The model, as the price table names it.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Settles with the usage the provider reported: unused budget goes back, excess is
+    /// committed as overshoot, and one event goes to the ledger.
+    pub async fn commit(self, actual: Usage) -> Result<Committed, BudgetError> {
+        self.commit_with(actual, CommitDetails::default()).await
+    }
+
+    /// [`Reservation::commit`] with details: the served model, an estimated flag, the kind.
+    pub async fn commit_with(
+        mut self,
+        actual: Usage,
+        details: CommitDetails,
+    ) -> Result<Committed, BudgetError> {
+        let ticket = self.ticket.take().unwrap_or_else(Ticket::unreserved);
+        let budget = self.budget.clone();
+        budget
+            .settle(
+                ticket,
+                &self.who,
+                &self.model,
+                &self.requested_model,
+                actual,
+                details,
+                Some(self.amount.money),
+            )
+            .await
+    }
+
+    /// Gives the budget back without recording usage (the call never reached the provider).
+    pub fn release(mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.budget.inner.store.release(ticket);
+        }
+    }
+}
+
+impl<S: BudgetStore, L: Ledger> Drop for Reservation<S, L> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.budget.inner.store.release(ticket);
+        }
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Budget>();
+    assert_send_sync::<Reservation>();
+    assert_send_sync::<BudgetError>();
+};

@@ -1,0 +1,304 @@
+//! The ledger: every usage event, and the totals users ask for.
+//!
+//! A [`UsageEvent`] is written once per call that reached a provider (or was served from cache,
+//! or summarised a conversation), with who, which model, the usage by price class, the exact
+//! cost and whether the counts were estimated. Usage *accumulates*: totals are sums of events,
+//! never a last value (the seed sketch overwrote per-agent usage on each call).
+//!
+//! Queries group by any of agent, task, user, session, model, step, tag, kind and calendar
+//! bucket, over a time range; [`Ledger::top`] ranks spenders.
+
+mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+pub use memory::MemoryLedger;
+
+use crate::admission::Amount;
+use crate::attribution::Attribution;
+use crate::limits::Period;
+use crate::{Money, Usage};
+
+/// What kind of spend an event records.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A call that reached a provider.
+    Call,
+    /// A response served from the response cache: no provider call, `saved` says what it spared.
+    CacheHit,
+    /// A call made to summarise a conversation for context compression.
+    Summary,
+}
+
+impl EventKind {
+    /// A short name: `call`, `cache_hit`, `summary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Call => "call",
+            EventKind::CacheHit => "cache_hit",
+            EventKind::Summary => "summary",
+        }
+    }
+}
+
+/// One recorded spend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsageEvent {
+    /// Unique within the budget that recorded it.
+    pub id: u64,
+    /// When it was committed.
+    pub at: Timestamp,
+    /// Who spent it.
+    pub attribution: Attribution,
+    /// The model it was priced as (the price table's canonical id, or the id as served).
+    pub model: Arc<str>,
+    /// The model the caller asked for, when it differs (routing, dated ids).
+    pub requested_model: Option<Arc<str>>,
+    /// Tokens by price class.
+    pub usage: Usage,
+    /// Exact cost.
+    pub cost: Money,
+    /// `true` when the counts (or the price) were estimated rather than reported.
+    pub estimated: bool,
+    /// What kind of spend.
+    pub kind: EventKind,
+    /// Tokens and money this event avoided spending (cache hits, compression).
+    pub saved: Amount,
+}
+
+/// A grouping (or filtering) dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    /// By agent.
+    Agent,
+    /// By task.
+    Task,
+    /// By step within a task.
+    Step,
+    /// By user.
+    User,
+    /// By session.
+    Session,
+    /// By priced model.
+    Model,
+    /// By the value of one tag.
+    Tag(Arc<str>),
+    /// By event kind.
+    Kind,
+    /// By calendar bucket in the query's time zone.
+    Bucket(Period),
+}
+
+/// One part of a group's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyPart {
+    /// The event has no value for this dimension (no user, no task, ...).
+    None,
+    /// A text value.
+    Text(Arc<str>),
+    /// A step number.
+    Step(u32),
+    /// An event kind.
+    Kind(EventKind),
+    /// The start of a calendar bucket.
+    Bucket(Timestamp),
+}
+
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::None => f.write_str("-"),
+            KeyPart::Text(t) => f.write_str(t),
+            KeyPart::Step(s) => write!(f, "{s}"),
+            KeyPart::Kind(k) => f.write_str(k.as_str()),
+            KeyPart::Bucket(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+impl KeyPart {
+    /// A text key part.
+    pub fn text(t: impl Into<Arc<str>>) -> KeyPart {
+        KeyPart::Text(t.into())
+    }
+}
+
+impl Dimension {
+    /// The event's value on this dimension.
+    pub fn key_of(&self, event: &UsageEvent, tz: &TimeZone) -> KeyPart {
+        let text = |v: Option<&str>| v.map_or(KeyPart::None, |v| KeyPart::Text(v.into()));
+        let who = &event.attribution;
+        match self {
+            Dimension::Agent => KeyPart::Text(who.agent_arc().clone()),
+            Dimension::Task => text(who.task().map(|t| t.as_str())),
+            Dimension::Step => who.step().map_or(KeyPart::None, KeyPart::Step),
+            Dimension::User => text(who.user()),
+            Dimension::Session => text(who.session()),
+            Dimension::Model => KeyPart::Text(event.model.clone()),
+            Dimension::Tag(key) => text(who.tag(key)),
+            Dimension::Kind => KeyPart::Kind(event.kind),
+            Dimension::Bucket(period) => period
+                .bounds(event.at, tz)
+                .map_or(KeyPart::None, |(start, _)| KeyPart::Bucket(start)),
+        }
+    }
+}
+
+/// What to total.
+#[derive(Debug, Clone)]
+pub struct LedgerQuery {
+    /// Events at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Events strictly before this instant.
+    pub until: Option<Timestamp>,
+    /// Group by these, in order; empty = one grand total.
+    pub group_by: Vec<Dimension>,
+    /// Keep only events whose value on each dimension equals the given part.
+    pub filters: Vec<(Dimension, KeyPart)>,
+    /// The zone calendar buckets are cut in.
+    pub time_zone: TimeZone,
+}
+
+impl Default for LedgerQuery {
+    fn default() -> LedgerQuery {
+        LedgerQuery {
+            since: None,
+            until: None,
+            group_by: Vec::new(),
+            filters: Vec::new(),
+            time_zone: TimeZone::UTC,
+        }
+    }
+}
+
+impl LedgerQuery {
+    /// Totals grouped by the given dimensions, over all time.
+    pub fn group_by(dims: impl IntoIterator<Item = Dimension>) -> LedgerQuery {
+        LedgerQuery {
+            group_by: dims.into_iter().collect(),
+            ..LedgerQuery::default()
+        }
+    }
+
+    /// Restricts to `[since, until)`.
+    pub fn between(mut self, since: Timestamp, until: Timestamp) -> LedgerQuery {
+        self.since = Some(since);
+        self.until = Some(until);
+        self
+    }
+
+    /// Keeps only events whose `dim` equals `value`.
+    pub fn filter(mut self, dim: Dimension, value: KeyPart) -> LedgerQuery {
+        self.filters.push((dim, value));
+        self
+    }
+
+    /// Cuts calendar buckets in `tz`.
+    pub fn in_time_zone(mut self, tz: TimeZone) -> LedgerQuery {
+        self.time_zone = tz;
+        self
+    }
+
+    /// Whether an event falls in the query's range and filters.
+    pub fn matches(&self, event: &UsageEvent) -> bool {
+        self.since.is_none_or(|s| event.at >= s)
+            && self.until.is_none_or(|u| event.at < u)
+            && self
+                .filters
+                .iter()
+                .all(|(dim, want)| dim.key_of(event, &self.time_zone) == *want)
+    }
+}
+
+/// The totals of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupTotal {
+    /// The group's value on each `group_by` dimension, in order.
+    pub key: Vec<KeyPart>,
+    /// Summed usage.
+    pub usage: Usage,
+    /// Summed cost.
+    pub cost: Money,
+    /// How many events.
+    pub events: u64,
+    /// How many of them were estimated.
+    pub estimated_events: u64,
+    /// Summed savings.
+    pub saved: Amount,
+}
+
+impl GroupTotal {
+    /// Adds one event.
+    pub fn add(&mut self, event: &UsageEvent) {
+        self.usage.accumulate(&event.usage);
+        self.cost += event.cost;
+        self.events += 1;
+        self.estimated_events += u64::from(event.estimated);
+        self.saved = self.saved.saturating_add(event.saved);
+    }
+}
+
+/// What to rank spenders by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankBy {
+    /// Total tokens.
+    Tokens,
+    /// Cost.
+    Cost,
+}
+
+/// A ledger that could not record or answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ledger {ledger}: {message}")]
+pub struct LedgerError {
+    /// Which ledger (`memory`, a file path, a URL).
+    pub ledger: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Where usage events go, and where totals come from.
+pub trait Ledger: Send + Sync + 'static {
+    /// Records one event. Returns once the ledger holds it (durable ledgers: once it is durable).
+    fn record(&self, event: UsageEvent) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Totals per group, sorted by key.
+    fn totals(
+        &self,
+        query: &LedgerQuery,
+    ) -> impl Future<Output = Result<Vec<GroupTotal>, LedgerError>> + Send;
+
+    /// The `n` largest groups of `query` by `by`, largest first (ties by key).
+    fn top(
+        &self,
+        query: &LedgerQuery,
+        by: RankBy,
+        n: usize,
+    ) -> impl Future<Output = Result<Vec<GroupTotal>, LedgerError>> + Send {
+        async move {
+            let mut groups = self.totals(query).await?;
+            match by {
+                RankBy::Tokens => groups.sort_by(|a, b| {
+                    b.usage
+                        .total()
+                        .cmp(&a.usage.total())
+                        .then_with(|| a.key.cmp(&b.key))
+                }),
+                RankBy::Cost => {
+                    groups.sort_by(|a, b| b.cost.cmp(&a.cost).then_with(|| a.key.cmp(&b.key)))
+                }
+            }
+            groups.truncate(n);
+            Ok(groups)
+        }
+    }
+}

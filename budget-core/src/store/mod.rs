@@ -1,0 +1,177 @@
+//! Budget counters and the atomic multi-counter reservation.
+//!
+//! A [`BudgetStore`] keeps, per [`CounterKey`], what was committed and what is reserved. Its one
+//! hard duty: [`BudgetStore::reserve`] checks *every* counter a call touches and reserves on all
+//! of them or on none, atomically with respect to every other reserve, settle and release. What
+//! the counters are (which limits match a call, which window is current) is decided outside, by
+//! [`Budget`](crate::Budget), so a store holds no policy and a Redis store can run the same
+//! decision ([`admission::decide`](crate::admission::decide)) in a server-side script.
+
+mod memory;
+
+use std::future::Future;
+
+use jiff::Timestamp;
+
+pub use memory::MemoryBudgetStore;
+
+use crate::admission::{Amount, CapKind};
+use crate::attribution::TaskId;
+use crate::limits::{Cap, CounterKey, WindowSpan};
+
+/// One counter a call touches, with what the store needs to decide on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterSpec {
+    /// Which counter.
+    pub key: CounterKey,
+    /// Its cap.
+    pub cap: Cap,
+    /// Hard counters deny; soft ones only count.
+    pub hard: bool,
+    /// The window the counter belongs to.
+    pub span: WindowSpan,
+}
+
+/// Committed and reserved usage of one counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterUsage {
+    /// Everything committed in the window (actual usage, overshoot included).
+    pub committed: Amount,
+    /// The part of `committed` that had been reserved in advance. `committed − admitted` is
+    /// overshoot: calls that used more than they reserved (usage is never dropped for it).
+    pub admitted: Amount,
+    /// Reserved by calls in flight.
+    pub reserved: Amount,
+    /// How many reservations are in flight.
+    pub in_flight: u32,
+}
+
+impl CounterUsage {
+    /// `committed + reserved`: what admission compares with the cap.
+    pub fn in_use(&self) -> Amount {
+        self.committed.saturating_add(self.reserved)
+    }
+
+    /// Usage committed beyond what was reserved.
+    pub fn overshoot(&self) -> Amount {
+        self.committed.saturating_sub(self.admitted)
+    }
+}
+
+/// Proof of a reservation held in a store. Not `Clone`: it is settled or released once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ticket {
+    id: u64,
+    amount: Amount,
+    keys: Vec<CounterKey>,
+}
+
+impl Ticket {
+    /// A ticket for usage that was never reserved (a cache hit, a late report): settling it
+    /// only adds.
+    pub fn unreserved() -> Ticket {
+        Ticket {
+            id: 0,
+            amount: Amount::ZERO,
+            keys: Vec::new(),
+        }
+    }
+
+    /// A ticket as a store issues it.
+    pub fn new(id: u64, amount: Amount, keys: Vec<CounterKey>) -> Ticket {
+        Ticket { id, amount, keys }
+    }
+
+    /// The store's id of the reservation (0 for [`Ticket::unreserved`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How much was reserved on each counter.
+    pub fn amount(&self) -> Amount {
+        self.amount
+    }
+
+    /// The counters reserved on.
+    pub fn keys(&self) -> &[CounterKey] {
+        &self.keys
+    }
+}
+
+/// Why the store refused a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Index, in the specs passed to `reserve`, of the counter that refused.
+    pub counter: usize,
+    /// `true` when the request exceeds the cap itself and can never fit.
+    pub never: bool,
+    /// Which cap refused.
+    pub cap_kind: CapKind,
+    /// The counter's committed + reserved at the time.
+    pub in_use: Amount,
+    /// When enough budget frees up, if the store can tell (a new calendar window, rolling usage
+    /// ageing out). `None` when only settling reservations can free it, or never.
+    pub retry_after: Option<Timestamp>,
+}
+
+/// A store that could not do its job (as opposed to a budget that said no).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("budget store {store}: {message}")]
+pub struct StoreError {
+    /// Which store (e.g. `memory`, `redis://…`).
+    pub store: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The outcome of a reservation attempt.
+#[derive(Debug)]
+pub enum ReserveOutcome {
+    /// Reserved on every counter.
+    Reserved(Ticket),
+    /// Reserved on none: one counter refused.
+    Denied(Denial),
+}
+
+/// Atomic budget counters. See the module docs.
+pub trait BudgetStore: Send + Sync + 'static {
+    /// Reserves `amount` on every hard counter of `counters` (soft ones are only created), or on
+    /// none of them.
+    fn reserve(
+        &self,
+        counters: &[CounterSpec],
+        amount: Amount,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<ReserveOutcome, StoreError>> + Send;
+
+    /// Settles a ticket: its reservation is removed from the counters it was made on, and
+    /// `actual` is committed to `counters` (the windows current *now*, which may differ from the
+    /// ones reserved on). Returns each counter's usage after the commit, in `counters` order.
+    fn settle(
+        &self,
+        ticket: Ticket,
+        counters: &[CounterSpec],
+        actual: Amount,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send;
+
+    /// Gives a reservation back without committing anything. Must not fail or block: stores
+    /// that need I/O queue it (and their reservations expire as a backstop).
+    fn release(&self, ticket: Ticket);
+
+    /// Current usage of the given counters, in order (zero for counters never used).
+    fn usage(
+        &self,
+        counters: &[CounterSpec],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send;
+
+    /// Every counter with usage or reservations in a current window, for status reports.
+    fn snapshot(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<(CounterKey, CounterUsage)>, StoreError>> + Send;
+
+    /// Drops the per-task counters of a finished task.
+    fn forget_task(&self, task: &TaskId);
+}

@@ -1,0 +1,109 @@
+//! Loads LiteLLM's real price file, when this machine has it, and checks the built-in table
+//! against it.
+
+use budget_core::{Money, PriceTable};
+
+const LITELLM_FILE: &str = "/tmp/litellm/litellm/model_prices_and_context_window_backup.json";
+
+fn real_table() -> Option<PriceTable> {
+    let Ok(text) = std::fs::read_to_string(LITELLM_FILE) else {
+        println!("skipped: {LITELLM_FILE} is not present");
+        return None;
+    };
+    match PriceTable::from_litellm_json(&text) {
+        Ok(table) => Some(table),
+        Err(e) => panic!("the real LiteLLM file must load: {e}"),
+    }
+}
+
+fn per_million(text: &str) -> Money {
+    Money::per_million_tokens(text).unwrap()
+}
+
+#[test]
+fn pricing_loads_the_real_litellm_file() {
+    let Some(table) = real_table() else { return };
+    assert!(table.len() > 2000, "only {} entries", table.len());
+    let gpt4o = table.resolve("gpt-4o").unwrap();
+    assert_eq!(gpt4o.id, "gpt-4o");
+    assert_eq!(gpt4o.price.input, per_million("2.50"));
+    assert_eq!(gpt4o.price.output, per_million("10.00"));
+    assert_eq!(gpt4o.price.cached_input, Some(per_million("1.25")));
+    assert_eq!(gpt4o.price.max_input_tokens, Some(128_000));
+    assert_eq!(gpt4o.price.provider.as_deref(), Some("openai"));
+    let pro = table.get("gemini-2.5-pro").unwrap();
+    assert_eq!(pro.tiers.len(), 1);
+    assert_eq!(pro.tiers[0].input, Some(per_million("2.50")));
+    // `alias_of` entries resolve to their target.
+    let latest = table.resolve("claude-opus-latest").unwrap();
+    assert_eq!(latest.id, "claude-opus-5-5");
+}
+
+/// Every built-in entry carries exactly the prices of the LiteLLM entry it was copied from.
+#[test]
+fn pricing_builtin_matches_its_litellm_source() {
+    let Some(real) = real_table() else { return };
+    let builtin_json: serde_json::Value =
+        serde_json::from_str(include_str!("../data/prices.json")).unwrap();
+    let builtin = PriceTable::builtin_ref();
+    let mut checked = 0;
+    for (id, entry) in builtin_json.as_object().unwrap() {
+        if id.starts_with('_') {
+            continue;
+        }
+        let source = entry
+            .get("_source_key")
+            .and_then(|s| s.as_str())
+            .unwrap_or(id);
+        let ours = builtin.resolve(id).unwrap().price;
+        let theirs = real.resolve(source).unwrap().price;
+        assert_eq!(
+            (ours.input, ours.output, ours.cached_input, ours.cache_write),
+            (
+                theirs.input,
+                theirs.output,
+                theirs.cached_input,
+                theirs.cache_write
+            ),
+            "{id} (from {source})"
+        );
+        assert_eq!(
+            (&ours.reasoning, &ours.tiers),
+            (&theirs.reasoning, &theirs.tiers),
+            "{id}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 40);
+}
+
+/// A dated or decorated id that resolves (by stripping) to a built-in family id must cost
+/// what LiteLLM says that exact id costs: stripping may not change the price.
+#[test]
+fn pricing_builtin_resolution_agrees_with_litellm_for_known_ids() {
+    let Some(real) = real_table() else { return };
+    let builtin = PriceTable::builtin_ref();
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    for (id, theirs) in real.iter() {
+        let Ok(ours) = builtin.resolve(id) else {
+            continue;
+        };
+        // Only ids of the vendors the built-in table covers, under their own provider.
+        let same_vendor = matches!(
+            (theirs.provider.as_deref(), ours.price.provider.as_deref()),
+            (Some(a), Some(b)) if a == b
+        );
+        if ours.id == id || !same_vendor || id.contains('/') {
+            continue;
+        }
+        checked += 1;
+        let key = |p: &budget_core::ModelPrice| (p.input, p.output, p.cached_input);
+        if key(ours.price) != key(theirs) {
+            mismatches.push(format!("{id} -> {}", ours.id));
+        }
+    }
+    println!("{checked} decorated ids checked");
+    assert!(checked > 10, "only {checked} ids checked");
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
