@@ -36,7 +36,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::controls::{Controls, Refusal};
 use crate::ledger::{EventKind, Ledger, LedgerError, MemoryLedger, UsageEvent};
 use crate::limits::{Cap, Limit, LimitError, LimitSet, Period, Window, WindowSpan};
-use crate::pricing::{ModelPrice, PriceError, PriceTable};
+use crate::pricing::{PriceError, PriceTable};
 use crate::store::{
     BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, ReserveOutcome, StoreError, Ticket,
 };
@@ -455,9 +455,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                 Refusal::Paused => BudgetError::AgentPaused {
                     agent: who.agent_arc().clone(),
                 },
-                Refusal::Cancelled => BudgetError::TaskCancelled {
-                    task: who.task().cloned().unwrap_or_else(|| TaskId::new("?")),
-                },
+                Refusal::Cancelled(task) => BudgetError::TaskCancelled { task },
             });
         }
         let prices = self.prices();
@@ -470,15 +468,20 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                 .max_cost_of(estimate.input_tokens, estimate.max_output_tokens),
         );
         let now = self.inner.clock.now();
-        let specs = self.counters_for(who, &priced_model, now)?;
+        let limits = self.limits();
+        let specs = self.counters_for(&limits, who, &priced_model, now)?;
         match self.inner.store.reserve(&specs, amount, now).await? {
             ReserveOutcome::Reserved(ticket) => Ok(Reservation {
                 budget: self.clone(),
-                ticket: Some(ticket),
-                who: who.clone(),
-                model: priced_model,
-                requested_model: Arc::from(model),
-                amount,
+                held: Some(Held {
+                    ticket,
+                    who: who.clone(),
+                    requested_model: (*priced_model != *model).then(|| Arc::from(model)),
+                    model: priced_model,
+                    amount,
+                    limits,
+                    specs,
+                }),
             }),
             ReserveOutcome::Denied(denial) => {
                 let spec = &specs[denial.counter];
@@ -486,7 +489,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                     limit: spec.key.limit.clone(),
                     scope: spec.key.scope.clone(),
                     cap_kind: denial.cap_kind,
-                    cap: spec.cap,
+                    cap: *spec.cap(),
                     in_use: denial.in_use,
                     requested: amount,
                     retry_after: denial.retry_after,
@@ -514,17 +517,17 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         let prices = self.prices();
         let resolved = prices.resolve(model)?;
         let priced_model: Arc<str> = Arc::from(resolved.id);
-        let requested: Arc<str> = Arc::from(model);
-        self.settle(
-            Ticket::unreserved(),
-            who,
-            &priced_model,
-            &requested,
-            usage,
-            details,
-            None,
-        )
-        .await
+        let held = Held {
+            ticket: Ticket::unreserved(),
+            who: who.clone(),
+            requested_model: (*priced_model != *model).then(|| Arc::from(model)),
+            model: priced_model,
+            amount: Amount::ZERO,
+            limits: self.limits(),
+            // No reservation: the counters are found at commit time.
+            specs: Vec::new(),
+        };
+        self.settle(held, usage, details).await
     }
 
     /// How much `who` may still spend on `model`, and the largest output cap a call with
@@ -540,9 +543,9 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         let priced_model: Arc<str> = Arc::from(resolved.id);
         let now = self.inner.clock.now();
         let specs: Vec<_> = self
-            .counters_for(who, &priced_model, now)?
+            .counters_for(&self.limits(), who, &priced_model, now)?
             .into_iter()
-            .filter(|s| s.hard)
+            .filter(|s| s.is_hard())
             .collect();
         let usages = self.inner.store.usage(&specs, now).await?;
         let prompt_cost = resolved.price.max_cost_of(prompt_tokens, 0);
@@ -557,7 +560,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             binding_limit: None,
         };
         for (spec, usage) in specs.iter().zip(usages) {
-            let (tokens_left, money_left) = headroom(&spec.cap, usage.in_use());
+            let (tokens_left, money_left) = headroom(spec.cap(), usage.in_use());
             let mut output: Option<u64> = None;
             if let Some(t) = tokens_left {
                 out.tokens = Some(out.tokens.map_or(t, |o| o.min(t)));
@@ -739,19 +742,18 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     /// The counters of every limit that applies to a call, in their current windows.
     fn counters_for(
         &self,
+        limits: &LimitSet,
         who: &Attribution,
         model: &Arc<str>,
         now: Timestamp,
     ) -> Result<Vec<CounterSpec>, BudgetError> {
-        let limits = self.limits();
         let mut specs = Vec::with_capacity(limits.len());
         for limit in limits.iter() {
             let span = self.span(&limit.window, now)?;
             if let Some(key) = limit.counter_for(who, model, span) {
                 specs.push(CounterSpec {
                     key,
-                    cap: limit.cap,
-                    hard: limit.is_hard(),
+                    limit: limit.clone(),
                     span,
                 });
             }
@@ -759,56 +761,68 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         Ok(specs)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Commits `usage` for a held reservation (or for unreserved usage): prices it, settles
+    /// the counters of the windows current now, and records one ledger event.
     async fn settle(
         &self,
-        ticket: Ticket,
-        who: &Attribution,
-        priced_model: &Arc<str>,
-        requested_model: &Arc<str>,
+        held: Held,
         usage: Usage,
         details: CommitDetails,
-        reserved_money: Option<Money>,
     ) -> Result<Committed, BudgetError> {
+        let Held {
+            ticket,
+            who,
+            model: reserved_model,
+            requested_model,
+            amount,
+            limits: reserved_limits,
+            specs: reserved_specs,
+        } = held;
         let prices = self.prices();
         let mut estimated = details.estimated;
         // Price by what was served when the table knows it; else by what was reserved.
-        let (model, price): (Arc<str>, Option<&ModelPrice>) = match &details.served_model {
-            Some(served) => match prices.resolve(served) {
-                Ok(r) => (Arc::from(r.id), Some(r.price)),
-                Err(_) => {
-                    estimated = true;
-                    (
-                        priced_model.clone(),
-                        prices.resolve(priced_model).ok().map(|r| r.price),
-                    )
-                }
-            },
-            None => (
-                priced_model.clone(),
-                prices.resolve(priced_model).ok().map(|r| r.price),
-            ),
+        let served = details.served_model.as_deref().map(|m| prices.resolve(m));
+        let (model, price) = match served {
+            Some(Ok(r)) if *r.id == *reserved_model => (reserved_model.clone(), Some(r.price)),
+            Some(Ok(r)) => (Arc::from(r.id), Some(r.price)),
+            Some(Err(_)) | None => {
+                estimated |= served.is_some();
+                let price = prices.resolve(&reserved_model).ok().map(|r| r.price);
+                (reserved_model.clone(), price)
+            }
         };
         let cost = match price {
             Some(p) => p.cost(&usage),
             None => {
                 // The table changed under us and lost the model: bill what was reserved.
                 estimated = true;
-                reserved_money.unwrap_or(Money::ZERO)
+                amount.money
             }
         };
         let actual = Amount::new(usage.total(), cost);
         let now = self.inner.clock.now();
-        let specs = self.counters_for(who, &model, now)?;
+        let limits = self.limits();
+        // The counters reserved on are reused when nothing that selects them has changed;
+        // otherwise usage goes to the windows current now (a day may have ended meanwhile).
+        let reuse = !reserved_specs.is_empty()
+            && Arc::ptr_eq(&limits, &reserved_limits)
+            && model == reserved_model
+            && reserved_specs.iter().all(|s| s.span.contains(now));
+        let specs = if reuse {
+            reserved_specs
+        } else {
+            self.counters_for(&limits, &who, &model, now)?
+        };
         let usages = self.inner.store.settle(ticket, &specs, actual, now).await?;
-        let crossings = self.crossings(&specs, &usages, actual);
-        let requested = (requested_model != &model).then(|| requested_model.clone());
+        let crossings = crossings(&specs, &usages, actual);
+        let requested_model =
+            requested_model.or_else(|| (model != reserved_model).then(|| reserved_model.clone()));
         let event = UsageEvent {
             id: self.inner.next_event.fetch_add(1, Ordering::Relaxed),
             at: now,
-            attribution: who.clone(),
+            attribution: who,
             model,
-            requested_model: requested,
+            requested_model,
             usage,
             cost,
             estimated,
@@ -823,38 +837,34 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             }),
         }
     }
+}
 
-    fn crossings(
-        &self,
-        specs: &[CounterSpec],
-        usages: &[CounterUsage],
-        actual: Amount,
-    ) -> Vec<ThresholdCrossing> {
-        let limits = self.limits();
-        let mut out = Vec::new();
-        for (spec, usage) in specs.iter().zip(usages) {
-            let Some(limit) = limits.get(&spec.key.limit) else {
-                continue;
-            };
-            if limit.alert_thresholds.is_empty() {
-                continue;
-            }
-            let after = percent_used(&spec.cap, usage.committed);
-            let before = percent_used(&spec.cap, usage.committed.saturating_sub(actual));
-            for &threshold in &limit.alert_thresholds {
-                let t = u32::from(threshold);
-                if before < t && after >= t {
-                    out.push(ThresholdCrossing {
-                        limit: limit.clone(),
-                        scope: spec.key.scope.clone(),
-                        threshold,
-                        usage: *usage,
-                    });
-                }
+/// The alert thresholds a commit of `actual` carried its counters across.
+fn crossings(
+    specs: &[CounterSpec],
+    usages: &[CounterUsage],
+    actual: Amount,
+) -> Vec<ThresholdCrossing> {
+    let mut out = Vec::new();
+    for (spec, usage) in specs.iter().zip(usages) {
+        if spec.limit.alert_thresholds.is_empty() {
+            continue;
+        }
+        let after = percent_used(spec.cap(), usage.committed);
+        let before = percent_used(spec.cap(), usage.committed.saturating_sub(actual));
+        for &threshold in &spec.limit.alert_thresholds {
+            let t = u32::from(threshold);
+            if before < t && after >= t {
+                out.push(ThresholdCrossing {
+                    limit: spec.limit.clone(),
+                    scope: spec.key.scope.clone(),
+                    threshold,
+                    usage: *usage,
+                });
             }
         }
-        out
     }
+    out
 }
 
 fn window_error(period: Period, e: jiff::Error) -> BudgetError {
@@ -864,32 +874,50 @@ fn window_error(period: Period, e: jiff::Error) -> BudgetError {
     }
 }
 
+/// What a reservation holds until it is settled.
+#[derive(Debug)]
+struct Held {
+    ticket: Ticket,
+    who: Attribution,
+    /// The model as the price table names it.
+    model: Arc<str>,
+    /// The model as the caller named it, when that differs.
+    requested_model: Option<Arc<str>>,
+    amount: Amount,
+    /// The limits the counters were chosen under, to tell whether they still apply.
+    limits: Arc<LimitSet>,
+    specs: Vec<CounterSpec>,
+}
+
 /// Budget held for one call. Commit it with the actual usage, or drop it to give it back.
 #[must_use = "a reservation holds budget until it is committed or dropped"]
 #[derive(Debug)]
 pub struct Reservation<S: BudgetStore = MemoryBudgetStore, L: Ledger = MemoryLedger> {
     budget: Budget<S, L>,
-    ticket: Option<Ticket>,
-    who: Attribution,
-    model: Arc<str>,
-    requested_model: Arc<str>,
-    amount: Amount,
+    /// `None` once committed or released.
+    held: Option<Held>,
 }
 
 impl<S: BudgetStore, L: Ledger> Reservation<S, L> {
+    fn held(&self) -> &Held {
+        self.held
+            .as_ref()
+            .expect("a reservation is only emptied by the methods that consume it")
+    }
+
     /// What is held on every matching limit.
     pub fn amount(&self) -> Amount {
-        self.amount
+        self.held().amount
     }
 
     /// Whose call it is.
     pub fn attribution(&self) -> &Attribution {
-        &self.who
+        &self.held().who
     }
 
     /// The model, as the price table names it.
     pub fn model(&self) -> &str {
-        &self.model
+        &self.held().model
     }
 
     /// Settles with the usage the provider reported: unused budget goes back, excess is
@@ -904,33 +932,22 @@ impl<S: BudgetStore, L: Ledger> Reservation<S, L> {
         actual: Usage,
         details: CommitDetails,
     ) -> Result<Committed, BudgetError> {
-        let ticket = self.ticket.take().unwrap_or_else(Ticket::unreserved);
-        let budget = self.budget.clone();
-        budget
-            .settle(
-                ticket,
-                &self.who,
-                &self.model,
-                &self.requested_model,
-                actual,
-                details,
-                Some(self.amount.money),
-            )
-            .await
+        let held = self.held.take().expect("not yet settled");
+        self.budget.settle(held, actual, details).await
     }
 
     /// Gives the budget back without recording usage (the call never reached the provider).
     pub fn release(mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.budget.inner.store.release(ticket);
+        if let Some(held) = self.held.take() {
+            self.budget.inner.store.release(held.ticket);
         }
     }
 }
 
 impl<S: BudgetStore, L: Ledger> Drop for Reservation<S, L> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.budget.inner.store.release(ticket);
+        if let Some(held) = self.held.take() {
+            self.budget.inner.store.release(held.ticket);
         }
     }
 }

@@ -2,7 +2,6 @@
 //! detector). The budget consults these before every reservation; the `#[budgeted]` macro
 //! consults them at every step boundary.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,15 +14,15 @@ use crate::attribution::{Attribution, TaskId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     Paused,
-    Cancelled,
+    Cancelled(TaskId),
 }
 
 /// Paused agents and cancelled tasks.
 #[derive(Debug, Default)]
 pub struct Controls {
-    paused: RwLock<HashSet<Arc<str>>>,
+    paused: RwLock<foldhash::HashSet<Arc<str>>>,
     noncritical_paused: AtomicBool,
-    tasks: RwLock<HashMap<TaskId, CancellationToken>>,
+    tasks: RwLock<foldhash::HashMap<TaskId, CancellationToken>>,
 }
 
 impl Controls {
@@ -92,7 +91,7 @@ impl Controls {
             return Some(Refusal::Paused);
         }
         match who.task() {
-            Some(task) if self.is_cancelled(task) => Some(Refusal::Cancelled),
+            Some(task) if self.is_cancelled(task) => Some(Refusal::Cancelled(task.clone())),
             _ => None,
         }
     }
@@ -118,7 +117,10 @@ mod tests {
         let token = c.task_token(&TaskId::new("t"));
         c.cancel_task(&TaskId::new("t"));
         assert!(token.is_cancelled());
-        assert_eq!(c.refusal(&worker), Some(Refusal::Cancelled));
+        assert_eq!(
+            c.refusal(&worker),
+            Some(Refusal::Cancelled(TaskId::new("t")))
+        );
         c.finish_task(&TaskId::new("t"));
         assert_eq!(c.refusal(&worker), None);
     }

@@ -18,6 +18,9 @@ use jiff::{SignedDuration, Timestamp, ToSpan};
 use crate::Money;
 use crate::attribution::{Attribution, TaskId};
 
+/// The scope value of the global selector's one counter.
+static GLOBAL_SCOPE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("*"));
+
 /// Which calls a limit applies to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,7 +94,7 @@ impl Selector {
             }
         }
         match self {
-            Selector::Global => Some(Arc::from("*")),
+            Selector::Global => Some(GLOBAL_SCOPE.clone()),
             Selector::Agent(s) => pick(s, Some(who.agent_arc())),
             Selector::Task(s) => match (s, who.task()) {
                 (_, None) => None,
@@ -232,6 +235,17 @@ pub enum WindowSpan {
 }
 
 impl WindowSpan {
+    /// Whether `now` still falls in this window.
+    pub fn contains(&self, now: Timestamp) -> bool {
+        match *self {
+            WindowSpan::Task => true,
+            WindowSpan::Rolling { slot_nanos, slot } => {
+                i64::try_from(now.as_nanosecond()).is_ok_and(|n| n.div_euclid(slot_nanos) == slot)
+            }
+            WindowSpan::Calendar { start, end } => start <= now && now < end,
+        }
+    }
+
     /// The number that, with the limit and scope, names this window's counter.
     pub fn id(&self) -> i64 {
         match self {

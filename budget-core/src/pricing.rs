@@ -44,7 +44,7 @@
 //! [`UnknownModelPolicy::Fallback`] it is priced at the declared fallback, and the
 //! [`ResolvedPrice`] / [`Priced`] says so (`fallback: true`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use serde_json::value::RawValue;
@@ -399,7 +399,7 @@ struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PriceTable {
     /// Keyed by lower-cased id.
-    models: HashMap<String, Entry>,
+    models: foldhash::HashMap<String, Entry>,
     unknown: UnknownModelPolicy,
 }
 
@@ -552,6 +552,10 @@ impl PriceTable {
     }
 
     fn lookup(&self, model: &str) -> Option<&Entry> {
+        // The common case, a canonical id as the table spells it, costs no allocation.
+        if let Some(entry) = self.models.get(model) {
+            return Some(entry);
+        }
         let mut name = model.trim().to_lowercase();
         loop {
             if let Some(entry) = self.models.get(&name) {

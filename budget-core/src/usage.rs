@@ -102,34 +102,29 @@ impl Usage {
 
     /// Adds another call's usage (saturating): the rule across calls.
     pub fn accumulate(&mut self, other: &Usage) {
-        let Usage {
-            input,
-            cached_input,
-            cache_write,
-            output,
-            reasoning,
-        } = other;
-        self.input = self.input.saturating_add(*input);
-        self.cached_input = self.cached_input.saturating_add(*cached_input);
-        self.cache_write = self.cache_write.saturating_add(*cache_write);
-        self.output = self.output.saturating_add(*output);
-        self.reasoning = self.reasoning.saturating_add(*reasoning);
+        self.combine(other, u64::saturating_add);
     }
 
     /// Merges a later cumulative report from the *same* stream: each field's running maximum.
     pub fn merge_cumulative(&mut self, later: &Usage) {
+        self.combine(later, u64::max);
+    }
+
+    /// Applies `f` field by field. The exhaustive destructuring makes a new field a compile
+    /// error here instead of a silently dropped count.
+    fn combine(&mut self, other: &Usage, f: impl Fn(u64, u64) -> u64) {
         let Usage {
             input,
             cached_input,
             cache_write,
             output,
             reasoning,
-        } = later;
-        self.input = self.input.max(*input);
-        self.cached_input = self.cached_input.max(*cached_input);
-        self.cache_write = self.cache_write.max(*cache_write);
-        self.output = self.output.max(*output);
-        self.reasoning = self.reasoning.max(*reasoning);
+        } = *other;
+        self.input = f(self.input, input);
+        self.cached_input = f(self.cached_input, cached_input);
+        self.cache_write = f(self.cache_write, cache_write);
+        self.output = f(self.output, output);
+        self.reasoning = f(self.reasoning, reasoning);
     }
 
     /// Checks that the parts nest: `cached_input + cache_write ≤ input`, `reasoning ≤ output`.

@@ -570,3 +570,87 @@ fn each_selector_counts_values_apart() {
         .collect();
     assert_eq!(scopes, [Arc::from("alice"), Arc::from("bob")]);
 }
+
+#[test]
+fn rolling_windows_free_up_as_usage_ages_out() {
+    let clock = FakeClock::at(ts("2026-11-29T10:00:00Z"));
+    let budget = Budget::builder()
+        .clock(clock.clone())
+        .limit(
+            Limit::new(
+                "hourly",
+                Selector::agent("a"),
+                Window::Rolling(SignedDuration::from_hours(1)),
+            )
+            .tokens(1_000),
+        )
+        .build()
+        .unwrap();
+    let who = Attribution::agent("a");
+    ready(budget.record(&who, "gpt-4o", Usage::new(700, 0), CommitDetails::default())).unwrap();
+    clock.advance(SignedDuration::from_mins(30));
+    ready(budget.record(&who, "gpt-4o", Usage::new(200, 0), CommitDetails::default())).unwrap();
+    match ready(budget.reserve(&who, "gpt-4o", Estimate::new(400, 0))) {
+        Err(BudgetError::Exhausted(d)) => {
+            assert_eq!(d.in_use.tokens, 900);
+            // The 700 from 10:00 leave the window at 11:00.
+            assert_eq!(d.retry_after, Some(ts("2026-11-29T11:00:00Z")));
+        }
+        other => panic!("expected Exhausted, got {other:?}"),
+    }
+    clock.set(ts("2026-11-29T11:00:00Z"));
+    ready(budget.reserve(&who, "gpt-4o", Estimate::new(800, 0)))
+        .unwrap()
+        .release();
+}
+
+/// A ledger that refuses every event, like a database that went away.
+#[derive(Debug, Default)]
+struct BrokenLedger;
+
+impl Ledger for BrokenLedger {
+    async fn record(
+        &self,
+        _: budget_core::UsageEvent,
+    ) -> Result<(), budget_core::ledger::LedgerError> {
+        Err(budget_core::ledger::LedgerError {
+            ledger: "broken".into(),
+            message: "disk full".into(),
+        })
+    }
+
+    async fn totals(
+        &self,
+        _: &LedgerQuery,
+    ) -> Result<Vec<budget_core::ledger::GroupTotal>, budget_core::ledger::LedgerError> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_failing_ledger_hands_the_event_back_and_the_budget_still_counts_it() {
+    let budget = Budget::builder()
+        .ledger(BrokenLedger)
+        .limit(per_task(1_000))
+        .build()
+        .unwrap();
+    let who = researcher("t");
+    let held = ready(budget.reserve(&who, "gpt-4o", Estimate::new(100, 100))).unwrap();
+    match ready(held.commit(Usage::new(100, 50))) {
+        Err(BudgetError::Ledger { source, event }) => {
+            assert_eq!(source.message, "disk full");
+            assert_eq!(
+                event.usage,
+                Usage::new(100, 50),
+                "the caller can record it again"
+            );
+        }
+        other => panic!("expected a ledger error, got {other:?}"),
+    }
+    let status = ready(budget.status()).unwrap();
+    assert_eq!(
+        status[0].usage.committed.tokens, 150,
+        "the spend still counts against the limit"
+    );
+    assert_eq!(status[0].usage.reserved.tokens, 0);
+}

@@ -1,6 +1,5 @@
 //! The in-memory ledger: a vector of events behind a read-write lock.
 
-use std::collections::HashMap;
 use std::future::{Future, ready};
 
 use parking_lot::RwLock;
@@ -39,7 +38,7 @@ impl MemoryLedger {
     /// sketch took its lock twice in its top-N report and deadlocked).
     pub fn totals_now(&self, query: &LedgerQuery) -> Vec<GroupTotal> {
         let events = self.events.read();
-        let mut groups: HashMap<Vec<super::KeyPart>, GroupTotal> = HashMap::new();
+        let mut groups: foldhash::HashMap<Vec<super::KeyPart>, GroupTotal> = Default::default();
         for event in events.iter().filter(|e| query.matches(e)) {
             let key: Vec<_> = query
                 .group_by

@@ -5,7 +5,6 @@
 //! must roll back partial reservations. The lock is taken with `try_lock` first so that stress
 //! tests can prove threads really collided ([`MemoryBudgetStore::contended`]).
 
-use std::collections::HashMap;
 use std::future::{Future, ready};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,7 +25,7 @@ pub struct MemoryBudgetStore {
 
 #[derive(Debug, Default)]
 struct State {
-    counters: HashMap<CounterKey, Counter>,
+    counters: foldhash::HashMap<CounterKey, Counter>,
     next_ticket: u64,
     ops_since_sweep: u32,
 }
@@ -165,8 +164,8 @@ impl Counter {
         match (spec.span, &self.ring) {
             (WindowSpan::Calendar { end, .. }, _) => Some(end),
             (WindowSpan::Rolling { slot, .. }, Some(ring)) => {
-                let cap_tokens = spec.cap.tokens.unwrap_or(u64::MAX);
-                let cap_money = spec.cap.money.unwrap_or(crate::Money::MAX);
+                let cap_tokens = spec.cap().tokens.unwrap_or(u64::MAX);
+                let cap_money = spec.cap().money.unwrap_or(crate::Money::MAX);
                 let excess = Amount {
                     tokens: in_use
                         .tokens
@@ -216,7 +215,7 @@ impl MemoryBudgetStore {
         state.maybe_sweep(now);
         // Decide on every hard counter first; reserve only if all admit.
         for (i, spec) in counters.iter().enumerate() {
-            if !spec.hard {
+            if !spec.is_hard() {
                 continue;
             }
             let usage = state
@@ -225,7 +224,7 @@ impl MemoryBudgetStore {
                 .map(|c| c.usage(spec.span))
                 .unwrap_or_default();
             let in_use = usage.in_use();
-            let (never, cap_kind) = match decide(&spec.cap, in_use, amount) {
+            let (never, cap_kind) = match decide(spec.cap(), in_use, amount) {
                 Decision::Admit => continue,
                 Decision::NotNow(kind) => (false, kind),
                 Decision::Never(kind) => (true, kind),
@@ -247,7 +246,7 @@ impl MemoryBudgetStore {
             });
         }
         let mut keys = Vec::with_capacity(counters.len());
-        for spec in counters.iter().filter(|s| s.hard) {
+        for spec in counters.iter().filter(|s| s.is_hard()) {
             let counter = state
                 .counters
                 .entry(spec.key.clone())
@@ -329,6 +328,7 @@ impl MemoryBudgetStore {
                 (key.clone(), c.usage(span))
             })
             .collect();
+        drop(state);
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -410,7 +410,6 @@ impl BudgetStore for MemoryBudgetStore {
 mod tests {
     use super::*;
     use crate::Money;
-    use crate::limits::Cap;
     use jiff::SignedDuration;
 
     fn spec(limit: &str, tokens: u64, span: WindowSpan) -> CounterSpec {
@@ -421,11 +420,10 @@ mod tests {
                 task: None,
                 window: span.id(),
             },
-            cap: Cap {
-                tokens: Some(tokens),
-                money: None,
-            },
-            hard: true,
+            limit: std::sync::Arc::new(
+                crate::Limit::new(limit, crate::Selector::Global, crate::Window::PerTask)
+                    .tokens(tokens),
+            ),
             span,
         }
     }

@@ -10,6 +10,7 @@
 mod memory;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -17,19 +18,29 @@ pub use memory::MemoryBudgetStore;
 
 use crate::admission::{Amount, CapKind};
 use crate::attribution::TaskId;
-use crate::limits::{Cap, CounterKey, WindowSpan};
+use crate::limits::{Cap, CounterKey, Limit, WindowSpan};
 
 /// One counter a call touches, with what the store needs to decide on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterSpec {
     /// Which counter.
     pub key: CounterKey,
-    /// Its cap.
-    pub cap: Cap,
-    /// Hard counters deny; soft ones only count.
-    pub hard: bool,
+    /// The limit it counts for (its cap, enforcement and alert thresholds).
+    pub limit: Arc<Limit>,
     /// The window the counter belongs to.
     pub span: WindowSpan,
+}
+
+impl CounterSpec {
+    /// The limit's cap.
+    pub fn cap(&self) -> &Cap {
+        &self.limit.cap
+    }
+
+    /// Hard counters deny; soft ones only count.
+    pub fn is_hard(&self) -> bool {
+        self.limit.is_hard()
+    }
 }
 
 /// Committed and reserved usage of one counter.
