@@ -1,0 +1,173 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use budget_core::scope::TaskScope;
+use budget_core::{
+    Attribution, Budget, BudgetError, BudgetStore, CommitDetails, Estimate, Ledger, Usage,
+    count_text,
+};
+use tower::Service;
+
+use super::BudgetLayerError;
+use super::stream::MeteredStream;
+use crate::llm::{LlmRequest, LlmResponse, attribution_of};
+
+/// The service of [`BudgetLayer`](super::BudgetLayer).
+#[derive(Debug)]
+pub struct BudgetService<S, St: BudgetStore, L: Ledger> {
+    inner: S,
+    budget: Budget<St, L>,
+    default_output_cap: u64,
+}
+
+impl<S: Clone, St: BudgetStore, L: Ledger> Clone for BudgetService<S, St, L> {
+    fn clone(&self) -> Self {
+        BudgetService {
+            inner: self.inner.clone(),
+            budget: self.budget.clone(),
+            default_output_cap: self.default_output_cap,
+        }
+    }
+}
+
+impl<S, St: BudgetStore, L: Ledger> BudgetService<S, St, L> {
+    pub(crate) fn new(inner: S, budget: Budget<St, L>, default_output_cap: u64) -> Self {
+        BudgetService {
+            inner,
+            budget,
+            default_output_cap,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, R, St, L> Service<R> for BudgetService<S, St, L>
+where
+    R: LlmRequest + Send + 'static,
+    S: Service<R> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: LlmResponse,
+    S::Error: Send + 'static,
+    St: BudgetStore,
+    L: Ledger,
+{
+    type Response = S::Response;
+    type Error = BudgetLayerError<S::Error>;
+    type Future = BoxFuture<Result<S::Response, BudgetLayerError<S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(BudgetLayerError::Inner)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        // The readied service goes into the future; this one keeps a fresh clone (tower's
+        // convention: a clone starts without readiness).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(budgeted_call(
+            self.budget.clone(),
+            inner,
+            request,
+            self.default_output_cap,
+        ))
+    }
+}
+
+/// The output cap a call may be given: the request's own cap (else the model's maximum, else
+/// the default), clamped to what every matching limit still allows.
+async fn grant<St: BudgetStore, L: Ledger>(
+    budget: &Budget<St, L>,
+    who: &Attribution,
+    model: &str,
+    prompt_tokens: u64,
+    requested: Option<u64>,
+    default_cap: u64,
+) -> Result<u64, BudgetError> {
+    let model_max = budget
+        .prices()
+        .resolve(model)
+        .ok()
+        .and_then(|r| r.price.max_output_tokens);
+    let wanted = requested.or(model_max).unwrap_or(default_cap);
+    let remaining = budget.remaining(who, model, prompt_tokens).await?;
+    Ok(match remaining.max_output_tokens {
+        // Nothing left for output: ask for what was wanted and let the reservation say why not.
+        Some(0) => wanted,
+        Some(left) => wanted.min(left),
+        None => wanted,
+    })
+}
+
+async fn budgeted_call<S, R, St, L>(
+    budget: Budget<St, L>,
+    mut inner: S,
+    mut request: R,
+    default_cap: u64,
+) -> Result<S::Response, BudgetLayerError<S::Error>>
+where
+    R: LlmRequest,
+    S: Service<R>,
+    S::Response: LlmResponse,
+    St: BudgetStore,
+    L: Ledger,
+{
+    let scope = TaskScope::current();
+    let who = attribution_of(scope.as_ref(), &request);
+    if let Some(scope) = scope.as_ref().filter(|s| s.is_cancelled()) {
+        return Err(BudgetLayerError::Budget(BudgetError::TaskCancelled {
+            task: scope.task().clone(),
+        }));
+    }
+    let model = request.model().to_owned();
+    let prompt = request.count_prompt();
+    let requested = request.max_output_tokens();
+    let granted = grant(&budget, &who, &model, prompt.tokens, requested, default_cap)
+        .await
+        .map_err(BudgetLayerError::Budget)?;
+    if requested != Some(granted) {
+        request.set_max_output_tokens(granted);
+    }
+    if request.is_stream() {
+        request.request_stream_usage();
+    }
+    let reservation = budget
+        .reserve(&who, &model, Estimate::new(prompt.tokens, granted))
+        .await
+        .map_err(BudgetLayerError::Budget)?;
+
+    // On error, or if this future is dropped (a timeout), the reservation is dropped with it
+    // and released.
+    let response = inner.call(request).await.map_err(BudgetLayerError::Inner)?;
+
+    if response.is_stream() {
+        let metered = MeteredStream::new(budget, reservation, who, scope, model, prompt, granted);
+        return Ok(response.map_stream(|stream| Box::pin(metered.wrap(stream))));
+    }
+    let (usage, estimated) = match response.usage() {
+        Some(usage) => (usage, false),
+        // No usage reported: count what came back, and say it was counted, not reported.
+        None => {
+            let output = count_text(&model, &response.output_text()).tokens;
+            (Usage::new(prompt.tokens, output), true)
+        }
+    };
+    let details = CommitDetails {
+        served_model: response.served_model().map(Arc::from),
+        estimated,
+        ..CommitDetails::default()
+    };
+    if let Err(error) = reservation.commit_with(usage, details).await {
+        // The call succeeded and was paid for: the caller gets its response. The budget's
+        // counters are settled; only the ledger write failed, and its event is in the error.
+        tracing::error!(%error, "usage of a completed LLM call could not be recorded");
+    }
+    Ok(response)
+}

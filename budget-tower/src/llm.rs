@@ -1,0 +1,115 @@
+//! What the budget layers need to know about an LLM request and its response.
+//!
+//! The layers are generic: any request type that can tell its model, its prompt (to count) and
+//! its output cap (to read and clamp), and any response type that can tell its usage, works.
+//! async-openai's chat types implement these traits in [`crate::openai`]; a test implements them
+//! for a request type of its own.
+
+use std::pin::Pin;
+
+use budget_core::scope::TaskScope;
+use budget_core::{Attribution, TokenCount, Usage};
+use futures::Stream;
+
+use crate::budget::Cutoff;
+
+/// A stream of response chunks, boxed so that a layer can wrap it without changing its type.
+pub type ChunkStream<C, E> = Pin<Box<dyn Stream<Item = Result<C, E>> + Send>>;
+
+/// A request to an LLM.
+pub trait LlmRequest {
+    /// The model asked for.
+    fn model(&self) -> &str;
+
+    /// The prompt's tokens: exact for OpenAI encodings, a labelled estimate otherwise.
+    fn count_prompt(&self) -> TokenCount;
+
+    /// The output cap the request carries (`max_completion_tokens` or `max_tokens`), if any.
+    fn max_output_tokens(&self) -> Option<u64>;
+
+    /// Sets the output cap (the layer clamps it to what the budget allows).
+    fn set_max_output_tokens(&mut self, cap: u64);
+
+    /// Whether the response will be streamed.
+    fn is_stream(&self) -> bool;
+
+    /// Asks a streaming provider to end the stream with a usage report (OpenAI's
+    /// `stream_options.include_usage`). Requests that cannot ask do nothing.
+    fn request_stream_usage(&mut self) {}
+
+    /// Attribution carried by the request itself (used when no task scope is active).
+    fn attribution(&self) -> Option<&Attribution> {
+        None
+    }
+}
+
+/// The response of an LLM call: complete, or a stream of chunks.
+pub trait LlmResponse: Sized + Send + 'static {
+    /// A streamed chunk.
+    type Chunk: LlmChunk + Send + 'static;
+    /// The error a stream yields; a budget cutoff must be expressible in it.
+    type StreamError: From<Cutoff> + Send + 'static;
+
+    /// Whether this response is a stream.
+    fn is_stream(&self) -> bool;
+
+    /// Usage the provider reported on a complete response.
+    fn usage(&self) -> Option<Usage>;
+
+    /// The model the provider says it served.
+    fn served_model(&self) -> Option<&str>;
+
+    /// The generated text (content, refusals, tool-call arguments), for counting when the
+    /// provider reported no usage.
+    fn output_text(&self) -> String;
+
+    /// Replaces the stream of a streaming response with `wrap(stream)`. Complete responses are
+    /// returned unchanged.
+    fn map_stream<F>(self, wrap: F) -> Self
+    where
+        F: FnOnce(
+            ChunkStream<Self::Chunk, Self::StreamError>,
+        ) -> ChunkStream<Self::Chunk, Self::StreamError>;
+}
+
+/// One chunk of a streamed response.
+pub trait LlmChunk {
+    /// Usage, if this chunk reports it (OpenAI: the final chunk; cumulative counts).
+    fn usage(&self) -> Option<Usage>;
+
+    /// The text this chunk adds (content, refusal, tool-call argument fragments).
+    fn output_text(&self) -> String;
+
+    /// The model the provider says it serves.
+    fn served_model(&self) -> Option<&str>;
+}
+
+/// A request with attribution attached, for callers that do not run inside a task scope.
+///
+/// The budget layer unwraps it: the inner service receives the plain request.
+#[derive(Debug, Clone)]
+pub struct Attributed<R> {
+    /// The request.
+    pub request: R,
+    /// Whose call it is.
+    pub attribution: Attribution,
+}
+
+impl<R> Attributed<R> {
+    /// Attaches `attribution` to `request`.
+    pub fn new(request: R, attribution: Attribution) -> Attributed<R> {
+        Attributed {
+            request,
+            attribution,
+        }
+    }
+}
+
+/// Who a call belongs to: the task scope, else the request's own attribution, else nobody
+/// ([`budget_core::UNATTRIBUTED`]) — never dropped.
+pub fn attribution_of<R: LlmRequest>(scope: Option<&TaskScope>, request: &R) -> Attribution {
+    match scope {
+        Some(scope) => scope.attribution(),
+        None => request.attribution().cloned().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,471 @@
+//! The async-openai adapter: a tower [`Service`] over [`async_openai::Client`], and the LLM
+//! traits for its chat-completion types.
+//!
+//! # Retries
+//!
+//! async-openai's default client retries 429 and 5xx responses by itself, inside one call. A
+//! budget layer around such a client sees one call where the provider may have seen several.
+//! [`OpenAiService::new`] therefore builds its client **without** internal retries: put
+//! `tower::retry` *around* the budget layer instead, so that every attempt is reserved and
+//! accounted on its own. [`OpenAiService::from_client`] keeps a client as the caller built it
+//! (retries included, if any) — errors are not billed by OpenAI, so this only risks
+//! double-billing for attempts that timed out after the provider had already answered.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_openai::Client;
+use async_openai::config::{Config, OpenAIConfig};
+use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessageContent,
+    ChatCompletionRequestAssistantMessageContentPart, ChatCompletionRequestDeveloperMessageContent,
+    ChatCompletionRequestDeveloperMessageContentPart, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestSystemMessageContentPart,
+    ChatCompletionRequestToolMessageContent, ChatCompletionRequestToolMessageContentPart,
+    ChatCompletionRequestUserMessageContent, ChatCompletionRequestUserMessageContentPart,
+    ChatCompletionStreamOptions, CompletionUsage, CreateChatCompletionRequest,
+    CreateChatCompletionResponse, CreateChatCompletionStreamResponse,
+};
+use budget_core::{Attribution, ChatMessage, TokenCount, Usage, count_chat};
+use futures::StreamExt;
+use tower::Service;
+
+use crate::budget::Cutoff;
+use crate::llm::{Attributed, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
+
+/// The response of a chat completion: complete, or a stream of chunks.
+pub enum ChatReply {
+    /// A complete response (`"stream": false`), boxed: it is ten times the size of a stream.
+    Complete(Box<CreateChatCompletionResponse>),
+    /// A stream of chunks (`"stream": true`).
+    Stream(ChatStream),
+}
+
+impl std::fmt::Debug for ChatReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatReply::Complete(r) => f.debug_tuple("Complete").field(r).finish(),
+            ChatReply::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+impl ChatReply {
+    /// The complete response, or `None` for a stream.
+    pub fn into_complete(self) -> Option<CreateChatCompletionResponse> {
+        match self {
+            ChatReply::Complete(r) => Some(*r),
+            ChatReply::Stream(_) => None,
+        }
+    }
+
+    /// The stream, or `None` for a complete response.
+    pub fn into_stream(self) -> Option<ChatStream> {
+        match self {
+            ChatReply::Complete(_) => None,
+            ChatReply::Stream(s) => Some(s),
+        }
+    }
+}
+
+/// A stream of chat-completion chunks.
+pub type ChatStream = ChunkStream<CreateChatCompletionStreamResponse, ChatStreamError>;
+
+/// Why a chat stream ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatStreamError {
+    /// The provider (or the connection) failed.
+    #[error(transparent)]
+    Provider(#[from] OpenAIError),
+    /// The budget layer cut the stream.
+    #[error(transparent)]
+    Cutoff(#[from] Cutoff),
+}
+
+/// A tower service that sends chat completions with an async-openai client.
+#[derive(Clone)]
+pub struct OpenAiService<C: Config = OpenAIConfig> {
+    client: Arc<Client<C>>,
+}
+
+impl<C: Config> std::fmt::Debug for OpenAiService<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiService").finish_non_exhaustive()
+    }
+}
+
+impl<C: Config> OpenAiService<C> {
+    /// A service over a client built from `config`, with async-openai's internal retries off
+    /// (see the module docs).
+    pub fn new(config: C) -> OpenAiService<C> {
+        let client =
+            Client::with_config(config).with_http_service(ReqwestService::new(reqwest_client()));
+        OpenAiService {
+            client: Arc::new(client),
+        }
+    }
+
+    /// A service over a client the caller built (its retry behaviour is kept).
+    pub fn from_client(client: Client<C>) -> OpenAiService<C> {
+        OpenAiService {
+            client: Arc::new(client),
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client<C> {
+        &self.client
+    }
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<C: Config + Send + Sync + 'static> Service<CreateChatCompletionRequest> for OpenAiService<C> {
+    type Response = ChatReply;
+    type Error = OpenAIError;
+    type Future = BoxFuture<Result<ChatReply, OpenAIError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), OpenAIError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: CreateChatCompletionRequest) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            if request.stream == Some(true) {
+                let stream = client.chat().create_stream(request).await?;
+                let stream: ChatStream =
+                    Box::pin(stream.map(|item| item.map_err(ChatStreamError::Provider)));
+                Ok(ChatReply::Stream(stream))
+            } else {
+                Ok(ChatReply::Complete(Box::new(
+                    client.chat().create(request).await?,
+                )))
+            }
+        })
+    }
+}
+
+impl<C: Config + Send + Sync + 'static> Service<Attributed<CreateChatCompletionRequest>>
+    for OpenAiService<C>
+{
+    type Response = ChatReply;
+    type Error = OpenAIError;
+    type Future = BoxFuture<Result<ChatReply, OpenAIError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), OpenAIError>> {
+        Service::<CreateChatCompletionRequest>::poll_ready(self, cx)
+    }
+
+    fn call(&mut self, request: Attributed<CreateChatCompletionRequest>) -> Self::Future {
+        self.call(request.request)
+    }
+}
+
+/// Converts async-openai's usage into ours (cached inside input, reasoning inside output).
+pub fn usage_of(u: &CompletionUsage) -> Usage {
+    let cached = u
+        .prompt_tokens_details
+        .as_ref()
+        .and_then(|d| d.cached_tokens)
+        .unwrap_or(0);
+    let reasoning = u
+        .completion_tokens_details
+        .as_ref()
+        .and_then(|d| d.reasoning_tokens)
+        .unwrap_or(0);
+    Usage {
+        input: u64::from(u.prompt_tokens),
+        cached_input: u64::from(cached.min(u.prompt_tokens)),
+        cache_write: 0,
+        output: u64::from(u.completion_tokens),
+        reasoning: u64::from(reasoning.min(u.completion_tokens)),
+    }
+}
+
+/// A request message flattened for counting.
+struct PlainMessage<'a> {
+    role: &'static str,
+    text: String,
+    name: Option<&'a str>,
+    tool_calls: Option<String>,
+    tool_call_id: Option<&'a str>,
+}
+
+/// The text of a message's content, parts concatenated (images, audio and files are not text).
+fn plain(message: &ChatCompletionRequestMessage) -> PlainMessage<'_> {
+    let (role, text, name, tool_calls, tool_call_id) = message_parts(message);
+    PlainMessage {
+        role,
+        text,
+        name,
+        tool_calls,
+        tool_call_id,
+    }
+}
+
+type Parts<'a> = (
+    &'static str,
+    String,
+    Option<&'a str>,
+    Option<String>,
+    Option<&'a str>,
+);
+
+fn message_parts(message: &ChatCompletionRequestMessage) -> Parts<'_> {
+    fn join<'a>(parts: impl Iterator<Item = Option<&'a str>>) -> String {
+        parts.flatten().collect::<Vec<_>>().join("")
+    }
+    match message {
+        ChatCompletionRequestMessage::Developer(m) => {
+            let text = match &m.content {
+                ChatCompletionRequestDeveloperMessageContent::Text(t) => t.clone(),
+                ChatCompletionRequestDeveloperMessageContent::Array(parts) => {
+                    join(parts.iter().map(|p| match p {
+                        ChatCompletionRequestDeveloperMessageContentPart::Text(t) => {
+                            Some(t.text.as_str())
+                        }
+                    }))
+                }
+            };
+            ("developer", text, m.name.as_deref(), None, None)
+        }
+        ChatCompletionRequestMessage::System(m) => {
+            let text = match &m.content {
+                ChatCompletionRequestSystemMessageContent::Text(t) => t.clone(),
+                ChatCompletionRequestSystemMessageContent::Array(parts) => {
+                    join(parts.iter().map(|p| match p {
+                        ChatCompletionRequestSystemMessageContentPart::Text(t) => {
+                            Some(t.text.as_str())
+                        }
+                    }))
+                }
+            };
+            ("system", text, m.name.as_deref(), None, None)
+        }
+        ChatCompletionRequestMessage::User(m) => {
+            let text = match &m.content {
+                ChatCompletionRequestUserMessageContent::Text(t) => t.clone(),
+                ChatCompletionRequestUserMessageContent::Array(parts) => {
+                    join(parts.iter().map(|p| match p {
+                        ChatCompletionRequestUserMessageContentPart::Text(t) => {
+                            Some(t.text.as_str())
+                        }
+                        _ => None,
+                    }))
+                }
+            };
+            ("user", text, m.name.as_deref(), None, None)
+        }
+        ChatCompletionRequestMessage::Assistant(m) => {
+            let text = match &m.content {
+                None => String::new(),
+                Some(ChatCompletionRequestAssistantMessageContent::Text(t)) => t.clone(),
+                Some(ChatCompletionRequestAssistantMessageContent::Array(parts)) => {
+                    join(parts.iter().map(|p| match p {
+                        ChatCompletionRequestAssistantMessageContentPart::Text(t) => {
+                            Some(t.text.as_str())
+                        }
+                        ChatCompletionRequestAssistantMessageContentPart::Refusal(r) => {
+                            Some(r.refusal.as_str())
+                        }
+                    }))
+                }
+            };
+            let tool_calls = m
+                .tool_calls
+                .as_ref()
+                .filter(|calls| !calls.is_empty())
+                .and_then(|calls: &Vec<ChatCompletionMessageToolCalls>| {
+                    serde_json::to_string(calls).ok()
+                });
+            ("assistant", text, m.name.as_deref(), tool_calls, None)
+        }
+        ChatCompletionRequestMessage::Tool(m) => {
+            let text = match &m.content {
+                ChatCompletionRequestToolMessageContent::Text(t) => t.clone(),
+                ChatCompletionRequestToolMessageContent::Array(parts) => {
+                    join(parts.iter().map(|p| match p {
+                        ChatCompletionRequestToolMessageContentPart::Text(t) => {
+                            Some(t.text.as_str())
+                        }
+                    }))
+                }
+            };
+            ("tool", text, None, None, Some(m.tool_call_id.as_str()))
+        }
+        ChatCompletionRequestMessage::Function(m) => (
+            "function",
+            m.content.clone().unwrap_or_default(),
+            Some(m.name.as_str()),
+            None,
+            None,
+        ),
+    }
+}
+
+#[allow(deprecated)] // `max_tokens` is deprecated upstream but still what older models read
+impl LlmRequest for CreateChatCompletionRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn count_prompt(&self) -> TokenCount {
+        let parts: Vec<_> = self.messages.iter().map(plain).collect();
+        let messages: Vec<ChatMessage<'_>> = parts
+            .iter()
+            .map(|m| ChatMessage {
+                role: m.role,
+                content: &m.text,
+                name: m.name,
+                tool_calls: m.tool_calls.as_deref(),
+                tool_call_id: m.tool_call_id,
+            })
+            .collect();
+        let tools = self
+            .tools
+            .as_ref()
+            .filter(|t| !t.is_empty())
+            .and_then(|t| serde_json::to_string(t).ok());
+        count_chat(&self.model, &messages, tools.as_deref())
+    }
+
+    fn max_output_tokens(&self) -> Option<u64> {
+        self.max_completion_tokens
+            .or(self.max_tokens)
+            .map(u64::from)
+    }
+
+    fn set_max_output_tokens(&mut self, cap: u64) {
+        let cap = u32::try_from(cap).unwrap_or(u32::MAX);
+        // Keep the field the caller used; new requests get the current one.
+        if self.max_tokens.is_some() && self.max_completion_tokens.is_none() {
+            self.max_tokens = Some(cap);
+        } else {
+            self.max_completion_tokens = Some(cap);
+        }
+    }
+
+    fn is_stream(&self) -> bool {
+        self.stream == Some(true)
+    }
+
+    fn request_stream_usage(&mut self) {
+        let options = self
+            .stream_options
+            .get_or_insert(ChatCompletionStreamOptions {
+                include_usage: None,
+                include_obfuscation: None,
+            });
+        options.include_usage = Some(true);
+    }
+}
+
+impl<R: LlmRequest> LlmRequest for Attributed<R> {
+    fn model(&self) -> &str {
+        self.request.model()
+    }
+    fn count_prompt(&self) -> TokenCount {
+        self.request.count_prompt()
+    }
+    fn max_output_tokens(&self) -> Option<u64> {
+        self.request.max_output_tokens()
+    }
+    fn set_max_output_tokens(&mut self, cap: u64) {
+        self.request.set_max_output_tokens(cap);
+    }
+    fn is_stream(&self) -> bool {
+        self.request.is_stream()
+    }
+    fn request_stream_usage(&mut self) {
+        self.request.request_stream_usage();
+    }
+    fn attribution(&self) -> Option<&Attribution> {
+        Some(&self.attribution)
+    }
+}
+
+impl LlmResponse for ChatReply {
+    type Chunk = CreateChatCompletionStreamResponse;
+    type StreamError = ChatStreamError;
+
+    fn is_stream(&self) -> bool {
+        matches!(self, ChatReply::Stream(_))
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        match self {
+            ChatReply::Complete(r) => r.usage.as_ref().map(usage_of),
+            ChatReply::Stream(_) => None,
+        }
+    }
+
+    fn served_model(&self) -> Option<&str> {
+        match self {
+            ChatReply::Complete(r) => Some(&r.model),
+            ChatReply::Stream(_) => None,
+        }
+    }
+
+    fn output_text(&self) -> String {
+        let ChatReply::Complete(r) = self else {
+            return String::new();
+        };
+        let mut text = String::new();
+        for choice in &r.choices {
+            let m = &choice.message;
+            text.push_str(m.content.as_deref().unwrap_or_default());
+            text.push_str(m.refusal.as_deref().unwrap_or_default());
+            if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_empty())
+                && let Ok(json) = serde_json::to_string(calls)
+            {
+                text.push_str(&json);
+            }
+        }
+        text
+    }
+
+    fn map_stream<F>(self, wrap: F) -> Self
+    where
+        F: FnOnce(ChatStream) -> ChatStream,
+    {
+        match self {
+            ChatReply::Stream(s) => ChatReply::Stream(wrap(s)),
+            complete => complete,
+        }
+    }
+}
+
+impl LlmChunk for CreateChatCompletionStreamResponse {
+    fn usage(&self) -> Option<Usage> {
+        self.usage.as_ref().map(usage_of)
+    }
+
+    fn output_text(&self) -> String {
+        let mut text = String::new();
+        for choice in &self.choices {
+            let d = &choice.delta;
+            text.push_str(d.content.as_deref().unwrap_or_default());
+            text.push_str(d.refusal.as_deref().unwrap_or_default());
+            for call in d.tool_calls.iter().flatten() {
+                if let Some(f) = &call.function {
+                    text.push_str(f.name.as_deref().unwrap_or_default());
+                    text.push_str(f.arguments.as_deref().unwrap_or_default());
+                }
+            }
+        }
+        text
+    }
+
+    fn served_model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+}
