@@ -107,6 +107,72 @@ pub fn decide(cap: &Cap, in_use: Amount, request: Amount) -> Decision {
     Decision::Admit
 }
 
+/// What a call asks to reserve: a fixed part (the prompt) plus as many units (output tokens)
+/// as fit, at least `min_units` and at most `max_units`. A fixed amount is `max_units == 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReserveRequest {
+    /// Reserved whatever happens (the prompt's tokens and worst-case cost).
+    pub base: Amount,
+    /// The amount of one unit (one output token: 1 token and its worst-case price).
+    pub per_unit: Amount,
+    /// Fewer units than this is a refusal.
+    pub min_units: u64,
+    /// No more units than this are wanted.
+    pub max_units: u64,
+}
+
+impl ReserveRequest {
+    /// Exactly `amount`.
+    pub const fn fixed(amount: Amount) -> ReserveRequest {
+        ReserveRequest {
+            base: amount,
+            per_unit: Amount::ZERO,
+            min_units: 0,
+            max_units: 0,
+        }
+    }
+
+    /// `base + units × per_unit`, saturating.
+    pub fn amount(&self, units: u64) -> Amount {
+        Amount {
+            tokens: self
+                .base
+                .tokens
+                .saturating_add(self.per_unit.tokens.saturating_mul(units)),
+            money: self
+                .base
+                .money
+                .saturating_add(self.per_unit.money.saturating_mul_tokens(units)),
+        }
+    }
+}
+
+/// How many units of `request` fit under `cap` on a counter using `in_use` — at least
+/// `min_units`, at most `max_units` — or why not even `min_units` fit.
+pub fn fit(cap: &Cap, in_use: Amount, request: &ReserveRequest) -> Result<u64, Decision> {
+    let min_units = request.min_units;
+    match decide(cap, in_use, request.amount(min_units)) {
+        Decision::Admit => {}
+        refusal => return Err(refusal),
+    }
+    let mut units = request.max_units.max(min_units);
+    let used = in_use.saturating_add(request.base);
+    if let Some(c) = cap.tokens
+        && request.per_unit.tokens > 0
+    {
+        units = units.min(c.saturating_sub(used.tokens) / request.per_unit.tokens);
+    }
+    if let Some(c) = cap.money
+        && let Some(affordable) = request
+            .per_unit
+            .money
+            .tokens_affordable(c.saturating_sub(used.money))
+    {
+        units = units.min(affordable);
+    }
+    Ok(units.max(min_units))
+}
+
 /// What is left under `cap` after `in_use`: `None` in a field that is not capped.
 pub fn headroom(cap: &Cap, in_use: Amount) -> (Option<u64>, Option<Money>) {
     (
@@ -164,6 +230,37 @@ mod tests {
     }
 
     proptest! {
+        /// `fit` grants the most units that fit, within bounds, and exactly when `decide`
+        /// admits the minimum.
+        #[test]
+        fn fit_grants_the_most_that_fits(
+            ct in proptest::option::of(0u64..20_000), cm in proptest::option::of(0i64..20_000),
+            ut in 0u64..10_000, um in 0i64..10_000, bt in 0u64..5_000, bm in 0i64..5_000,
+            pt in 0u64..4, pm in 0i64..4, min in 0u64..50, extra in 0u64..5_000,
+        ) {
+            let c = cap(ct, cm);
+            let req = ReserveRequest {
+                base: amount(bt, bm),
+                per_unit: amount(pt, pm),
+                min_units: min,
+                max_units: min + extra,
+            };
+            let in_use = amount(ut, um);
+            match fit(&c, in_use, &req) {
+                Ok(units) => {
+                    prop_assert!(units >= req.min_units && units <= req.max_units);
+                    prop_assert_eq!(decide(&c, in_use, req.amount(units)), Decision::Admit);
+                    if units < req.max_units {
+                        prop_assert_ne!(decide(&c, in_use, req.amount(units + 1)), Decision::Admit);
+                    }
+                }
+                Err(refusal) => {
+                    prop_assert_eq!(decide(&c, in_use, req.amount(req.min_units)), refusal);
+                    prop_assert_ne!(refusal, Decision::Admit);
+                }
+            }
+        }
+
         /// Admission is exactly "fits under every set cap".
         #[test]
         fn admit_iff_fits(

@@ -30,7 +30,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use parking_lot::{Mutex, RwLock};
 
-use crate::admission::{Amount, CapKind, headroom};
+use crate::admission::{Amount, CapKind, ReserveRequest, headroom};
 use crate::attribution::{Attribution, TaskId};
 use crate::clock::{Clock, SystemClock};
 use crate::controls::{Controls, Refusal};
@@ -449,6 +449,24 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         model: &str,
         estimate: Estimate,
     ) -> Result<Reservation<S, L>, BudgetError> {
+        let output = estimate.max_output_tokens;
+        self.reserve_output(who, model, estimate.input_tokens, output..=output)
+            .await
+    }
+
+    /// Reserves the prompt plus as many output tokens as every matching hard limit still
+    /// allows, between `output.start()` and `output.end()`, in one atomic step: the output cap
+    /// to send is [`Reservation::granted_output`]. Refused when not even the minimum fits.
+    ///
+    /// This is how a call's `max_tokens` is clamped to the budget without a race between
+    /// asking what is left and reserving it.
+    pub async fn reserve_output(
+        &self,
+        who: &Attribution,
+        model: &str,
+        input_tokens: u64,
+        output: std::ops::RangeInclusive<u64>,
+    ) -> Result<Reservation<S, L>, BudgetError> {
         if let Some(refusal) = self.inner.controls.refusal(who) {
             self.count_denial(who, |d| d.stopped += 1);
             return Err(match refusal {
@@ -461,24 +479,31 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         let prices = self.prices();
         let resolved = prices.resolve(model)?;
         let priced_model: Arc<str> = Arc::from(resolved.id);
-        let amount = Amount::new(
-            estimate.total(),
-            resolved
-                .price
-                .max_cost_of(estimate.input_tokens, estimate.max_output_tokens),
-        );
+        // The worst-case cost is linear in the output for a given prompt (the prompt fixes the
+        // price tier), so one output token's price is the difference of two evaluations.
+        let base_money = resolved.price.max_cost_of(input_tokens, 0);
+        let per_output_money = resolved
+            .price
+            .max_cost_of(input_tokens, 1)
+            .saturating_sub(base_money);
+        let request = ReserveRequest {
+            base: Amount::new(input_tokens, base_money),
+            per_unit: Amount::new(1, per_output_money),
+            min_units: *output.start(),
+            max_units: *output.end(),
+        };
         let now = self.inner.clock.now();
         let limits = self.limits();
         let specs = self.counters_for(&limits, who, &priced_model, now)?;
-        match self.inner.store.reserve(&specs, amount, now).await? {
+        match self.inner.store.reserve(&specs, &request, now).await? {
             ReserveOutcome::Reserved(ticket) => Ok(Reservation {
                 budget: self.clone(),
                 held: Some(Held {
+                    amount: ticket.amount(),
                     ticket,
                     who: who.clone(),
                     requested_model: (*priced_model != *model).then(|| Arc::from(model)),
                     model: priced_model,
-                    amount,
                     limits,
                     specs,
                 }),
@@ -491,7 +516,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                     cap_kind: denial.cap_kind,
                     cap: *spec.cap(),
                     in_use: denial.in_use,
-                    requested: amount,
+                    requested: request.amount(request.min_units),
                     retry_after: denial.retry_after,
                 });
                 if denial.never {
@@ -908,6 +933,11 @@ impl<S: BudgetStore, L: Ledger> Reservation<S, L> {
     /// What is held on every matching limit.
     pub fn amount(&self) -> Amount {
         self.held().amount
+    }
+
+    /// The output tokens granted: the output cap the call must be sent with.
+    pub fn granted_output(&self) -> u64 {
+        self.held().ticket.units()
     }
 
     /// Whose call it is.

@@ -159,7 +159,15 @@ impl Encoding {
     ///
     /// Linear in the length of the text. Never panics.
     pub fn count(self, text: &str) -> u64 {
-        to_u64(self.tokenizer().count(text))
+        let tokenizer = self.tokenizer();
+        let text = tokenizer.normalize(text);
+        PIECE_COUNTS.with_borrow_mut(|caches| {
+            let cache = &mut caches[self as usize];
+            tokenizer
+                .split(text.as_str())
+                .map(|piece| to_u64(cache.count(tokenizer, piece)))
+                .sum()
+        })
     }
 
     /// The number of tokens of `text` if it is at most `limit`, otherwise `None`.
@@ -382,6 +390,49 @@ pub fn count_chat(model: &str, messages: &[ChatMessage<'_>], tools: Option<&str>
         estimated,
         encoding: info.map(|info| info.encoding),
     }
+}
+
+/// Token counts of short pre-tokenized pieces (words, mostly), per thread and encoding.
+///
+/// Prompts repeat the same words over and over, and counting a piece with the byte-pair
+/// encoder allocates; a lookup does not. The result is the encoder's own count, so counts stay
+/// exact. The cache is bounded: it is emptied when full.
+struct PieceCache {
+    counts: foldhash::HashMap<Box<str>, u32>,
+}
+
+/// Pieces longer than this are counted directly (they rarely repeat).
+const MAX_CACHED_PIECE: usize = 24;
+/// Entries per thread and encoding before the cache is emptied.
+const PIECE_CACHE_CAPACITY: usize = 32_768;
+
+impl PieceCache {
+    fn new() -> PieceCache {
+        PieceCache {
+            counts: foldhash::HashMap::default(),
+        }
+    }
+
+    fn count(&mut self, tokenizer: &Tokenizer, piece: &str) -> usize {
+        if piece.len() > MAX_CACHED_PIECE {
+            return tokenizer.bpe.count(piece.as_bytes());
+        }
+        if let Some(&n) = self.counts.get(piece) {
+            return n as usize;
+        }
+        let n = tokenizer.bpe.count(piece.as_bytes());
+        if self.counts.len() >= PIECE_CACHE_CAPACITY {
+            self.counts.clear();
+        }
+        // A piece of at most 24 bytes has at most 24 tokens: the cast cannot truncate.
+        self.counts.insert(piece.into(), n as u32);
+        n
+    }
+}
+
+thread_local! {
+    static PIECE_COUNTS: std::cell::RefCell<[PieceCache; 2]> =
+        std::cell::RefCell::new([PieceCache::new(), PieceCache::new()]);
 }
 
 fn to_u64(n: usize) -> u64 {

@@ -254,6 +254,18 @@ fn remaining_tells_the_output_cap_to_clamp_to() {
     assert!(ready(budget.reserve(&who, "gpt-4o", Estimate::new(1_000, 1_751))).is_err());
     let unlimited = ready(budget.remaining(&Attribution::agent("other"), "gpt-4o", 10)).unwrap();
     assert_eq!(unlimited.max_output_tokens, None);
+
+    // reserve_output clamps and reserves in one step: the same 1,750.
+    let held = ready(budget.reserve_output(&who, "gpt-4o", 1_000, 1..=4_000)).unwrap();
+    assert_eq!(held.granted_output(), 1_750);
+    assert_eq!(held.amount().tokens, 2_750);
+    // With that held, not even one more output token fits beside a 1,000-token prompt.
+    let err = ready(budget.reserve_output(&who, "gpt-4o", 1_000, 1..=4_000)).unwrap_err();
+    assert!(matches!(err, BudgetError::Exhausted(_)), "{err}");
+    drop(held);
+    // A wanted cap below what is left is kept as it is.
+    let held = ready(budget.reserve_output(&who, "gpt-4o", 1_000, 1..=300)).unwrap();
+    assert_eq!(held.granted_output(), 300);
 }
 
 #[test]

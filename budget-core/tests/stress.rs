@@ -134,9 +134,19 @@ fn hard_limits_hold_and_totals_are_exact_under_contention() {
                         } else {
                             "gpt-4o-mini"
                         };
-                        let estimate = Estimate::new(rng.below(3_000), rng.below(2_000));
-                        match ready(budget.reserve(&who, model, estimate)) {
-                            Ok(r) => held.push((r, estimate)),
+                        let input = rng.below(3_000);
+                        let wanted = rng.below(2_000);
+                        // A third of the calls let the budget clamp their output cap.
+                        let result = if rng.below(3) == 0 {
+                            ready(budget.reserve_output(&who, model, input, 1.min(wanted)..=wanted))
+                        } else {
+                            ready(budget.reserve(&who, model, Estimate::new(input, wanted)))
+                        };
+                        match result {
+                            Ok(r) => {
+                                let estimate = Estimate::new(input, r.granted_output());
+                                held.push((r, estimate))
+                            }
                             Err(BudgetError::Exhausted(_) | BudgetError::ExceedsLimit(_)) => {
                                 denied += 1
                             }

@@ -12,6 +12,10 @@ pub mod llm;
 pub mod local_server;
 #[cfg(feature = "openai")]
 pub mod openai;
+pub mod rate_limit;
 
 pub use budget::{BudgetLayer, BudgetLayerError, BudgetService, Cutoff};
 pub use llm::{Attributed, ChunkStream, LlmChunk, LlmRequest, LlmResponse, attribution_of};
+pub use rate_limit::{
+    LimitKind, Policy, Rate, RateLimitError, RateLimitKey, RateLimitLayer, RateLimitService,
+};

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{BudgetStore, CounterSpec, CounterUsage, Denial, ReserveOutcome, StoreError, Ticket};
-use crate::admission::{Amount, Decision, decide};
+use crate::admission::{Amount, Decision, ReserveRequest, fit};
 use crate::attribution::TaskId;
 use crate::limits::{CounterKey, ROLLING_SLOTS, WindowSpan};
 
@@ -208,34 +208,34 @@ impl MemoryBudgetStore {
     pub fn reserve_now(
         &self,
         counters: &[CounterSpec],
-        amount: Amount,
+        request: &ReserveRequest,
         now: Timestamp,
     ) -> ReserveOutcome {
         let mut state = self.lock();
         state.maybe_sweep(now);
         // Decide on every hard counter first; reserve only if all admit.
+        let mut units = request.max_units.max(request.min_units);
         for (i, spec) in counters.iter().enumerate() {
             if !spec.is_hard() {
                 continue;
             }
-            let usage = state
-                .counters
-                .get(&spec.key)
-                .map(|c| c.usage(spec.span))
+            let counter = state.counters.get(&spec.key);
+            let in_use = counter
+                .map(|c| c.usage(spec.span).in_use())
                 .unwrap_or_default();
-            let in_use = usage.in_use();
-            let (never, cap_kind) = match decide(spec.cap(), in_use, amount) {
-                Decision::Admit => continue,
-                Decision::NotNow(kind) => (false, kind),
-                Decision::Never(kind) => (true, kind),
+            let (never, cap_kind) = match fit(spec.cap(), in_use, request) {
+                Ok(fits) => {
+                    units = units.min(fits);
+                    continue;
+                }
+                Err(Decision::NotNow(kind)) => (false, kind),
+                Err(Decision::Never(kind)) => (true, kind),
+                Err(Decision::Admit) => unreachable!("fit refuses only with NotNow or Never"),
             };
             let retry_after = if never {
                 None
             } else {
-                state
-                    .counters
-                    .get(&spec.key)
-                    .and_then(|c| c.retry_after(spec, in_use, amount))
+                counter.and_then(|c| c.retry_after(spec, in_use, request.amount(request.min_units)))
             };
             return ReserveOutcome::Denied(Denial {
                 counter: i,
@@ -245,6 +245,7 @@ impl MemoryBudgetStore {
                 retry_after,
             });
         }
+        let amount = request.amount(units);
         let mut keys = Vec::with_capacity(counters.len());
         for spec in counters.iter().filter(|s| s.is_hard()) {
             let counter = state
@@ -256,7 +257,7 @@ impl MemoryBudgetStore {
             keys.push(spec.key.clone());
         }
         state.next_ticket += 1;
-        ReserveOutcome::Reserved(Ticket::new(state.next_ticket, amount, keys))
+        ReserveOutcome::Reserved(Ticket::new(state.next_ticket, amount, units, keys))
     }
 
     /// The synchronous core of [`BudgetStore::settle`].
@@ -361,10 +362,10 @@ impl BudgetStore for MemoryBudgetStore {
     fn reserve(
         &self,
         counters: &[CounterSpec],
-        amount: Amount,
+        request: &ReserveRequest,
         now: Timestamp,
     ) -> impl Future<Output = Result<ReserveOutcome, StoreError>> + Send {
-        ready(Ok(self.reserve_now(counters, amount, now)))
+        ready(Ok(self.reserve_now(counters, request, now)))
     }
 
     fn settle(
@@ -439,7 +440,7 @@ mod tests {
     ) -> Result<Ticket, Denial> {
         match store.reserve_now(
             specs,
-            Amount::new(tokens, Money::ZERO),
+            &ReserveRequest::fixed(Amount::new(tokens, Money::ZERO)),
             t("2026-01-01T00:00:00Z"),
         ) {
             ReserveOutcome::Reserved(t) => Ok(t),
@@ -510,7 +511,7 @@ mod tests {
         let s30 = [at("2026-01-01T00:30:00Z")];
         let d = match store.reserve_now(
             &s30,
-            Amount::new(30, Money::ZERO),
+            &ReserveRequest::fixed(Amount::new(30, Money::ZERO)),
             t("2026-01-01T00:30:00Z"),
         ) {
             ReserveOutcome::Denied(d) => d,
@@ -522,7 +523,7 @@ mod tests {
         assert!(matches!(
             store.reserve_now(
                 &s60,
-                Amount::new(100, Money::ZERO),
+                &ReserveRequest::fixed(Amount::new(100, Money::ZERO)),
                 t("2026-01-01T01:00:00Z")
             ),
             ReserveOutcome::Reserved(_)
@@ -543,5 +544,51 @@ mod tests {
         );
         store.forget_task(&TaskId::new("t"));
         assert!(store.snapshot_now(t("2026-01-01T00:00:00Z")).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod elastic {
+    use super::*;
+    use crate::Money;
+
+    #[test]
+    fn grants_the_most_units_every_counter_allows() {
+        let store = MemoryBudgetStore::new();
+        let spec = |id: &str, tokens: u64| CounterSpec {
+            key: CounterKey {
+                limit: id.into(),
+                scope: "*".into(),
+                task: None,
+                window: 0,
+            },
+            limit: std::sync::Arc::new(
+                crate::Limit::new(id, crate::Selector::Global, crate::Window::PerTask)
+                    .tokens(tokens),
+            ),
+            span: WindowSpan::Task,
+        };
+        let specs = [spec("wide", 10_000), spec("narrow", 500)];
+        let request = ReserveRequest {
+            base: Amount::new(100, Money::ZERO),
+            per_unit: Amount::new(1, Money::ZERO),
+            min_units: 1,
+            max_units: 1_000,
+        };
+        let now = "2026-01-01T00:00:00Z".parse().unwrap();
+        let ReserveOutcome::Reserved(ticket) = store.reserve_now(&specs, &request, now) else {
+            panic!("100 + 400 fits the narrow counter");
+        };
+        assert_eq!(ticket.units(), 400);
+        assert_eq!(ticket.amount().tokens, 500);
+        // Nothing is left on the narrow counter, not even the base plus one unit.
+        assert!(matches!(
+            store.reserve_now(&specs, &request, now),
+            ReserveOutcome::Denied(Denial {
+                counter: 1,
+                never: false,
+                ..
+            })
+        ));
     }
 }

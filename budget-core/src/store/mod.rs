@@ -16,7 +16,7 @@ use jiff::Timestamp;
 
 pub use memory::MemoryBudgetStore;
 
-use crate::admission::{Amount, CapKind};
+use crate::admission::{Amount, CapKind, ReserveRequest};
 use crate::attribution::TaskId;
 use crate::limits::{Cap, CounterKey, Limit, WindowSpan};
 
@@ -74,6 +74,7 @@ impl CounterUsage {
 pub struct Ticket {
     id: u64,
     amount: Amount,
+    units: u64,
     keys: Vec<CounterKey>,
 }
 
@@ -84,13 +85,24 @@ impl Ticket {
         Ticket {
             id: 0,
             amount: Amount::ZERO,
+            units: 0,
             keys: Vec::new(),
         }
     }
 
-    /// A ticket as a store issues it.
-    pub fn new(id: u64, amount: Amount, keys: Vec<CounterKey>) -> Ticket {
-        Ticket { id, amount, keys }
+    /// A ticket as a store issues it: `amount` (for `units` units) held on `keys`.
+    pub fn new(id: u64, amount: Amount, units: u64, keys: Vec<CounterKey>) -> Ticket {
+        Ticket {
+            id,
+            amount,
+            units,
+            keys,
+        }
+    }
+
+    /// How many units (output tokens) the reservation granted.
+    pub fn units(&self) -> u64 {
+        self.units
     }
 
     /// The store's id of the reservation (0 for [`Ticket::unreserved`]).
@@ -146,12 +158,13 @@ pub enum ReserveOutcome {
 
 /// Atomic budget counters. See the module docs.
 pub trait BudgetStore: Send + Sync + 'static {
-    /// Reserves `amount` on every hard counter of `counters` (soft ones are only created), or on
-    /// none of them.
+    /// Reserves on every hard counter of `counters`, or on none: the request's base plus the
+    /// most units that fit on *every* counter (at least `min_units`, at most `max_units`; see
+    /// [`admission::fit`](crate::admission::fit)). Soft counters are not reserved on.
     fn reserve(
         &self,
         counters: &[CounterSpec],
-        amount: Amount,
+        request: &ReserveRequest,
         now: Timestamp,
     ) -> impl Future<Output = Result<ReserveOutcome, StoreError>> + Send;
 

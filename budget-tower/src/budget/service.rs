@@ -4,10 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use budget_core::scope::TaskScope;
-use budget_core::{
-    Attribution, Budget, BudgetError, BudgetStore, CommitDetails, Estimate, Ledger, Usage,
-    count_text,
-};
+use budget_core::{Budget, BudgetError, BudgetStore, CommitDetails, Ledger, Usage, count_text};
 use tower::Service;
 
 use super::BudgetLayerError;
@@ -81,28 +78,20 @@ where
     }
 }
 
-/// The output cap a call may be given: the request's own cap (else the model's maximum, else
-/// the default), clamped to what every matching limit still allows.
-async fn grant<St: BudgetStore, L: Ledger>(
+/// The output cap a call wants: its own (else the model's maximum, else the default).
+fn wanted_output<St: BudgetStore, L: Ledger>(
     budget: &Budget<St, L>,
-    who: &Attribution,
     model: &str,
-    prompt_tokens: u64,
     requested: Option<u64>,
     default_cap: u64,
-) -> Result<u64, BudgetError> {
-    let model_max = budget
-        .prices()
-        .resolve(model)
-        .ok()
-        .and_then(|r| r.price.max_output_tokens);
-    let wanted = requested.or(model_max).unwrap_or(default_cap);
-    let remaining = budget.remaining(who, model, prompt_tokens).await?;
-    Ok(match remaining.max_output_tokens {
-        // Nothing left for output: ask for what was wanted and let the reservation say why not.
-        Some(0) => wanted,
-        Some(left) => wanted.min(left),
-        None => wanted,
+) -> u64 {
+    requested.unwrap_or_else(|| {
+        budget
+            .prices()
+            .resolve(model)
+            .ok()
+            .and_then(|r| r.price.max_output_tokens)
+            .unwrap_or(default_cap)
     })
 }
 
@@ -129,19 +118,19 @@ where
     let model = request.model().to_owned();
     let prompt = request.count_prompt();
     let requested = request.max_output_tokens();
-    let granted = grant(&budget, &who, &model, prompt.tokens, requested, default_cap)
+    let wanted = wanted_output(&budget, &model, requested, default_cap);
+    // Clamp and reserve in one atomic step: the cap sent is what every limit allows now.
+    let reservation = budget
+        .reserve_output(&who, &model, prompt.tokens, wanted.min(1)..=wanted)
         .await
         .map_err(BudgetLayerError::Budget)?;
+    let granted = reservation.granted_output();
     if requested != Some(granted) {
         request.set_max_output_tokens(granted);
     }
     if request.is_stream() {
         request.request_stream_usage();
     }
-    let reservation = budget
-        .reserve(&who, &model, Estimate::new(prompt.tokens, granted))
-        .await
-        .map_err(BudgetLayerError::Budget)?;
 
     // On error, or if this future is dropped (a timeout), the reservation is dropped with it
     // and released.

@@ -1,0 +1,491 @@
+//! End to end: the real async-openai client -> BudgetLayer -> our local OpenAI-compatible
+//! server, over real HTTP on loopback.
+
+use std::time::Duration;
+
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::types::chat::{
+    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
+    CreateChatCompletionRequestArgs,
+};
+use budget_core::scope::TaskScope;
+use budget_core::{
+    Attribution, Budget, BudgetError, Limit, Period, Selector, TaskId, Usage, Window,
+};
+use budget_tower::budget::Cutoff;
+use budget_tower::local_server::{Behavior, FailureKind, LocalServer, RunningServer};
+use budget_tower::openai::{ChatReply, ChatStreamError, OpenAiService, usage_of};
+use budget_tower::{BudgetLayer, BudgetLayerError, LlmRequest};
+use futures::StreamExt;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+fn request(text: &str, cap: Option<u32>, stream: bool) -> CreateChatCompletionRequest {
+    let mut args = CreateChatCompletionRequestArgs::default();
+    args.model("gpt-4o")
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content(text)
+            .build()
+            .unwrap()
+            .into()]);
+    if let Some(cap) = cap {
+        args.max_completion_tokens(cap);
+    }
+    if stream {
+        args.stream(true);
+    }
+    args.build().unwrap()
+}
+
+/// Sends one request through `service` (naming the request type, which `OpenAiService` has two
+/// of).
+async fn send<S>(service: &mut S, req: CreateChatCompletionRequest) -> Result<S::Response, S::Error>
+where
+    S: Service<CreateChatCompletionRequest>,
+{
+    service.ready().await?.call(req).await
+}
+
+fn provider(server: &RunningServer) -> OpenAiService {
+    OpenAiService::new(
+        OpenAIConfig::new()
+            .with_api_base(server.base_url())
+            .with_api_key("test"),
+    )
+}
+
+fn budget(task_tokens: u64) -> Budget {
+    Budget::builder()
+        .limit(Limit::new("task", Selector::agent("agent"), Window::PerTask).tokens(task_tokens))
+        .limit(Limit::new("day", Selector::Global, Window::Calendar(Period::Day)).tokens(1_000_000))
+        .build()
+        .unwrap()
+}
+
+fn scope(task: &str) -> TaskScope {
+    TaskScope::new(Attribution::agent("agent").with_task(TaskId::new(task)))
+}
+
+async fn no_reservations_left(budget: &Budget) {
+    let status = budget.status().await.unwrap();
+    assert!(
+        status.iter().all(|s| s.usage.reserved.is_zero()),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_ledger_equals_what_the_server_reported() {
+    let server = LocalServer::builder()
+        .reply_tokens(40)
+        .cached_tokens(8)
+        .served_model("gpt-4o", "gpt-4o-2024-08-06")
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let req = request("What did the fleet spend yesterday?", Some(100), false);
+    let reply = scope("t1")
+        .run(async { send(&mut service, req).await })
+        .await
+        .unwrap();
+    let response = reply.into_complete().unwrap();
+    let reported = usage_of(response.usage.as_ref().unwrap());
+    assert_eq!(reported.cached_input, 8);
+    let events = budget.ledger().events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].usage, reported, "ledger = server-reported usage");
+    assert!(!events[0].estimated);
+    assert_eq!(
+        events[0].model.as_ref(),
+        "gpt-4o",
+        "the dated id is priced as its family"
+    );
+    let price = budget.prices().resolve("gpt-4o").unwrap().price.clone();
+    assert_eq!(events[0].cost, price.cost(&reported));
+    no_reservations_left(&budget).await;
+}
+
+#[tokio::test]
+async fn the_prompt_count_matches_the_server_exactly() {
+    let server = LocalServer::builder()
+        .reply_tokens(5)
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let req = request(
+        "Count me exactly, please: ünïcödé, 数字, emoji 🚀.",
+        Some(10),
+        false,
+    );
+    let ours = req.count_prompt();
+    let reply = send(&mut service, req).await.unwrap();
+    let theirs = reply.into_complete().unwrap().usage.unwrap().prompt_tokens;
+    assert!(!ours.estimated);
+    assert_eq!(ours.tokens, u64::from(theirs));
+}
+
+#[tokio::test]
+async fn denied_calls_never_leave_the_process() {
+    let server = LocalServer::builder().start().await.unwrap();
+    let budget = budget(30);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let long = "budget ".repeat(50);
+    let err = scope("t")
+        .run(async { send(&mut service, request(&long, Some(10), false)).await })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.as_budget(), Some(BudgetError::ExceedsLimit(_))),
+        "{err}"
+    );
+    assert_eq!(server.requests_received(), 0, "the server saw nothing");
+}
+
+#[tokio::test]
+async fn the_clamped_cap_is_what_the_server_receives() {
+    let server = LocalServer::builder()
+        .reply_tokens(500)
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(200);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let req = request("Write as much as you can.", Some(4_000), false);
+    let prompt = req.count_prompt().tokens;
+    scope("t")
+        .run(async { send(&mut service, req).await })
+        .await
+        .unwrap();
+    let sent = server.last_request().unwrap();
+    assert_eq!(sent["max_completion_tokens"], 200 - prompt);
+    let status = budget.status().await.unwrap();
+    let task = status.iter().find(|s| &*s.limit.id == "task").unwrap();
+    assert_eq!(
+        task.usage.committed.tokens, 200,
+        "the task used exactly its budget, no more"
+    );
+
+    // A request without any cap gets one: what the budget allows.
+    let server2 = LocalServer::builder()
+        .reply_tokens(5)
+        .start()
+        .await
+        .unwrap();
+    let mut service2 = BudgetLayer::new(budget.clone()).layer(provider(&server2));
+    let req = request("No cap here.", None, false);
+    let prompt = req.count_prompt().tokens;
+    scope("t2")
+        .run(async { send(&mut service2, req).await })
+        .await
+        .unwrap();
+    assert_eq!(
+        server2.last_request().unwrap()["max_completion_tokens"],
+        200 - prompt
+    );
+}
+
+#[tokio::test]
+async fn streams_are_metered_and_reconciled_with_the_usage_chunk() {
+    let server = LocalServer::builder()
+        .reply_tokens(25)
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    // The caller did not ask for usage; the layer does.
+    let req = request("Stream me a story.", Some(100), true);
+    let reply = scope("t")
+        .run(async { send(&mut service, req).await })
+        .await
+        .unwrap();
+    assert_eq!(
+        server.last_request().unwrap()["stream_options"]["include_usage"],
+        true
+    );
+    let chunks: Vec<_> = reply.into_stream().unwrap().collect().await;
+    assert!(chunks.iter().all(Result::is_ok));
+    let last = chunks.last().unwrap().as_ref().unwrap();
+    let reported = usage_of(last.usage.as_ref().unwrap());
+    let event = &budget.ledger().events()[0];
+    assert_eq!(event.usage, reported);
+    assert_eq!(event.usage.output, 25);
+    assert!(!event.estimated);
+    no_reservations_left(&budget).await;
+}
+
+#[tokio::test]
+async fn a_stream_overrunning_its_grant_is_cut_at_the_right_token() {
+    let server = LocalServer::builder()
+        .reply_tokens(80)
+        .always(Behavior::IgnoreCap)
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let req = request("Stream past your cap.", Some(12), true);
+    let prompt = req.count_prompt().tokens;
+    let reply = scope("t")
+        .run(async { send(&mut service, req).await })
+        .await
+        .unwrap();
+    let mut stream = reply.into_stream().unwrap();
+    let mut text = String::new();
+    let mut cut = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => {
+                for c in &chunk.choices {
+                    text.push_str(c.delta.content.as_deref().unwrap_or_default());
+                }
+            }
+            Err(e) => cut = Some(e),
+        }
+    }
+    assert!(matches!(
+        cut,
+        Some(ChatStreamError::Cutoff(Cutoff::OverGrant {
+            granted: 12,
+            produced: 13
+        }))
+    ));
+    assert_eq!(
+        budget_core::count_text("gpt-4o", &text).tokens,
+        12,
+        "the consumer got 12 tokens"
+    );
+    let event = &budget.ledger().events()[0];
+    assert_eq!(
+        event.usage,
+        Usage::new(prompt, 13),
+        "the 13th token was generated: billed"
+    );
+    assert!(event.estimated);
+    no_reservations_left(&budget).await;
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_the_provider_commits_what_arrived() {
+    let server = LocalServer::builder()
+        .reply_tokens(30)
+        .always(Behavior::CutStream { after_chunks: 9 })
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let req = request("Stream, then break.", Some(30), true);
+    let prompt = req.count_prompt().tokens;
+    let reply = scope("t")
+        .run(async { send(&mut service, req).await })
+        .await
+        .unwrap();
+    let items: Vec<_> = reply.into_stream().unwrap().collect().await;
+    assert!(
+        matches!(items.last(), Some(Err(ChatStreamError::Provider(_)))),
+        "{items:?}"
+    );
+    let event = &budget.ledger().events()[0];
+    assert_eq!(event.usage, Usage::new(prompt, 9));
+    assert!(event.estimated, "no usage chunk: counted, and labelled so");
+}
+
+#[tokio::test]
+async fn missing_usage_is_counted_and_flagged() {
+    let server = LocalServer::builder()
+        .reply_tokens(17)
+        .always(Behavior::UsageMissing)
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let req = request("No usage for you.", Some(50), false);
+    let prompt = req.count_prompt().tokens;
+    scope("t")
+        .run(async { send(&mut service, req).await })
+        .await
+        .unwrap();
+    let event = &budget.ledger().events()[0];
+    assert_eq!(
+        event.usage,
+        Usage::new(prompt, 17),
+        "counted with the real tokenizer"
+    );
+    assert!(event.estimated);
+
+    // Streams without a usage chunk too.
+    let req = request("No usage for you.", Some(50), true);
+    let reply = scope("t2")
+        .run(async { send(&mut service, req).await })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_stream().unwrap().count().await, 19); // role + 17 tokens + finish
+    let event = &budget.ledger().events()[1];
+    assert_eq!(event.usage, Usage::new(prompt, 17));
+    assert!(event.estimated);
+}
+
+#[tokio::test]
+async fn provider_errors_release_their_reservations() {
+    let server = LocalServer::builder()
+        .on_request(0, Behavior::Fail(FailureKind::ServerError))
+        .on_request(1, Behavior::Fail(FailureKind::RateLimited))
+        .on_request(2, Behavior::MalformedBody)
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    for _ in 0..3 {
+        let err = scope("t")
+            .run(async { send(&mut service, request("x", Some(10), false)).await })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BudgetLayerError::Inner(_)), "{err}");
+    }
+    assert_eq!(
+        server.requests_received(),
+        3,
+        "no hidden retries inside the adapter"
+    );
+    no_reservations_left(&budget).await;
+    assert!(budget.ledger().is_empty());
+}
+
+#[tokio::test]
+async fn timeouts_release_their_reservations() {
+    let server = LocalServer::builder()
+        .latency(Duration::from_secs(3))
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = ServiceBuilder::new()
+        .timeout(Duration::from_millis(100))
+        .layer(BudgetLayer::new(budget.clone()))
+        .service(provider(&server));
+    let err = scope("t")
+        .run(async { send(&mut service, request("slow", Some(10), false)).await })
+        .await
+        .unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    no_reservations_left(&budget).await;
+}
+
+#[derive(Clone)]
+struct RetryServerErrors(u32);
+
+impl<Res> tower::retry::Policy<CreateChatCompletionRequest, Res, BudgetLayerError<OpenAIError>>
+    for RetryServerErrors
+{
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut CreateChatCompletionRequest,
+        result: &mut Result<Res, BudgetLayerError<OpenAIError>>,
+    ) -> Option<Self::Future> {
+        let retryable = matches!(
+            result,
+            Err(BudgetLayerError::Inner(OpenAIError::ApiError(_)))
+        );
+        (retryable && self.0 > 0).then(|| {
+            self.0 -= 1;
+            std::future::ready(())
+        })
+    }
+
+    fn clone_request(
+        &mut self,
+        req: &CreateChatCompletionRequest,
+    ) -> Option<CreateChatCompletionRequest> {
+        Some(req.clone())
+    }
+}
+
+#[tokio::test]
+async fn retries_outside_the_layer_account_every_attempt() {
+    let server = LocalServer::builder()
+        .reply_tokens(6)
+        .on_request(0, Behavior::Fail(FailureKind::ServerError))
+        .on_request(1, Behavior::Fail(FailureKind::RateLimited))
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(RetryServerErrors(3)))
+        .layer(BudgetLayer::new(budget.clone()))
+        .service(provider(&server));
+    let reply = scope("t")
+        .run(async { send(&mut service, request("try again", Some(10), false)).await })
+        .await
+        .unwrap();
+    assert!(matches!(reply, ChatReply::Complete(_)));
+    assert_eq!(server.requests_received(), 3);
+    // Two failed attempts (not billed, released) and one success (committed once).
+    assert_eq!(budget.ledger().len(), 1);
+    no_reservations_left(&budget).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_calls_never_exceed_the_agent_budget() {
+    const CAP: u64 = 3_000;
+    let server = LocalServer::builder()
+        .reply_tokens(60)
+        .latency(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let budget = Budget::builder()
+        .limit(
+            Limit::new(
+                "agent/day",
+                Selector::agent("agent"),
+                Window::Calendar(Period::Day),
+            )
+            .tokens(CAP),
+        )
+        .build()
+        .unwrap();
+    let service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let mut service = service.clone();
+            tokio::spawn(scope(&format!("t{i}")).run(async move {
+                let req = request("How much budget is left for me today?", Some(60), false);
+                send(&mut service, req).await.map(|_| ())
+            }))
+        })
+        .collect();
+    let (mut ok, mut refused) = (0u64, 0u64);
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(BudgetLayerError::Budget(_)) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let status = budget.status().await.unwrap();
+    assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+    assert!(status[0].usage.committed.tokens <= CAP, "{status:?}");
+    assert_eq!(
+        server.requests_received(),
+        ok,
+        "refused calls never reached the server"
+    );
+    let ledger_total: u64 = budget
+        .ledger()
+        .events()
+        .iter()
+        .map(|e| e.usage.total())
+        .sum();
+    assert_eq!(ledger_total, status[0].usage.committed.tokens);
+    no_reservations_left(&budget).await;
+}
