@@ -2,3 +2,12 @@
 #![forbid(unsafe_code)]
 
 pub use budget_core::*;
+pub use budget_tower::{
+    Attributed, BudgetLayer, BudgetLayerError, BudgetService, ChunkStream, Cutoff, LlmChunk,
+    LlmRequest, LlmResponse, RateLimitError, RateLimitLayer, RateLimitService, attribution_of,
+};
+/// The tower layers' modules: the budget layer, the LLM traits, the async-openai adapter, the
+/// rate limit layer and the local OpenAI-compatible server.
+pub mod layers {
+    pub use budget_tower::{budget, llm, local_server, openai, rate_limit};
+}

@@ -52,6 +52,23 @@ struct Inner {
 impl TaskScope {
     /// A scope for the given attribution. A task id is generated when it has none.
     pub fn new(attribution: Attribution) -> TaskScope {
+        TaskScope::with_parent(attribution, CancellationToken::new(), None)
+    }
+
+    /// A child scope (a sub-agent) whose cancellation follows this one's.
+    pub fn child(&self, attribution: Attribution) -> TaskScope {
+        TaskScope::with_parent(
+            attribution,
+            self.inner.cancel.child_token(),
+            Some(self.clone()),
+        )
+    }
+
+    fn with_parent(
+        attribution: Attribution,
+        cancel: CancellationToken,
+        parent: Option<TaskScope>,
+    ) -> TaskScope {
         let attribution = match attribution.task() {
             Some(_) => attribution,
             None => attribution.with_task(TaskId::generate()),
@@ -60,19 +77,10 @@ impl TaskScope {
             inner: Arc::new(Inner {
                 attribution,
                 step: AtomicU32::new(0),
-                cancel: CancellationToken::new(),
-                parent: None,
+                cancel,
+                parent,
             }),
         }
-    }
-
-    /// A child scope (a sub-agent) whose cancellation follows this one's.
-    pub fn child(&self, attribution: Attribution) -> TaskScope {
-        let mut child = TaskScope::new(attribution);
-        let inner = Arc::get_mut(&mut child.inner).expect("a new scope is not shared yet");
-        inner.cancel = self.inner.cancel.child_token();
-        inner.parent = Some(self.clone());
-        child
     }
 
     /// The scope the calling task runs in, if any.

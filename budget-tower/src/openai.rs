@@ -34,7 +34,7 @@ use budget_core::{Attribution, ChatMessage, TokenCount, Usage, count_chat};
 use futures::StreamExt;
 use tower::Service;
 
-use crate::budget::Cutoff;
+use crate::budget::{Billed, Cutoff};
 use crate::llm::{Attributed, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
 
 /// The response of a chat completion: complete, or a stream of chunks.
@@ -170,6 +170,20 @@ impl<C: Config + Send + Sync + 'static> Service<Attributed<CreateChatCompletionR
     }
 }
 
+/// Which async-openai failures were billed: an answer that arrived but could not be read
+/// (`JSONDeserialize`) was. When its raw body still holds a readable `usage` object, that is
+/// what it cost; otherwise the worst case is committed. Use with
+/// [`BudgetLayer::billed_failures`](crate::BudgetLayer::billed_failures).
+pub fn billed_failure(error: &OpenAIError) -> Billed {
+    match error {
+        OpenAIError::JSONDeserialize(_, body) => serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| Usage::from_openai_value(v.get("usage")?).ok())
+            .map_or(Billed::Unknown, Billed::Reported),
+        _ => Billed::No,
+    }
+}
+
 /// Converts async-openai's usage into ours (cached inside input, reasoning inside output).
 pub fn usage_of(u: &CompletionUsage) -> Usage {
     let cached = u
@@ -200,27 +214,20 @@ struct PlainMessage<'a> {
     tool_call_id: Option<&'a str>,
 }
 
-/// The text of a message's content, parts concatenated (images, audio and files are not text).
-fn plain(message: &ChatCompletionRequestMessage) -> PlainMessage<'_> {
-    let (role, text, name, tool_calls, tool_call_id) = message_parts(message);
-    PlainMessage {
-        role,
-        text,
-        name,
-        tool_calls,
-        tool_call_id,
+impl<'a> PlainMessage<'a> {
+    fn new(role: &'static str, text: String, name: Option<&'a str>) -> PlainMessage<'a> {
+        PlainMessage {
+            role,
+            text,
+            name,
+            tool_calls: None,
+            tool_call_id: None,
+        }
     }
 }
 
-type Parts<'a> = (
-    &'static str,
-    String,
-    Option<&'a str>,
-    Option<String>,
-    Option<&'a str>,
-);
-
-fn message_parts(message: &ChatCompletionRequestMessage) -> Parts<'_> {
+/// A message's role, name and text, parts concatenated (images, audio and files are not text).
+fn plain(message: &ChatCompletionRequestMessage) -> PlainMessage<'_> {
     fn join<'a>(parts: impl Iterator<Item = Option<&'a str>>) -> String {
         parts.flatten().collect::<Vec<_>>().join("")
     }
@@ -236,7 +243,7 @@ fn message_parts(message: &ChatCompletionRequestMessage) -> Parts<'_> {
                     }))
                 }
             };
-            ("developer", text, m.name.as_deref(), None, None)
+            PlainMessage::new("developer", text, m.name.as_deref())
         }
         ChatCompletionRequestMessage::System(m) => {
             let text = match &m.content {
@@ -249,7 +256,7 @@ fn message_parts(message: &ChatCompletionRequestMessage) -> Parts<'_> {
                     }))
                 }
             };
-            ("system", text, m.name.as_deref(), None, None)
+            PlainMessage::new("system", text, m.name.as_deref())
         }
         ChatCompletionRequestMessage::User(m) => {
             let text = match &m.content {
@@ -263,7 +270,7 @@ fn message_parts(message: &ChatCompletionRequestMessage) -> Parts<'_> {
                     }))
                 }
             };
-            ("user", text, m.name.as_deref(), None, None)
+            PlainMessage::new("user", text, m.name.as_deref())
         }
         ChatCompletionRequestMessage::Assistant(m) => {
             let text = match &m.content {
@@ -287,7 +294,10 @@ fn message_parts(message: &ChatCompletionRequestMessage) -> Parts<'_> {
                 .and_then(|calls: &Vec<ChatCompletionMessageToolCalls>| {
                     serde_json::to_string(calls).ok()
                 });
-            ("assistant", text, m.name.as_deref(), tool_calls, None)
+            PlainMessage {
+                tool_calls,
+                ..PlainMessage::new("assistant", text, m.name.as_deref())
+            }
         }
         ChatCompletionRequestMessage::Tool(m) => {
             let text = match &m.content {
@@ -300,14 +310,15 @@ fn message_parts(message: &ChatCompletionRequestMessage) -> Parts<'_> {
                     }))
                 }
             };
-            ("tool", text, None, None, Some(m.tool_call_id.as_str()))
+            PlainMessage {
+                tool_call_id: Some(m.tool_call_id.as_str()),
+                ..PlainMessage::new("tool", text, None)
+            }
         }
-        ChatCompletionRequestMessage::Function(m) => (
+        ChatCompletionRequestMessage::Function(m) => PlainMessage::new(
             "function",
             m.content.clone().unwrap_or_default(),
             Some(m.name.as_str()),
-            None,
-            None,
         ),
     }
 }

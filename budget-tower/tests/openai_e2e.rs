@@ -15,7 +15,7 @@ use budget_core::{
 };
 use budget_tower::budget::Cutoff;
 use budget_tower::local_server::{Behavior, FailureKind, LocalServer, RunningServer};
-use budget_tower::openai::{ChatReply, ChatStreamError, OpenAiService, usage_of};
+use budget_tower::openai::{ChatReply, ChatStreamError, OpenAiService, billed_failure, usage_of};
 use budget_tower::{BudgetLayer, BudgetLayerError, LlmRequest};
 use futures::StreamExt;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -488,4 +488,56 @@ async fn sixty_four_concurrent_calls_never_exceed_the_agent_budget() {
         .sum();
     assert_eq!(ledger_total, status[0].usage.committed.tokens);
     no_reservations_left(&budget).await;
+}
+
+#[tokio::test]
+async fn an_unreadable_answer_is_billed_at_worst_case_when_the_layer_is_told_so() {
+    let server = LocalServer::builder()
+        .always(Behavior::MalformedBody)
+        .start()
+        .await
+        .unwrap();
+    let budget = budget(100_000);
+    let mut service = BudgetLayer::new(budget.clone())
+        .billed_failures(billed_failure)
+        .layer(provider(&server));
+    let req = request("Answer me in broken JSON.", Some(40), false);
+    let prompt = req.count_prompt().tokens;
+    let err = scope("t").run(send(&mut service, req)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BudgetLayerError::Inner(OpenAIError::JSONDeserialize(..))
+        ),
+        "{err}"
+    );
+    let event = &budget.ledger().events()[0];
+    assert_eq!(
+        event.usage,
+        Usage::new(prompt, 40),
+        "prompt + granted output: the worst case"
+    );
+    assert!(event.estimated);
+    no_reservations_left(&budget).await;
+}
+
+#[test]
+fn billed_failure_reads_usage_from_an_answer_of_the_wrong_shape() {
+    let parse_error = || serde_json::from_str::<u8>("x").unwrap_err();
+    let body = r#"{"id":"x","choices":"not a list","usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+    assert_eq!(
+        billed_failure(&OpenAIError::JSONDeserialize(parse_error(), body.into())),
+        budget_tower::budget::Billed::Reported(Usage::new(12, 5))
+    );
+    assert_eq!(
+        billed_failure(&OpenAIError::JSONDeserialize(
+            parse_error(),
+            "{\"trunc".into()
+        )),
+        budget_tower::budget::Billed::Unknown
+    );
+    assert_eq!(
+        billed_failure(&OpenAIError::InvalidArgument("x".into())),
+        budget_tower::budget::Billed::No
+    );
 }

@@ -8,7 +8,8 @@
 //!         ─> reserve prompt + cap on every matching limit, or refuse (the provider never
 //!            sees a refused call)
 //!         ─> inner service
-//!              error / timeout / dropped future ─> reservation released
+//!              error / timeout / dropped future ─> reservation released (unless the
+//!                                   layer's BilledFailure says the provider billed it)
 //!              complete response ─> commit the reported usage (none reported: count the
 //!                                   reply, commit it flagged estimated)
 //!              stream ─> metered: cut when it overruns its grant or the task is stopped,
@@ -69,11 +70,13 @@
 //! # });
 //! ```
 
+mod billed;
 mod error;
 mod layer;
 mod service;
 mod stream;
 
+pub use billed::{Billed, BilledFailure};
 pub use error::{BudgetLayerError, Cutoff};
 pub use layer::{BudgetLayer, DEFAULT_OUTPUT_CAP};
 pub use service::BudgetService;

@@ -7,34 +7,37 @@ use budget_core::scope::TaskScope;
 use budget_core::{Budget, BudgetError, BudgetStore, CommitDetails, Ledger, Usage, count_text};
 use tower::Service;
 
-use super::BudgetLayerError;
 use super::stream::MeteredStream;
+use super::{Billed, BilledFailure, BudgetLayerError};
 use crate::llm::{LlmRequest, LlmResponse, attribution_of};
 
 /// The service of [`BudgetLayer`](super::BudgetLayer).
 #[derive(Debug)]
-pub struct BudgetService<S, St: BudgetStore, L: Ledger> {
+pub struct BudgetService<S, St: BudgetStore, L: Ledger, B = ()> {
     inner: S,
     budget: Budget<St, L>,
     default_output_cap: u64,
+    billed: B,
 }
 
-impl<S: Clone, St: BudgetStore, L: Ledger> Clone for BudgetService<S, St, L> {
+impl<S: Clone, St: BudgetStore, L: Ledger, B: Clone> Clone for BudgetService<S, St, L, B> {
     fn clone(&self) -> Self {
         BudgetService {
             inner: self.inner.clone(),
             budget: self.budget.clone(),
             default_output_cap: self.default_output_cap,
+            billed: self.billed.clone(),
         }
     }
 }
 
-impl<S, St: BudgetStore, L: Ledger> BudgetService<S, St, L> {
-    pub(crate) fn new(inner: S, budget: Budget<St, L>, default_output_cap: u64) -> Self {
+impl<S, St: BudgetStore, L: Ledger, B> BudgetService<S, St, L, B> {
+    pub(crate) fn new(inner: S, budget: Budget<St, L>, default_output_cap: u64, billed: B) -> Self {
         BudgetService {
             inner,
             budget,
             default_output_cap,
+            billed,
         }
     }
 
@@ -46,7 +49,7 @@ impl<S, St: BudgetStore, L: Ledger> BudgetService<S, St, L> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, R, St, L> Service<R> for BudgetService<S, St, L>
+impl<S, R, St, L, B> Service<R> for BudgetService<S, St, L, B>
 where
     R: LlmRequest + Send + 'static,
     S: Service<R> + Clone + Send + 'static,
@@ -55,6 +58,7 @@ where
     S::Error: Send + 'static,
     St: BudgetStore,
     L: Ledger,
+    B: BilledFailure<S::Error>,
 {
     type Response = S::Response;
     type Error = BudgetLayerError<S::Error>;
@@ -74,6 +78,7 @@ where
             inner,
             request,
             self.default_output_cap,
+            self.billed.clone(),
         ))
     }
 }
@@ -95,11 +100,12 @@ fn wanted_output<St: BudgetStore, L: Ledger>(
     })
 }
 
-async fn budgeted_call<S, R, St, L>(
+async fn budgeted_call<S, R, St, L, B>(
     budget: Budget<St, L>,
     mut inner: S,
     mut request: R,
     default_cap: u64,
+    billed: B,
 ) -> Result<S::Response, BudgetLayerError<S::Error>>
 where
     R: LlmRequest,
@@ -107,6 +113,7 @@ where
     S::Response: LlmResponse,
     St: BudgetStore,
     L: Ledger,
+    B: BilledFailure<S::Error>,
 {
     let scope = TaskScope::current();
     let who = attribution_of(scope.as_ref(), &request);
@@ -132,9 +139,27 @@ where
         request.request_stream_usage();
     }
 
-    // On error, or if this future is dropped (a timeout), the reservation is dropped with it
-    // and released.
-    let response = inner.call(request).await.map_err(BudgetLayerError::Inner)?;
+    // If this future is dropped (a timeout), the reservation is dropped with it and released.
+    let response = match inner.call(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            let usage = match billed.billed(&error) {
+                Billed::No => None, // the reservation is released as it drops
+                Billed::Unknown => Some(Usage::new(prompt.tokens, granted)),
+                Billed::Reported(usage) => Some(usage),
+            };
+            if let Some(usage) = usage {
+                let details = CommitDetails {
+                    estimated: true,
+                    ..CommitDetails::default()
+                };
+                if let Err(commit) = reservation.commit_with(usage, details).await {
+                    tracing::error!(error = %commit, "usage of a billed failure could not be recorded");
+                }
+            }
+            return Err(BudgetLayerError::Inner(error));
+        }
+    };
 
     if response.is_stream() {
         let metered = MeteredStream::new(budget, reservation, who, scope, model, prompt, granted);

@@ -1,0 +1,580 @@
+//! The main job: a fleet of agents of the five planned types, working concurrently through the
+//! real async-openai client and the token-budget layer stack against the project's local
+//! OpenAI-compatible server — while one research agent loops without end until its task
+//! budget stops it, and one agent talks to a provider that ignores its output cap and has its
+//! streams cut at the granted token.
+//!
+//! Run: `cargo run --example fleet`
+//!
+//! Everything is real but the model: HTTP on loopback, SSE streams, exact token counts from
+//! the tokenizer, integer money, the budget reserved before each call and committed from the
+//! provider's reported usage. The report at the end is read back from the ledger and the
+//! budget's status, and checked against what the server says it received.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{
+    ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
+    CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
+};
+use futures::StreamExt;
+use token_budget::layers::local_server::{Behavior, LocalServer, RunningServer};
+use token_budget::layers::openai::{ChatReply, ChatStreamError, OpenAiService};
+use token_budget::layers::rate_limit::Policy;
+use token_budget::ledger::{Dimension, KeyPart, LedgerQuery, RankBy};
+use token_budget::limits::Scope;
+use token_budget::presets::AgentPreset;
+use token_budget::scope::TaskScope;
+use token_budget::{
+    Attribution, Budget, BudgetLayer, BudgetLayerError, Cutoff, Ledger, Limit, Money, Period,
+    RateLimitLayer, Selector, TaskId, Window,
+};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// One agent of the fleet.
+struct AgentSpec {
+    name: &'static str,
+    preset: AgentPreset,
+    model: &'static str,
+    /// Tokens one task may use.
+    task_limit: u64,
+    tasks: u32,
+    steps_per_task: u32,
+    max_output: u32,
+    stream: bool,
+    system: &'static str,
+}
+
+const FLEET: [AgentSpec; 5] = [
+    AgentSpec {
+        name: "support-bot",
+        preset: AgentPreset::CustomerSupport,
+        model: "gpt-4o-mini",
+        task_limit: 6_000,
+        tasks: 24,
+        steps_per_task: 3,
+        max_output: 150,
+        stream: false,
+        system: "You are a courteous support agent for an online bookshop. Answer briefly and cite the order number.",
+    },
+    AgentSpec {
+        name: "researcher",
+        preset: AgentPreset::Research,
+        model: "gpt-4o",
+        task_limit: 40_000,
+        tasks: 6,
+        steps_per_task: 5,
+        max_output: 600,
+        stream: true,
+        system: "You are a research analyst. Extract claims with citations and flag contradictions between sources.",
+    },
+    AgentSpec {
+        name: "coder",
+        preset: AgentPreset::CodeGeneration,
+        model: "gpt-4.1",
+        task_limit: 40_000,
+        tasks: 5,
+        steps_per_task: 4,
+        max_output: 900,
+        stream: false,
+        system: "You are a senior Rust engineer. Write small, tested functions and explain the design briefly.",
+    },
+    AgentSpec {
+        name: "analyst",
+        preset: AgentPreset::DataAnalysis,
+        model: "gpt-4.1-mini",
+        task_limit: 20_000,
+        tasks: 8,
+        steps_per_task: 3,
+        max_output: 400,
+        stream: true,
+        system: "You are a data analyst. Compute the requested aggregates from CSV extracts and describe anomalies.",
+    },
+    AgentSpec {
+        name: "ops-tooling",
+        preset: AgentPreset::InternalTooling,
+        model: "gpt-4o-mini",
+        task_limit: 3_000,
+        tasks: 16,
+        steps_per_task: 2,
+        max_output: 120,
+        stream: false,
+        system: "You turn operator requests into commands for the deploy tool, one per line.",
+    },
+];
+
+/// The agent that never stops by itself.
+const RUNAWAY: &str = "researcher-loop";
+const RUNAWAY_TASK_LIMIT: u64 = 50_000;
+/// The agent whose provider ignores the output cap.
+const OVERRUN: &str = "summariser";
+
+const WORDS: [&str; 24] = [
+    "the",
+    "budget",
+    "agent",
+    "source",
+    "claim",
+    "refund",
+    "order",
+    "latency",
+    "cache",
+    "model",
+    "context",
+    "summary",
+    "because",
+    "therefore",
+    "however",
+    "token",
+    "request",
+    "result",
+    "analysis",
+    "revenue",
+    "deploy",
+    "schema",
+    "retry",
+    "customer",
+];
+
+/// Deterministic user text of `words` words.
+fn text(seed: u64, words: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..words)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            WORDS[(x % WORDS.len() as u64) as usize]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Default)]
+struct Outcome {
+    calls: u64,
+    cutoffs: u64,
+    stopped: Option<String>,
+}
+
+type Stack = token_budget::BudgetService<
+    token_budget::RateLimitService<OpenAiService>,
+    token_budget::MemoryBudgetStore,
+    token_budget::MemoryLedger,
+>;
+
+/// One budgeted chat call; returns the reply text, or why the call or its stream was stopped.
+async fn chat(
+    stack: &mut Stack,
+    request: CreateChatCompletionRequest,
+    outcome: &mut Outcome,
+) -> Result<String, String> {
+    let service = ServiceExt::<CreateChatCompletionRequest>::ready(stack)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = match service.call(request).await {
+        Ok(reply) => reply,
+        Err(BudgetLayerError::Budget(refused)) => return Err(refused.to_string()),
+        Err(other) => return Err(format!("provider: {other}")),
+    };
+    outcome.calls += 1;
+    match reply {
+        ChatReply::Complete(response) => Ok(response
+            .choices
+            .first()
+            .and_then(|c| c.message.content.clone())
+            .unwrap_or_default()),
+        ChatReply::Stream(mut stream) => {
+            let mut text = String::new();
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(chunk) => {
+                        for choice in &chunk.choices {
+                            text.push_str(choice.delta.content.as_deref().unwrap_or_default());
+                        }
+                    }
+                    Err(ChatStreamError::Cutoff(cut @ Cutoff::OverGrant { .. })) => {
+                        outcome.cutoffs += 1;
+                        outcome.stopped.get_or_insert_with(|| cut.to_string());
+                        break;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(text)
+        }
+    }
+}
+
+fn build_request(
+    model: &str,
+    system: &str,
+    history: &[(String, String)],
+    question: &str,
+    max_output: u32,
+    stream: bool,
+) -> CreateChatCompletionRequest {
+    let mut messages: Vec<ChatCompletionRequestMessage> = vec![
+        ChatCompletionRequestSystemMessageArgs::default()
+            .content(system)
+            .build()
+            .expect("system message")
+            .into(),
+    ];
+    for (q, a) in history {
+        messages.push(
+            ChatCompletionRequestUserMessageArgs::default()
+                .content(q.as_str())
+                .build()
+                .expect("user message")
+                .into(),
+        );
+        messages.push(
+            ChatCompletionRequestAssistantMessageArgs::default()
+                .content(a.as_str())
+                .build()
+                .expect("assistant message")
+                .into(),
+        );
+    }
+    messages.push(
+        ChatCompletionRequestUserMessageArgs::default()
+            .content(question)
+            .build()
+            .expect("user message")
+            .into(),
+    );
+    let mut args = CreateChatCompletionRequestArgs::default();
+    args.model(model)
+        .messages(messages)
+        .max_completion_tokens(max_output);
+    if stream {
+        args.stream(true);
+    }
+    args.build().expect("request")
+}
+
+/// What one task does.
+struct TaskPlan {
+    model: &'static str,
+    system: &'static str,
+    /// `None`: loop until the budget refuses.
+    steps: Option<u32>,
+    max_output: u32,
+    stream: bool,
+    seed: u64,
+}
+
+/// Runs one task, a conversation of budgeted calls, inside the current task scope.
+async fn run_task(mut stack: Stack, plan: TaskPlan, outcome: &mut Outcome) {
+    let TaskPlan {
+        model,
+        system,
+        steps,
+        max_output,
+        stream,
+        seed,
+    } = plan;
+    let scope = TaskScope::current().expect("tasks run in a scope");
+    let mut history: Vec<(String, String)> = Vec::new();
+    loop {
+        if steps.is_some_and(|s| scope.step() >= s) {
+            return;
+        }
+        let step = scope.next_step();
+        let question = text(
+            seed * 1_000 + u64::from(step),
+            30 + (seed + u64::from(step)) % 50,
+        );
+        let request = build_request(model, system, &history, &question, max_output, stream);
+        match chat(&mut stack, request, outcome).await {
+            Ok(answer) => history.push((question, answer)),
+            Err(why) => {
+                outcome.stopped = Some(format!("step {step}: {why}"));
+                return;
+            }
+        }
+    }
+}
+
+fn stack(budget: &Budget, server: &RunningServer, rates: &RateLimitLayer) -> Stack {
+    let provider = OpenAiService::new(
+        OpenAIConfig::new()
+            .with_api_base(server.base_url())
+            .with_api_key("local"),
+    );
+    ServiceBuilder::new()
+        .layer(BudgetLayer::new(budget.clone()))
+        .layer(rates.clone())
+        .service(provider)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    token_budget::Encoding::warm_up();
+    let server = LocalServer::builder()
+        .reply_tokens(700)
+        .latency(Duration::from_millis(3))
+        .served_model("gpt-4o", "gpt-4o-2024-08-06")
+        .cached_tokens(32)
+        .start()
+        .await?;
+    let rogue = LocalServer::builder()
+        .reply_tokens(400)
+        .always(Behavior::IgnoreCap)
+        .start()
+        .await?;
+
+    let mut limits = vec![
+        Limit::new("fleet/day", Selector::Global, Window::Calendar(Period::Day))
+            .tokens(3_000_000)
+            .money(Money::from_dollars(25))
+            .alert_at(&[70, 90]),
+        Limit::new("per-task", Selector::Agent(Scope::Each), Window::PerTask)
+            .tokens(RUNAWAY_TASK_LIMIT),
+    ];
+    for spec in &FLEET {
+        limits.extend(spec.preset.limits(spec.name));
+        limits.push(
+            Limit::new(
+                format!("{}/task", spec.name),
+                Selector::agent(spec.name),
+                Window::PerTask,
+            )
+            .tokens(spec.task_limit),
+        );
+    }
+    limits.extend(AgentPreset::Research.limits(RUNAWAY));
+    limits.extend(AgentPreset::Research.limits(OVERRUN));
+    let budget = Budget::builder().limits(limits).build()?;
+    let rates = RateLimitLayer::new()
+        .default_agent_rpm(6_000)
+        .policy(Policy::Wait {
+            max_wait: Some(Duration::from_secs(5)),
+        });
+
+    println!(
+        "token-budget demo: {} agents + a runaway + a cap-ignoring provider, through async-openai",
+        FLEET.len()
+    );
+    println!(
+        "local OpenAI-compatible servers at {} and {}",
+        server.base_url(),
+        rogue.base_url()
+    );
+    println!();
+
+    let mut handles = Vec::new();
+    for (i, spec) in FLEET.iter().enumerate() {
+        let stack = stack(&budget, &server, &rates);
+        handles.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            for t in 0..spec.tasks {
+                let who = Attribution::agent(spec.name)
+                    .with_task(TaskId::new(format!("{}-{t}", spec.name)))
+                    .with_user(format!("customer-{}", (t as usize + i) % 7))
+                    .with_tag("agent_type", spec.preset.label());
+                let seed = (i as u64) << 32 | u64::from(t);
+                TaskScope::new(who)
+                    .run(run_task(
+                        stack.clone(),
+                        TaskPlan {
+                            model: spec.model,
+                            system: spec.system,
+                            steps: Some(spec.steps_per_task),
+                            max_output: spec.max_output,
+                            stream: spec.stream,
+                            seed,
+                        },
+                        &mut outcome,
+                    ))
+                    .await;
+            }
+            (spec.name, outcome)
+        }));
+    }
+    let runaway = {
+        let stack = stack(&budget, &server, &rates);
+        tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            let who = Attribution::agent(RUNAWAY)
+                .with_task(TaskId::new("researcher-loop-0"))
+                .with_tag("agent_type", "Research Agent");
+            // No step limit: this agent would loop forever. Its per-task budget stops it.
+            TaskScope::new(who)
+                .run(run_task(
+                    stack,
+                    TaskPlan {
+                        model: "gpt-4o",
+                        system: "You are a research agent. Keep searching until you are certain.",
+                        steps: None,
+                        max_output: 1_500,
+                        stream: false,
+                        seed: 99,
+                    },
+                    &mut outcome,
+                ))
+                .await;
+            (RUNAWAY, outcome)
+        })
+    };
+    let overrun = {
+        let stack = stack(&budget, &rogue, &rates);
+        tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            for t in 0..3 {
+                let who = Attribution::agent(OVERRUN)
+                    .with_task(TaskId::new(format!("summary-{t}")))
+                    .with_tag("agent_type", "Research Agent");
+                TaskScope::new(who)
+                    .run(run_task(
+                        stack.clone(),
+                        TaskPlan {
+                            model: "gpt-4o-mini",
+                            system: "Summarise the thread in 50 tokens.",
+                            steps: Some(1),
+                            max_output: 50,
+                            stream: true,
+                            seed: 7 + t,
+                        },
+                        &mut outcome,
+                    ))
+                    .await;
+            }
+            (OVERRUN, outcome)
+        })
+    };
+    let mut outcomes = BTreeMap::new();
+    for h in handles {
+        let (name, outcome) = h.await?;
+        outcomes.insert(name, outcome);
+    }
+    for h in [runaway, overrun] {
+        let (name, outcome) = h.await?;
+        outcomes.insert(name, outcome);
+    }
+
+    report(
+        &budget,
+        &outcomes,
+        server.requests_received() + rogue.requests_received(),
+    )
+    .await?;
+    println!();
+    println!("finished in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+async fn report(
+    budget: &Budget,
+    outcomes: &BTreeMap<&'static str, Outcome>,
+    provider_requests: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let by_agent = budget
+        .ledger()
+        .totals(&LedgerQuery::group_by([Dimension::Agent]))
+        .await?;
+    let status = budget.status().await?;
+    let denials = budget.denials();
+    let percent = |id: String| {
+        status
+            .iter()
+            .find(|s| *s.limit.id == *id)
+            .map_or("-".to_string(), |s| format!("{}%", s.percent_used()))
+    };
+    println!(
+        "{:<16} {:>5} {:>9} {:>8} {:>9} {:>10} {:>7} {:>8} {:>7} {:>8}",
+        "agent",
+        "calls",
+        "input",
+        "output",
+        "total",
+        "cost",
+        "day %",
+        "month %",
+        "denied",
+        "cutoffs"
+    );
+    println!("{}", "-".repeat(98));
+    for group in &by_agent {
+        let agent = group.key[0].to_string();
+        let denied = denials
+            .get(agent.as_str())
+            .map_or(0, |d| d.exhausted + d.exceeds_limit + d.stopped);
+        println!(
+            "{:<16} {:>5} {:>9} {:>8} {:>9} {:>10.4} {:>7} {:>8} {:>7} {:>8}",
+            agent,
+            group.events,
+            group.usage.input,
+            group.usage.output,
+            group.usage.total(),
+            group.cost,
+            percent(format!("{agent}/daily-tokens")),
+            percent(format!("{agent}/monthly-cost")),
+            denied,
+            outcomes.get(agent.as_str()).map_or(0, |o| o.cutoffs),
+        );
+    }
+    let all = budget.ledger().totals(&LedgerQuery::default()).await?;
+    if let Some(t) = all.first() {
+        println!("{}", "-".repeat(98));
+        println!(
+            "{:<16} {:>5} {:>9} {:>8} {:>9} {:>10.4} {:>7}",
+            "fleet",
+            t.events,
+            t.usage.input,
+            t.usage.output,
+            t.usage.total(),
+            t.cost,
+            percent("fleet/day".into())
+        );
+        println!(
+            "  cached input tokens: {}; events with estimated counts (cut streams): {}",
+            t.usage.cached_input, t.estimated_events
+        );
+        println!(
+            "  the providers received {provider_requests} requests; the ledger holds {} events: every call that reached a provider is accounted once",
+            t.events
+        );
+    }
+
+    println!();
+    println!("What's costing the most (by model):");
+    let by_model = budget
+        .ledger()
+        .top(&LedgerQuery::group_by([Dimension::Model]), RankBy::Cost, 5)
+        .await?;
+    for g in by_model {
+        println!(
+            "  {:<14} {:>10.4}  {:>9} tokens",
+            g.key[0].to_string(),
+            g.cost,
+            g.usage.total()
+        );
+    }
+
+    println!();
+    println!("Stopped:");
+    for (agent, outcome) in outcomes {
+        if let Some(reason) = &outcome.stopped {
+            println!("  {agent}: {reason}");
+        }
+    }
+    let steps = budget
+        .ledger()
+        .totals(
+            &LedgerQuery::group_by([Dimension::Step])
+                .filter(Dimension::Agent, KeyPart::text(RUNAWAY)),
+        )
+        .await?;
+    let spent: u64 = steps.iter().map(|g| g.usage.total()).sum();
+    println!(
+        "  {RUNAWAY} ran {} steps and spent {spent} of its {RUNAWAY_TASK_LIMIT}-token task budget; the next call would have crossed it",
+        steps.len()
+    );
+    Ok(())
+}
