@@ -35,8 +35,9 @@ use crate::attribution::{Attribution, TaskId};
 use crate::clock::{Clock, SystemClock};
 use crate::controls::{Controls, Refusal};
 use crate::ledger::{EventKind, Ledger, LedgerError, MemoryLedger, UsageEvent};
-use crate::limits::{Cap, Limit, LimitError, LimitSet, Period, Window, WindowSpan};
+use crate::limits::{Cap, CounterKey, Limit, LimitError, LimitSet, Period, Window, WindowSpan};
 use crate::pricing::{PriceError, PriceTable};
+use crate::scope::TaskScope;
 use crate::store::{
     BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, ReserveOutcome, StoreError, Ticket,
 };
@@ -83,11 +84,37 @@ pub enum BudgetError {
         /// The agent.
         agent: Arc<str>,
     },
-    /// The task was cancelled.
+    /// The task was cancelled (from outside: an alert action, an admin, a parent task).
     #[error("task {task} was cancelled")]
     TaskCancelled {
         /// The task.
         task: TaskId,
+    },
+    /// The task took as many steps as it may.
+    #[error("task {task} reached its limit of {max_steps} steps")]
+    StepLimit {
+        /// The task.
+        task: TaskId,
+        /// Its step cap.
+        max_steps: u32,
+    },
+    /// The task (or the parent task it runs under) has spent its own budget.
+    #[error("task {task} has spent its budget ({tokens} tokens, {money})")]
+    TaskBudgetSpent {
+        /// The task whose budget is spent.
+        task: TaskId,
+        /// Tokens it committed.
+        tokens: u64,
+        /// Money it committed.
+        money: Money,
+    },
+    /// Runaway detection stopped the task.
+    #[error("task {task} stopped as a runaway: {kind}")]
+    Runaway {
+        /// The task.
+        task: TaskId,
+        /// Which signal fired.
+        kind: crate::runaway::RunawayKind,
     },
     /// The model could not be priced.
     #[error(transparent)]
@@ -467,6 +494,35 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         input_tokens: u64,
         output: std::ops::RangeInclusive<u64>,
     ) -> Result<Reservation<S, L>, BudgetError> {
+        self.reserve_for(who, None, model, input_tokens, output)
+            .await
+    }
+
+    /// [`Budget::reserve_output`] for a call made inside a task scope: attributed to the
+    /// scope's agent, task and step, refused when the task (or a parent) is cancelled, stopped
+    /// or spent, and reserved against the task's own limits and its parents' as well as the
+    /// budget's. The committed usage is recorded back into the scope.
+    pub async fn reserve_in_scope(
+        &self,
+        scope: &TaskScope,
+        model: &str,
+        input_tokens: u64,
+        output: std::ops::RangeInclusive<u64>,
+    ) -> Result<Reservation<S, L>, BudgetError> {
+        scope.refusal()?;
+        let who = scope.attribution();
+        self.reserve_for(&who, Some(scope), model, input_tokens, output)
+            .await
+    }
+
+    async fn reserve_for(
+        &self,
+        who: &Attribution,
+        scope: Option<&TaskScope>,
+        model: &str,
+        input_tokens: u64,
+        output: std::ops::RangeInclusive<u64>,
+    ) -> Result<Reservation<S, L>, BudgetError> {
         if let Some(refusal) = self.inner.controls.refusal(who) {
             self.count_denial(who, |d| d.stopped += 1);
             return Err(match refusal {
@@ -494,7 +550,9 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         };
         let now = self.inner.clock.now();
         let limits = self.limits();
-        let specs = self.counters_for(&limits, who, &priced_model, now)?;
+        let mut specs = self.counters_for(&limits, who, &priced_model, now)?;
+        let scoped = scope.map(|s| self.scope_counters(s)).unwrap_or_default();
+        specs.extend(scoped.iter().cloned());
         match self.inner.store.reserve(&specs, &request, now).await? {
             ReserveOutcome::Reserved(ticket) => Ok(Reservation {
                 budget: self.clone(),
@@ -506,6 +564,8 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                     model: priced_model,
                     limits,
                     specs,
+                    scope: scope.cloned(),
+                    scoped,
                 }),
             }),
             ReserveOutcome::Denied(denial) => {
@@ -551,6 +611,8 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             limits: self.limits(),
             // No reservation: the counters are found at commit time.
             specs: Vec::new(),
+            scope: None,
+            scoped: Vec::new(),
         };
         self.settle(held, usage, details).await
     }
@@ -764,6 +826,43 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         Ok(WindowSpan::Calendar { start, end })
     }
 
+    /// The counters of a task scope's own limits and its parents', which apply to every call
+    /// made in it whatever its attribution. The first time a scope reserves here, its
+    /// cancellation is bound to [`Controls`] and its counters are set to be forgotten when the
+    /// scope ends.
+    fn scope_counters(&self, scope: &TaskScope) -> Vec<CounterSpec> {
+        let limits = scope.task_limits();
+        let key = Arc::as_ptr(&self.inner) as *const () as usize;
+        if !scope.has_finisher(key) {
+            // First call of this task here: `controls().cancel_task` must reach its scope, and
+            // its counters must go when it ends.
+            self.inner
+                .controls
+                .bind_task(scope.task(), scope.cancel_token());
+            let budget = Arc::downgrade(&self.inner);
+            let task = scope.task().clone();
+            scope.on_finish_once(key, move || {
+                if let Some(inner) = budget.upgrade() {
+                    inner.store.forget_task(&task);
+                    inner.controls.finish_task(&task);
+                }
+            });
+        }
+        limits
+            .into_iter()
+            .map(|(task, limit)| CounterSpec {
+                key: CounterKey {
+                    limit: limit.id.clone(),
+                    scope: Arc::from(task.as_str()),
+                    task: Some(task),
+                    window: 0,
+                },
+                limit,
+                span: WindowSpan::Task,
+            })
+            .collect()
+    }
+
     /// The counters of every limit that applies to a call, in their current windows.
     fn counters_for(
         &self,
@@ -802,6 +901,8 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             amount,
             limits: reserved_limits,
             specs: reserved_specs,
+            scope,
+            scoped,
         } = held;
         let prices = self.prices();
         let mut estimated = details.estimated;
@@ -836,9 +937,14 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         let specs = if reuse {
             reserved_specs
         } else {
-            self.counters_for(&limits, &who, &model, now)?
+            let mut specs = self.counters_for(&limits, &who, &model, now)?;
+            specs.extend(scoped);
+            specs
         };
         let usages = self.inner.store.settle(ticket, &specs, actual, now).await?;
+        if let Some(scope) = &scope {
+            scope.record(actual.tokens, actual.money);
+        }
         let crossings = crossings(&specs, &usages, actual);
         let requested_model =
             requested_model.or_else(|| (model != reserved_model).then(|| reserved_model.clone()));
@@ -912,6 +1018,10 @@ struct Held {
     /// The limits the counters were chosen under, to tell whether they still apply.
     limits: Arc<LimitSet>,
     specs: Vec<CounterSpec>,
+    /// The task scope the call was made in, to record its usage into.
+    scope: Option<TaskScope>,
+    /// The counters of the scope's own limits (and its parents'), part of `specs`.
+    scoped: Vec<CounterSpec>,
 }
 
 /// Budget held for one call. Commit it with the actual usage, or drop it to give it back.

@@ -68,6 +68,17 @@ impl Controls {
         self.tasks.write().entry(task.clone()).or_default().clone()
     }
 
+    /// Makes `token` the task's cancellation token (a task scope's own), so that
+    /// [`Controls::cancel_task`] reaches code that only watches the scope. A task cancelled
+    /// before it was bound is cancelled at once.
+    pub fn bind_task(&self, task: &TaskId, token: &CancellationToken) {
+        let mut tasks = self.tasks.write();
+        if tasks.get(task).is_some_and(CancellationToken::is_cancelled) {
+            token.cancel();
+        }
+        tasks.insert(task.clone(), token.clone());
+    }
+
     /// Cancels a task.
     pub fn cancel_task(&self, task: &TaskId) {
         self.task_token(task).cancel();

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod money;
 pub mod presets;
 pub mod pricing;
+pub mod runaway;
 pub mod scope;
 pub mod store;
 pub mod tokens;

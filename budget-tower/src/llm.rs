@@ -41,6 +41,12 @@ pub trait LlmRequest {
     fn attribution(&self) -> Option<&Attribution> {
         None
     }
+
+    /// The newest input of the request (the last message's text), which runaway detection
+    /// compares across steps. `None` opts the request out of repetition detection.
+    fn latest_input(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The response of an LLM call: complete, or a stream of chunks.

@@ -369,6 +369,10 @@ impl LlmRequest for CreateChatCompletionRequest {
         self.stream == Some(true)
     }
 
+    fn latest_input(&self) -> Option<String> {
+        self.messages.last().map(|m| plain(m).text)
+    }
+
     fn request_stream_usage(&mut self) {
         let options = self
             .stream_options
@@ -401,6 +405,9 @@ impl<R: LlmRequest> LlmRequest for Attributed<R> {
     }
     fn attribution(&self) -> Option<&Attribution> {
         Some(&self.attribution)
+    }
+    fn latest_input(&self) -> Option<String> {
+        self.request.latest_input()
     }
 }
 

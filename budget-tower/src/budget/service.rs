@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use budget_core::scope::TaskScope;
-use budget_core::{Budget, BudgetError, BudgetStore, CommitDetails, Ledger, Usage, count_text};
+use budget_core::{Budget, BudgetStore, CommitDetails, Ledger, Usage, count_text};
 use tower::Service;
 
 use super::stream::MeteredStream;
@@ -117,20 +117,33 @@ where
 {
     let scope = TaskScope::current();
     let who = attribution_of(scope.as_ref(), &request);
-    if let Some(scope) = scope.as_ref().filter(|s| s.is_cancelled()) {
-        return Err(BudgetLayerError::Budget(BudgetError::TaskCancelled {
-            task: scope.task().clone(),
-        }));
+    if let Some(scope) = &scope {
+        scope.refusal().map_err(BudgetLayerError::Budget)?;
+        if let Some(input) = request.latest_input() {
+            scope
+                .observe_input(&input)
+                .map_err(BudgetLayerError::Budget)?;
+        }
     }
     let model = request.model().to_owned();
     let prompt = request.count_prompt();
     let requested = request.max_output_tokens();
     let wanted = wanted_output(&budget, &model, requested, default_cap);
     // Clamp and reserve in one atomic step: the cap sent is what every limit allows now.
-    let reservation = budget
-        .reserve_output(&who, &model, prompt.tokens, wanted.min(1)..=wanted)
-        .await
-        .map_err(BudgetLayerError::Budget)?;
+    let output = wanted.min(1)..=wanted;
+    let reservation = match &scope {
+        Some(scope) => {
+            budget
+                .reserve_in_scope(scope, &model, prompt.tokens, output)
+                .await
+        }
+        None => {
+            budget
+                .reserve_output(&who, &model, prompt.tokens, output)
+                .await
+        }
+    }
+    .map_err(BudgetLayerError::Budget)?;
     let granted = reservation.granted_output();
     if requested != Some(granted) {
         request.set_max_output_tokens(granted);
