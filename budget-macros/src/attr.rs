@@ -197,7 +197,7 @@ impl Parse for Args {
                 input.parse::<kw::cost_limit>()?;
                 set_once(&mut cost_limit, "cost_limit", span, || {
                     let lit = str_value(input, "cost_limit", "\"$0.50\"")?;
-                    let units = crate::dollars::parse(&lit.value()).map_err(|reason| {
+                    let units = parse_dollars(&lit.value()).map_err(|reason| {
                         syn::Error::new(lit.span(), format!("invalid `cost_limit`: {reason}"))
                     })?;
                     Ok(Int {
@@ -343,5 +343,145 @@ impl Parse for RunawayOverrides {
             input.parse::<Token![,]>()?;
         }
         Ok(out)
+    }
+}
+
+/// Yocto-dollar units per dollar: `budget_core::money::UNITS_PER_DOLLAR` has 24 decimal places.
+const DECIMAL_PLACES: i64 = 24;
+
+/// Parses an amount of dollars exactly, digit by digit (no `f64`), into yocto-dollar units:
+/// an optional `$`, digits (`_` may separate them), an optional `.` and fraction, an optional
+/// exponent (`e-06`). The reason for a refusal is returned as text for the compile error.
+pub(crate) fn parse_dollars(text: &str) -> Result<i128, String> {
+    const EXPECTED: &str = "expected dollars such as \"$0.50\", \"0.5\" or \"2.5e-06\"";
+    let out_of_range = || format!("{text:?} is out of range");
+    let body = text.strip_prefix('$').unwrap_or(text);
+    let mut chars = body.chars().peekable();
+    let mut mantissa: i128 = 0;
+    let mut digits = 0u32;
+    let mut frac_digits: i64 = 0;
+    let mut seen_point = false;
+    let mut exponent: i64 = 0;
+    let mut last_was_digit = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '0'..='9' => {
+                digits += 1;
+                mantissa = mantissa
+                    .checked_mul(10)
+                    .and_then(|m| m.checked_add(i128::from(c as u8 - b'0')))
+                    .ok_or_else(out_of_range)?;
+                if seen_point {
+                    frac_digits += 1;
+                }
+            }
+            '_' if last_was_digit => {}
+            '.' if !seen_point => seen_point = true,
+            'e' | 'E' if digits > 0 => {
+                let negative = chars.next_if(|c| matches!(c, '-' | '+')) == Some('-');
+                let mut exp_digits = 0u32;
+                for c in chars.by_ref() {
+                    let digit = c
+                        .to_digit(10)
+                        .ok_or_else(|| format!("unexpected {c:?} in the exponent; {EXPECTED}"))?;
+                    exp_digits += 1;
+                    exponent = exponent
+                        .checked_mul(10)
+                        .and_then(|e| e.checked_add(i64::from(digit)))
+                        .filter(|e| *e <= 10_000)
+                        .ok_or_else(out_of_range)?;
+                }
+                if exp_digits == 0 {
+                    return Err(format!("the exponent of {text:?} has no digits; {EXPECTED}"));
+                }
+                if negative {
+                    exponent = -exponent;
+                }
+                break;
+            }
+            '-' if digits == 0 && !seen_point => {
+                return Err("a cost limit cannot be negative".to_owned());
+            }
+            other => return Err(format!("unexpected {other:?} in {text:?}; {EXPECTED}")),
+        }
+        last_was_digit = c.is_ascii_digit();
+    }
+    if digits == 0 {
+        return Err(format!("{text:?} has no digits; {EXPECTED}"));
+    }
+    // value = mantissa × 10^(exponent − frac_digits) dollars = mantissa × 10^shift units
+    let shift = DECIMAL_PLACES + exponent - frac_digits;
+    if mantissa == 0 {
+        return Ok(0);
+    }
+    if shift >= 0 {
+        let factor = u32::try_from(shift)
+            .ok()
+            .and_then(|s| 10i128.checked_pow(s))
+            .ok_or_else(out_of_range)?;
+        mantissa.checked_mul(factor).ok_or_else(out_of_range)
+    } else {
+        let divisor = u32::try_from(-shift).ok().and_then(|s| 10i128.checked_pow(s));
+        match divisor {
+            Some(d) if mantissa % d == 0 => Ok(mantissa / d),
+            _ => Err(format!(
+                "{text:?} has more than {DECIMAL_PLACES} decimal places of a dollar and cannot be represented exactly"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_dollars;
+    use budget_core::Money;
+
+    #[test]
+    fn dollars_match_the_runtime_parser() {
+        for text in [
+            "$0.50",
+            "0.5",
+            "2.5e-06",
+            "2.5E-6",
+            "1e3",
+            "1e+3",
+            "$1234.50",
+            "0",
+            "$0",
+            ".5",
+            "5.",
+            "1_000.25",
+            "0.000000000000000000000001",
+            "0.500000000000000000000000000000",
+            "170141183460346",
+            "3.75e-7",
+        ] {
+            let expected = Money::parse_dollars(text).unwrap().units();
+            assert_eq!(parse_dollars(text), Ok(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_amounts_are_refused_with_a_reason() {
+        for (text, reason) in [
+            ("", "no digits"),
+            ("$", "no digits"),
+            ("50 cents", "unexpected ' '"),
+            ("-1", "negative"),
+            ("$-1", "negative"),
+            ("1.2.3", "unexpected '.'"),
+            ("1e", "exponent"),
+            ("1e-x", "exponent"),
+            ("e5", "unexpected 'e'"),
+            ("_1", "unexpected '_'"),
+            ("0.0000000000000000000000001", "24 decimal places"),
+            ("1e200", "out of range"),
+            ("1e99999999999999999999", "out of range"),
+            ("999999999999999999999999999999999999999999", "out of range"),
+            ("$$1", "unexpected '$'"),
+        ] {
+            let err = parse_dollars(text).unwrap_err();
+            assert!(err.contains(reason), "{text}: {err}");
+        }
     }
 }
