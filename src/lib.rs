@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub use budget_core::*;
+pub use budget_macros::budgeted;
 pub use budget_tower::{
     Attributed, BudgetLayer, BudgetLayerError, BudgetService, ChunkStream, Cutoff, LlmChunk,
     LlmRequest, LlmResponse, RateLimitError, RateLimitLayer, RateLimitService, attribution_of,

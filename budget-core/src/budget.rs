@@ -509,8 +509,11 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         input_tokens: u64,
         output: std::ops::RangeInclusive<u64>,
     ) -> Result<Reservation<S, L>, BudgetError> {
-        scope.refusal()?;
         let who = scope.attribution();
+        if let Err(stopped) = scope.refusal() {
+            self.count_denial(&who, |d| d.stopped += 1);
+            return Err(stopped);
+        }
         self.reserve_for(&who, Some(scope), model, input_tokens, output)
             .await
     }

@@ -138,12 +138,10 @@ fn int_value<T: IntType>(input: ParseStream<'_>, name: &str) -> syn::Result<Int<
             ),
         ));
     }
-    let value = lit.base10_digits().parse::<T>().map_err(|_| {
-        syn::Error::new(
-            lit.span(),
-            format!("`{name}` must fit in a {}", T::NAME),
-        )
-    })?;
+    let value = lit
+        .base10_digits()
+        .parse::<T>()
+        .map_err(|_| syn::Error::new(lit.span(), format!("`{name}` must fit in a {}", T::NAME)))?;
     Ok(Int {
         value,
         span: lit.span(),
@@ -312,22 +310,32 @@ impl Parse for RunawayOverrides {
             let span = input.span();
             if input.peek(kw::repeat) {
                 input.parse::<kw::repeat>()?;
-                set_once(&mut out.repeat, "repeat", span, || int_value(input, "repeat"))?;
+                set_once(&mut out.repeat, "repeat", span, || {
+                    int_value(input, "repeat")
+                })?;
             } else if input.peek(kw::similarity) {
                 input.parse::<kw::similarity>()?;
-                set_once(&mut out.similarity, "similarity", span, || int_value(input, "similarity"))?;
+                set_once(&mut out.similarity, "similarity", span, || {
+                    int_value(input, "similarity")
+                })?;
             } else if input.peek(kw::spike_min_tokens) {
                 input.parse::<kw::spike_min_tokens>()?;
-                set_once(&mut out.spike_min_tokens, "spike_min_tokens", span, || int_value(input, "spike_min_tokens"))?;
+                set_once(&mut out.spike_min_tokens, "spike_min_tokens", span, || {
+                    int_value(input, "spike_min_tokens")
+                })?;
             } else if input.peek(kw::spike_after) {
                 input.parse::<kw::spike_after>()?;
-                set_once(&mut out.spike_after, "spike_after", span, || int_value(input, "spike_after"))?;
+                set_once(&mut out.spike_after, "spike_after", span, || {
+                    int_value(input, "spike_after")
+                })?;
             } else if input.peek(kw::spike) {
                 input.parse::<kw::spike>()?;
                 set_once(&mut out.spike, "spike", span, || int_value(input, "spike"))?;
             } else if input.peek(kw::retries) {
                 input.parse::<kw::retries>()?;
-                set_once(&mut out.retries, "retries", span, || int_value(input, "retries"))?;
+                set_once(&mut out.retries, "retries", span, || {
+                    int_value(input, "retries")
+                })?;
             } else if input.peek(Ident::peek_any) {
                 let name = input.call(Ident::parse_any)?;
                 return Err(syn::Error::new(
@@ -392,7 +400,9 @@ pub(crate) fn parse_dollars(text: &str) -> Result<i128, String> {
                         .ok_or_else(out_of_range)?;
                 }
                 if exp_digits == 0 {
-                    return Err(format!("the exponent of {text:?} has no digits; {EXPECTED}"));
+                    return Err(format!(
+                        "the exponent of {text:?} has no digits; {EXPECTED}"
+                    ));
                 }
                 if negative {
                     exponent = -exponent;
@@ -421,7 +431,9 @@ pub(crate) fn parse_dollars(text: &str) -> Result<i128, String> {
             .ok_or_else(out_of_range)?;
         mantissa.checked_mul(factor).ok_or_else(out_of_range)
     } else {
-        let divisor = u32::try_from(-shift).ok().and_then(|s| 10i128.checked_pow(s));
+        let divisor = u32::try_from(-shift)
+            .ok()
+            .and_then(|s| 10i128.checked_pow(s));
         match divisor {
             Some(d) if mantissa % d == 0 => Ok(mantissa / d),
             _ => Err(format!(

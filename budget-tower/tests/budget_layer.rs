@@ -201,6 +201,27 @@ impl Service<Ask> for Provider {
     }
 }
 
+/// Sends a streaming request of `cap` output tokens through the layer to `provider`, in task
+/// "t"; returns the prompt's tokens and the metered stream.
+async fn stream_through(
+    budget: &Budget,
+    provider: Provider,
+    cap: u64,
+) -> (u64, ChunkStream<Piece, PieceError>) {
+    let mut service = BudgetLayer::new(budget.clone()).layer(provider);
+    let mut ask = Ask::new("Stream please.", Some(cap));
+    ask.stream = true;
+    let prompt = ask.count_prompt().tokens;
+    let reply = scope("t")
+        .run(async { service.ready().await.unwrap().call(ask).await })
+        .await
+        .unwrap();
+    let Answer::Stream(stream) = reply else {
+        panic!("expected a stream")
+    };
+    (prompt, stream)
+}
+
 fn budget(task_cap: u64) -> Budget {
     Budget::builder()
         .limit(Limit::new("task", Selector::agent("agent"), Window::PerTask).tokens(task_cap))
@@ -483,17 +504,7 @@ async fn streams_are_cut_at_the_grant_and_the_consumed_part_committed() {
         overrun: true,
         ..Provider::reporting()
     };
-    let mut service = BudgetLayer::new(budget.clone()).layer(overrunning);
-    let mut ask = Ask::new("Stream please.", Some(7));
-    ask.stream = true;
-    let prompt = ask.count_prompt().tokens;
-    let reply = scope("t")
-        .run(async { service.ready().await.unwrap().call(ask).await })
-        .await
-        .unwrap();
-    let Answer::Stream(stream) = reply else {
-        panic!("expected a stream")
-    };
+    let (prompt, stream) = stream_through(&budget, overrunning, 7).await;
     let items: Vec<_> = stream.collect().await;
     let delivered = items.iter().filter(|i| i.is_ok()).count();
     assert_eq!(
@@ -519,17 +530,7 @@ async fn streams_are_cut_at_the_grant_and_the_consumed_part_committed() {
 #[tokio::test]
 async fn streams_end_with_the_reported_usage() {
     let budget = budget(10_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(Provider::reporting());
-    let mut ask = Ask::new("Stream please.", Some(20));
-    ask.stream = true;
-    let prompt = ask.count_prompt().tokens;
-    let reply = scope("t")
-        .run(async { service.ready().await.unwrap().call(ask).await })
-        .await
-        .unwrap();
-    let Answer::Stream(stream) = reply else {
-        panic!("expected a stream")
-    };
+    let (prompt, stream) = stream_through(&budget, Provider::reporting(), 20).await;
     assert_eq!(
         stream
             .filter(|i| futures::future::ready(i.is_ok()))
@@ -542,23 +543,16 @@ async fn streams_end_with_the_reported_usage() {
     assert!(!event.estimated);
     // The task is over: its counters are gone, nothing is left reserved.
     let status = budget.status().await.unwrap();
-    assert!(status.iter().all(|s| s.usage.reserved.is_zero()), "{status:?}");
+    assert!(
+        status.iter().all(|s| s.usage.reserved.is_zero()),
+        "{status:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_stream_dropped_half_way_is_committed_not_released() {
     let budget = budget(10_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(Provider::reporting());
-    let mut ask = Ask::new("Stream please.", Some(20));
-    ask.stream = true;
-    let prompt = ask.count_prompt().tokens;
-    let reply = scope("t")
-        .run(async { service.ready().await.unwrap().call(ask).await })
-        .await
-        .unwrap();
-    let Answer::Stream(mut stream) = reply else {
-        panic!("expected a stream")
-    };
+    let (prompt, mut stream) = stream_through(&budget, Provider::reporting(), 20).await;
     for _ in 0..5 {
         stream.next().await.unwrap().unwrap();
     }
@@ -629,17 +623,7 @@ async fn a_stream_broken_by_the_provider_commits_what_arrived() {
         break_after: Some(4),
         ..Provider::reporting()
     };
-    let mut service = BudgetLayer::new(budget.clone()).layer(breaking);
-    let mut ask = Ask::new("Stream please.", Some(20));
-    ask.stream = true;
-    let prompt = ask.count_prompt().tokens;
-    let reply = scope("t")
-        .run(async { service.ready().await.unwrap().call(ask).await })
-        .await
-        .unwrap();
-    let Answer::Stream(stream) = reply else {
-        panic!("expected a stream")
-    };
+    let (prompt, stream) = stream_through(&budget, breaking, 20).await;
     let items: Vec<_> = stream.collect().await;
     assert_eq!(items.len(), 5, "4 pieces, then the error, then the end");
     assert!(matches!(items[4], Err(PieceError::Broken)));

@@ -162,7 +162,12 @@ async fn the_clamped_cap_is_what_the_server_receives() {
         .unwrap();
     let sent = server.last_request().unwrap();
     assert_eq!(sent["max_completion_tokens"], 200 - prompt);
-    let spent: u64 = budget.ledger().events().iter().map(|e| e.usage.total()).sum();
+    let spent: u64 = budget
+        .ledger()
+        .events()
+        .iter()
+        .map(|e| e.usage.total())
+        .sum();
     assert_eq!(spent, 200, "the task used exactly its budget, no more");
 
     // A request without any cap gets one: what the budget allows.

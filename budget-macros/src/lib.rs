@@ -1,0 +1,205 @@
+//! # budget-macros
+//!
+//! The `#[budgeted]` attribute of token-budget: it runs an agent's `async fn` as one **task**
+//! with its own token, money and step budget, and makes every loop iteration in it a **step**.
+//!
+//! Use it through the `token-budget` crate (`token_budget::budgeted`); the examples there and
+//! in its tests run. The examples below are not compiled here: a proc-macro crate cannot run
+//! doctests that use itself.
+//!
+//! ```ignore
+//! use token_budget::{budgeted, BudgetError};
+//!
+//! #[budgeted(agent = "researcher", limit = 50_000)]
+//! async fn research(client: &Client, topic: &str) -> Result<Report, AgentError> {
+//!     let mut notes = Vec::new();
+//!     for source in client.sources(topic).await? {
+//!         // each iteration is a step: cancelled, out of steps or out of budget → Err here
+//!         notes.push(client.summarise(&source).await?);
+//!     }
+//!     Ok(Report::from(notes))
+//! }
+//! ```
+//!
+//! ## What it does
+//!
+//! The function keeps its attributes, doc comments, visibility, generics, `where` clause,
+//! receiver (`&self`, `&mut self`, ..), arguments (`impl Trait` included) and return type. Its
+//! body becomes:
+//!
+//! ```ignore
+//! let __scope = ::token_budget::scope::TaskScope::builder(
+//!         ::token_budget::Attribution::agent("researcher"), // + .with_task / .with_user / .critical
+//!     )
+//!     .tokens(50_000u64)                                   // + .money / .max_steps / .runaway
+//!     .child_of_current() // called inside another budgeted fn: a sub-task of it
+//!     .build();
+//! __scope.clone().run(async move { /* the body */ }).await
+//! ```
+//!
+//! Inside the body, every `loop`, `while` and `for` of the function's own body gets a **step
+//! boundary** as the first statement of its block:
+//!
+//! ```ignore
+//! if let Err(e) = __scope.step_boundary() {
+//!     return Err(From::from(e));
+//! }
+//! ```
+//!
+//! so an iteration starts only when the task was not cancelled (from outside, or by runaway
+//! detection), has steps left and has budget left; otherwise the function returns the
+//! `BudgetError` converted into its own error type. Loops inside closures, `async` blocks,
+//! `const` blocks, nested functions and other nested items keep their own semantics and are
+//! not steps (a `return` there would not leave the function); neither are loops written inside
+//! macro invocations, which the attribute cannot see into. Labels (`break 'outer`) keep
+//! working. `__scope` is hygienic: your code can neither see nor shadow it.
+//!
+//! ## Requirements
+//!
+//! - The function is an `async fn` (with a body).
+//! - It returns a `Result`: any path whose last segment is `Result` with one or two generic
+//!   arguments — `Result<T, E>`, `std::result::Result<T, E>`, `anyhow::Result<T>`,
+//!   `io::Result<T>` — whose error type implements `From<BudgetError>` (token-budget's own
+//!   error does). The check is by name; a function without loops never needs the conversion,
+//!   and one whose error type lacks it gets the compiler's trait error at the loop.
+//!
+//! ## Arguments
+//!
+//! `agent` and `limit` are required; the rest are optional, in any order, each at most once.
+//! Anything else is a compile error.
+//!
+//! ### `agent = "name"` (required)
+//!
+//! The agent the task's spend is attributed to; a non-empty string literal.
+//!
+//! ```ignore
+//! #[budgeted(agent = "researcher", limit = 50_000)]
+//! ```
+//!
+//! ### `limit = <integer>` (required)
+//!
+//! Tokens (input + output) the task may spend, sub-tasks included; an integer literal that fits
+//! a `u64` (underscores allowed).
+//!
+//! ```ignore
+//! #[budgeted(agent = "researcher", limit = 50_000)]
+//! ```
+//!
+//! ### `cost_limit = "$0.50"`
+//!
+//! Money the task may spend, as exact decimal dollars in a string literal: an optional `$`,
+//! digits, an optional fraction and an optional exponent (`"$0.50"`, `"0.5"`, `"2.5e-06"`). It
+//! is parsed at compile time, without floating point, into `Money::from_units(..)`
+//! (yocto-dollars); more than 24 decimal places, a negative amount or an amount out of range is
+//! a compile error.
+//!
+//! ```ignore
+//! #[budgeted(agent = "researcher", limit = 50_000, cost_limit = "$0.50")]
+//! ```
+//!
+//! ### `max_steps = <integer>`
+//!
+//! Steps (loop iterations) the task may take; a `u32`. The iteration after the last allowed
+//! one returns `BudgetError::StepLimit`.
+//!
+//! ```ignore
+//! #[budgeted(agent = "planner", limit = 20_000, max_steps = 12)]
+//! ```
+//!
+//! ### `task = <expr>`
+//!
+//! The task id, from any expression that implements `Display` — typically an argument; it is
+//! evaluated once, before the body runs. Without it, the scope generates a fresh id for each
+//! call.
+//!
+//! ```ignore
+//! #[budgeted(agent = "support", limit = 8_000, task = ticket.id)]
+//! async fn answer(ticket: &Ticket) -> Result<Reply, AgentError> { .. }
+//! ```
+//!
+//! ### `user = <expr>`
+//!
+//! The end user the work is done for, from any expression that implements `Display`.
+//!
+//! ```ignore
+//! #[budgeted(agent = "support", limit = 8_000, user = request.user_id)]
+//! ```
+//!
+//! ### `critical`
+//!
+//! A bare flag: the agent is critical, exempt from "pause all non-critical agents".
+//!
+//! ```ignore
+//! #[budgeted(agent = "billing", limit = 4_000, critical)]
+//! ```
+//!
+//! ### `runaway = false` or `runaway(..)`
+//!
+//! Runaway detection is on by default with `RunawayConfig::default()`. `runaway = false`
+//! turns it off; `runaway(..)` changes some of its settings and keeps the defaults for the
+//! rest. The keys, each optional and an integer literal: `repeat` (consecutive near-identical
+//! step inputs that count as a loop), `similarity` (SimHash bits that may differ), `spike`
+//! (multiple of the running average that is a spike), `spike_after` (steps before spikes are
+//! judged), `spike_min_tokens` (steps below this are never spikes), `retries` (multiple of the
+//! limit spent under one task id across runs that is a retry loop). A key of 0 turns that
+//! signal off where the runtime says so.
+//!
+//! ```ignore
+//! #[budgeted(agent = "crawler", limit = 100_000, runaway = false)]
+//! #[budgeted(agent = "crawler", limit = 100_000, runaway(repeat = 5, spike = 10, retries = 2))]
+//! ```
+//!
+//! ### `crate = <path>`
+//!
+//! Where the runtime is, as serde's `crate = ..`: `::token_budget` by default. Users of
+//! `budget-core` directly write `crate = budget_core` (or `crate = ::budget_core`, or
+//! `crate = "budget_core"`).
+//!
+//! ```ignore
+//! #[budgeted(agent = "researcher", limit = 50_000, crate = budget_core)]
+//! ```
+//!
+//! ## Errors
+//!
+//! Every mistake is a compile error pointing at the offending token: an unknown argument or
+//! `runaway` key, an argument given twice, a literal of the wrong kind or out of range, a
+//! `cost_limit` that is not an exact amount, a missing `agent` or `limit` (at the attribute),
+//! a function that is not `async` (at `fn`) or does not return a `Result` (at its return type).
+#![forbid(unsafe_code)]
+
+use proc_macro::TokenStream;
+
+mod attr;
+mod expand;
+
+/// Runs an `async fn` as a budgeted task: see the [crate documentation](crate) for the
+/// arguments and the expansion.
+///
+/// ```ignore
+/// #[budgeted(agent = "researcher", limit = 50_000, cost_limit = "$0.50", max_steps = 20)]
+/// async fn research(client: &Client, topic: &str) -> Result<Report, AgentError> { .. }
+/// ```
+#[proc_macro_attribute]
+pub fn budgeted(args: TokenStream, item: TokenStream) -> TokenStream {
+    let original = proc_macro2::TokenStream::from(item.clone());
+    let args = syn::parse::<attr::Args>(args);
+    let function = syn::parse::<syn::ItemFn>(item).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "#[budgeted] works on async fns only (with a body)",
+        )
+    });
+    let checked = function.and_then(|f| expand::check(&f.sig).map(|()| f));
+    let error = match (args, checked) {
+        (Ok(args), Ok(function)) => return expand::expand(args, function).into(),
+        (Err(mut error), Err(other)) => {
+            error.combine(other);
+            error
+        }
+        (Err(error), Ok(_)) | (Ok(_), Err(error)) => error,
+    };
+    // The function as written, so that its callers do not get errors of their own.
+    let mut out = error.into_compile_error();
+    out.extend(original);
+    out.into()
+}

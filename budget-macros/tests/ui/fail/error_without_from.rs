@@ -1,0 +1,12 @@
+use budget_macros::budgeted;
+
+#[derive(Debug)]
+struct MyError;
+
+#[budgeted(agent = "a", limit = 10, crate = budget_core)]
+async fn f() -> Result<(), MyError> {
+    for _ in 0..3 {}
+    Ok(())
+}
+
+fn main() {}
