@@ -268,3 +268,30 @@ async fn a_runaway_is_stopped_and_says_why() {
     );
     assert_eq!(server.requests_received(), 2);
 }
+
+/// Hands work to a spawned task, carrying its scope along.
+#[budgeted(agent = "dispatcher", limit = 10_000, task = "dispatch-1")]
+async fn dispatcher(stack: Stack) -> Result<(), AgentError> {
+    let scope = TaskScope::current().expect("inside the budgeted fn");
+    let mut spawned_stack = stack;
+    tokio::spawn(
+        scope.run(async move { ask(&mut spawned_stack, "do this in the background", 3).await }),
+    )
+    .await
+    .expect("spawned task")
+}
+
+#[tokio::test]
+async fn spawned_work_carries_the_scope_when_asked_to() {
+    let server = LocalServer::builder()
+        .reply_tokens(3)
+        .start()
+        .await
+        .unwrap();
+    let budget = Budget::builder().build().unwrap();
+    dispatcher(stack(&budget, &server)).await.unwrap();
+    let events = budget.ledger().events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].attribution.task().unwrap().as_str(), "dispatch-1");
+    assert_eq!(events[0].attribution.agent_name(), "dispatcher");
+}
