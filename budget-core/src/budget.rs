@@ -205,6 +205,8 @@ pub struct CommitDetails {
     pub kind: Option<EventKind>,
     /// What this spend saved (cache hits, compression).
     pub saved: Amount,
+    /// The model the caller asked for, when a router changed it.
+    pub requested_model: Option<Arc<str>>,
 }
 
 /// One limit's counter after a commit crossed one of its alert thresholds.
@@ -674,6 +676,34 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         Ok(out)
     }
 
+    /// How close `who` is to its budget for `model`: the highest percentage used (committed +
+    /// reserved, tokens or money) over every hard limit that applies, the scope's own task
+    /// limits included; `None` when no limit applies. Compression and routing react to it.
+    pub async fn pressure(
+        &self,
+        who: &Attribution,
+        scope: Option<&TaskScope>,
+        model: &str,
+    ) -> Result<Option<u32>, BudgetError> {
+        let prices = self.prices();
+        let priced_model: Arc<str> = Arc::from(prices.resolve(model)?.id);
+        let now = self.inner.clock.now();
+        let mut specs: Vec<_> = self
+            .counters_for(&self.limits(), who, &priced_model, now)?
+            .into_iter()
+            .filter(CounterSpec::is_hard)
+            .collect();
+        if let Some(scope) = scope {
+            specs.extend(self.scope_counters(scope));
+        }
+        let usages = self.inner.store.usage(&specs, now).await?;
+        Ok(specs
+            .iter()
+            .zip(usages)
+            .map(|(spec, usage)| percent_used(spec.cap(), usage.in_use()))
+            .max())
+    }
+
     /// Every counter in a current window, joined with its limit; plus the limits that name one
     /// scope and have not been used yet. Sorted by limit id, then scope.
     pub async fn status(&self) -> Result<Vec<LimitStatus>, BudgetError> {
@@ -949,8 +979,12 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             scope.record(actual.tokens, actual.money);
         }
         let crossings = crossings(&specs, &usages, actual);
-        let requested_model =
-            requested_model.or_else(|| (model != reserved_model).then(|| reserved_model.clone()));
+        let requested_model = details
+            .requested_model
+            .clone()
+            .filter(|m| *m != model)
+            .or(requested_model)
+            .or_else(|| (model != reserved_model).then(|| reserved_model.clone()));
         let event = UsageEvent {
             id: self.inner.next_event.fetch_add(1, Ordering::Relaxed),
             at: now,

@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod budget;
+pub mod cache;
+pub mod compress;
 pub mod llm;
 #[cfg(feature = "local-server")]
 pub mod local_server;
@@ -15,6 +17,8 @@ pub mod openai;
 pub mod rate_limit;
 
 pub use budget::{BudgetLayer, BudgetLayerError, BudgetService, Cutoff};
+pub use cache::{CacheLayer, CacheService, CacheableResponse};
+pub use compress::{CompressLayer, CompressLayerError, CompressService};
 pub use llm::{Attributed, ChunkStream, LlmChunk, LlmRequest, LlmResponse, attribution_of};
 pub use rate_limit::{
     LimitKind, Policy, Rate, RateLimitError, RateLimitKey, RateLimitLayer, RateLimitService,

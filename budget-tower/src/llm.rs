@@ -7,6 +7,7 @@
 
 use std::pin::Pin;
 
+use budget_core::conversation::{Difficulty, Turn};
 use budget_core::scope::TaskScope;
 use budget_core::{Attribution, TokenCount, Usage};
 use futures::Stream;
@@ -45,6 +46,33 @@ pub trait LlmRequest {
     /// The newest input of the request (the last message's text), which runaway detection
     /// compares across steps. `None` opts the request out of repetition detection.
     fn latest_input(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A chat request the optimisation layers can read and rewrite.
+pub trait ChatRequest: LlmRequest {
+    /// The conversation, one [`Turn`] per message, each with its `origin` set.
+    fn turns(&self) -> Vec<Turn>;
+
+    /// Rebuilds the messages from `turns` (see [`budget_core::conversation`]): turns with an
+    /// origin keep their original message (text replaced when it changed), others are new.
+    fn set_turns(&mut self, turns: &[Turn]);
+
+    /// Switches the model (routing).
+    fn set_model(&mut self, model: &str);
+
+    /// Asks for a complete (not streamed) response. Used for side calls a layer makes with a
+    /// copy of the request (a summary); requests that cannot stream ignore it.
+    fn set_stream(&mut self, _stream: bool) {}
+
+    /// A key for everything that changes the answer (model, messages, tools, sampling
+    /// settings, response format...), or `None` when the request is not deterministic
+    /// (temperature above 0 without a seed) and must not be served from a cache.
+    fn cache_key(&self) -> Option<u128>;
+
+    /// The caller's own difficulty hint, if the request carries one.
+    fn difficulty_hint(&self) -> Option<Difficulty> {
         None
     }
 }
@@ -117,5 +145,53 @@ pub fn attribution_of<R: LlmRequest>(scope: Option<&TaskScope>, request: &R) -> 
     match scope {
         Some(scope) => scope.attribution(),
         None => request.attribution().cloned().unwrap_or_default(),
+    }
+}
+
+impl<R: ChatRequest> ChatRequest for Attributed<R> {
+    fn turns(&self) -> Vec<Turn> {
+        self.request.turns()
+    }
+    fn set_turns(&mut self, turns: &[Turn]) {
+        self.request.set_turns(turns);
+    }
+    fn set_model(&mut self, model: &str) {
+        self.request.set_model(model);
+    }
+    fn set_stream(&mut self, stream: bool) {
+        self.request.set_stream(stream);
+    }
+    fn cache_key(&self) -> Option<u128> {
+        self.request.cache_key()
+    }
+    fn difficulty_hint(&self) -> Option<Difficulty> {
+        self.request.difficulty_hint()
+    }
+}
+
+impl<R: LlmRequest> LlmRequest for Attributed<R> {
+    fn model(&self) -> &str {
+        self.request.model()
+    }
+    fn count_prompt(&self) -> TokenCount {
+        self.request.count_prompt()
+    }
+    fn max_output_tokens(&self) -> Option<u64> {
+        self.request.max_output_tokens()
+    }
+    fn set_max_output_tokens(&mut self, cap: u64) {
+        self.request.set_max_output_tokens(cap);
+    }
+    fn is_stream(&self) -> bool {
+        self.request.is_stream()
+    }
+    fn request_stream_usage(&mut self) {
+        self.request.request_stream_usage();
+    }
+    fn attribution(&self) -> Option<&Attribution> {
+        Some(&self.attribution)
+    }
+    fn latest_input(&self) -> Option<String> {
+        self.request.latest_input()
     }
 }

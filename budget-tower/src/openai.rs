@@ -21,21 +21,23 @@ use async_openai::config::{Config, OpenAIConfig};
 use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
 use async_openai::types::chat::{
-    ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessageContent,
-    ChatCompletionRequestAssistantMessageContentPart, ChatCompletionRequestDeveloperMessageContent,
-    ChatCompletionRequestDeveloperMessageContentPart, ChatCompletionRequestMessage,
+    ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessage,
+    ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestAssistantMessageContentPart,
+    ChatCompletionRequestDeveloperMessageContent, ChatCompletionRequestDeveloperMessageContentPart,
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestSystemMessageContent, ChatCompletionRequestSystemMessageContentPart,
     ChatCompletionRequestToolMessageContent, ChatCompletionRequestToolMessageContentPart,
-    ChatCompletionRequestUserMessageContent, ChatCompletionRequestUserMessageContentPart,
-    ChatCompletionStreamOptions, CompletionUsage, CreateChatCompletionRequest,
-    CreateChatCompletionResponse, CreateChatCompletionStreamResponse,
+    ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent,
+    ChatCompletionRequestUserMessageContentPart, ChatCompletionStreamOptions, CompletionUsage,
+    CreateChatCompletionRequest, CreateChatCompletionResponse, CreateChatCompletionStreamResponse,
 };
-use budget_core::{Attribution, ChatMessage, TokenCount, Usage, count_chat};
+use budget_core::conversation::{Role, Turn};
+use budget_core::{ChatMessage, TokenCount, Usage, count_chat};
 use futures::StreamExt;
 use tower::Service;
 
 use crate::budget::{Billed, Cutoff};
-use crate::llm::{Attributed, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
+use crate::llm::{Attributed, ChatRequest, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
 
 /// The response of a chat completion: complete, or a stream of chunks.
 pub enum ChatReply {
@@ -384,30 +386,154 @@ impl LlmRequest for CreateChatCompletionRequest {
     }
 }
 
-impl<R: LlmRequest> LlmRequest for Attributed<R> {
-    fn model(&self) -> &str {
-        self.request.model()
+/// The turn standing for message `index`.
+fn turn_of(index: usize, message: &ChatCompletionRequestMessage) -> Turn {
+    let plain = plain(message);
+    let role = match message {
+        ChatCompletionRequestMessage::Developer(_) => Role::Developer,
+        ChatCompletionRequestMessage::System(_) => Role::System,
+        ChatCompletionRequestMessage::User(_) | ChatCompletionRequestMessage::Function(_) => {
+            Role::User
+        }
+        ChatCompletionRequestMessage::Assistant(_) => Role::Assistant,
+        ChatCompletionRequestMessage::Tool(_) => Role::Tool,
+    };
+    let tool_call_ids = match message {
+        ChatCompletionRequestMessage::Assistant(m) => m
+            .tool_calls
+            .iter()
+            .flatten()
+            .map(|call| match call {
+                ChatCompletionMessageToolCalls::Function(f) => f.id.clone(),
+                ChatCompletionMessageToolCalls::Custom(c) => c.id.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Turn {
+        role,
+        text: plain.text,
+        name: plain.name.map(str::to_owned),
+        tool_call_ids,
+        tool_calls_json: plain.tool_calls,
+        tool_call_id: plain.tool_call_id.map(str::to_owned),
+        origin: Some(index),
     }
-    fn count_prompt(&self) -> TokenCount {
-        self.request.count_prompt()
+}
+
+/// `message` with its text replaced by `text` (parts collapse into one text).
+fn with_text(message: &ChatCompletionRequestMessage, text: &str) -> ChatCompletionRequestMessage {
+    let mut message = message.clone();
+    match &mut message {
+        ChatCompletionRequestMessage::Developer(m) => {
+            m.content = ChatCompletionRequestDeveloperMessageContent::Text(text.to_owned());
+        }
+        ChatCompletionRequestMessage::System(m) => {
+            m.content = ChatCompletionRequestSystemMessageContent::Text(text.to_owned());
+        }
+        ChatCompletionRequestMessage::User(m) => {
+            m.content = ChatCompletionRequestUserMessageContent::Text(text.to_owned());
+        }
+        ChatCompletionRequestMessage::Assistant(m) => {
+            m.content = Some(ChatCompletionRequestAssistantMessageContent::Text(
+                text.to_owned(),
+            ));
+        }
+        ChatCompletionRequestMessage::Tool(m) => {
+            m.content = ChatCompletionRequestToolMessageContent::Text(text.to_owned());
+        }
+        ChatCompletionRequestMessage::Function(m) => m.content = Some(text.to_owned()),
     }
-    fn max_output_tokens(&self) -> Option<u64> {
-        self.request.max_output_tokens()
+    message
+}
+
+/// A new message for a turn that stands for none (a summary).
+fn new_message(turn: &Turn) -> ChatCompletionRequestMessage {
+    let text = turn.text.clone();
+    match turn.role {
+        Role::System | Role::Developer | Role::Tool => {
+            ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
+                content: ChatCompletionRequestSystemMessageContent::Text(text),
+                name: None,
+            })
+        }
+        Role::User => ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
+            content: ChatCompletionRequestUserMessageContent::Text(text),
+            name: None,
+        }),
+        Role::Assistant => {
+            ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
+                content: Some(ChatCompletionRequestAssistantMessageContent::Text(text)),
+                ..Default::default()
+            })
+        }
     }
-    fn set_max_output_tokens(&mut self, cap: u64) {
-        self.request.set_max_output_tokens(cap);
+}
+
+impl ChatRequest for CreateChatCompletionRequest {
+    fn turns(&self) -> Vec<Turn> {
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| turn_of(i, m))
+            .collect()
     }
-    fn is_stream(&self) -> bool {
-        self.request.is_stream()
+
+    fn set_turns(&mut self, turns: &[Turn]) {
+        let messages = turns
+            .iter()
+            .map(
+                |turn| match turn.origin.and_then(|i| self.messages.get(i)) {
+                    Some(original) if plain(original).text == turn.text => original.clone(),
+                    Some(original) => with_text(original, &turn.text),
+                    None => new_message(turn),
+                },
+            )
+            .collect();
+        self.messages = messages;
     }
-    fn request_stream_usage(&mut self) {
-        self.request.request_stream_usage();
+
+    fn set_model(&mut self, model: &str) {
+        model.clone_into(&mut self.model);
     }
-    fn attribution(&self) -> Option<&Attribution> {
-        Some(&self.attribution)
+
+    fn set_stream(&mut self, stream: bool) {
+        self.stream = stream.then_some(true);
+        if !stream {
+            self.stream_options = None;
+        }
     }
-    fn latest_input(&self) -> Option<String> {
-        self.request.latest_input()
+
+    /// SHA-256 (first 128 bits) of the request's JSON without the fields that do not change
+    /// the answer (`stream`, `stream_options`, `user`, `metadata`, `store`, `service_tier`,
+    /// `safety_identifier`, `prompt_cache_key`); `None` unless the temperature is 0 or a seed
+    /// is set.
+    #[allow(deprecated)] // `seed` is deprecated upstream but still makes sampling repeatable
+    fn cache_key(&self) -> Option<u128> {
+        let deterministic = self.seed.is_some() || self.temperature.is_some_and(|t| t <= 0.0);
+        if !deterministic {
+            return None;
+        }
+        let mut value = serde_json::to_value(self).ok()?;
+        let fields = value.as_object_mut()?;
+        for irrelevant in [
+            "stream",
+            "stream_options",
+            "user",
+            "metadata",
+            "store",
+            "service_tier",
+            "safety_identifier",
+            "prompt_cache_key",
+        ] {
+            fields.remove(irrelevant);
+        }
+        // serde_json's map is ordered by key, so the text is canonical.
+        let canonical = serde_json::to_vec(&value).ok()?;
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(&canonical);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Some(u128::from_be_bytes(key))
     }
 }
 

@@ -3,8 +3,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use budget_core::scope::TaskScope;
-use budget_core::{Budget, BudgetStore, CommitDetails, Ledger, Usage, count_text};
+use budget_core::scope::{CallNote, TaskScope};
+use budget_core::{Amount, Budget, BudgetStore, CommitDetails, Ledger, Money, Usage, count_text};
 use tower::Service;
 
 use super::stream::MeteredStream;
@@ -100,6 +100,31 @@ fn wanted_output<St: BudgetStore, L: Ledger>(
     })
 }
 
+/// The ledger details of a call: what outer layers noted (kind, requested model, prompt tokens
+/// they removed — priced at the model's input rate), and how its usage was obtained.
+pub(crate) fn commit_details<St: BudgetStore, L: Ledger>(
+    budget: &Budget<St, L>,
+    note: &CallNote,
+    model: &str,
+    served_model: Option<Arc<str>>,
+    estimated: bool,
+) -> CommitDetails {
+    let saved_money = match note.saved_input_tokens {
+        0 => Money::ZERO,
+        tokens => budget
+            .prices()
+            .resolve(model)
+            .map_or(Money::ZERO, |r| r.price.cost(&Usage::new(tokens, 0))),
+    };
+    CommitDetails {
+        served_model,
+        estimated,
+        kind: note.kind,
+        saved: Amount::new(note.saved_input_tokens, saved_money),
+        requested_model: note.requested_model.clone(),
+    }
+}
+
 async fn budgeted_call<S, R, St, L, B>(
     budget: Budget<St, L>,
     mut inner: S,
@@ -116,6 +141,7 @@ where
     B: BilledFailure<S::Error>,
 {
     let scope = TaskScope::current();
+    let note = CallNote::current();
     let who = attribution_of(scope.as_ref(), &request);
     if let Some(scope) = &scope {
         scope.refusal().map_err(BudgetLayerError::Budget)?;
@@ -162,10 +188,7 @@ where
                 Billed::Reported(usage) => Some(usage),
             };
             if let Some(usage) = usage {
-                let details = CommitDetails {
-                    estimated: true,
-                    ..CommitDetails::default()
-                };
+                let details = commit_details(&budget, &note, &model, None, true);
                 if let Err(commit) = reservation.commit_with(usage, details).await {
                     tracing::error!(error = %commit, "usage of a billed failure could not be recorded");
                 }
@@ -175,7 +198,9 @@ where
     };
 
     if response.is_stream() {
-        let metered = MeteredStream::new(budget, reservation, who, scope, model, prompt, granted);
+        let details = commit_details(&budget, &note, &model, None, false);
+        let metered =
+            MeteredStream::new(budget, reservation, scope, model, prompt, granted, details);
         return Ok(response.map_stream(|stream| Box::pin(metered.wrap(stream))));
     }
     let (usage, estimated) = match response.usage() {
@@ -186,11 +211,8 @@ where
             (Usage::new(prompt.tokens, output), true)
         }
     };
-    let details = CommitDetails {
-        served_model: response.served_model().map(Arc::from),
-        estimated,
-        ..CommitDetails::default()
-    };
+    let served = response.served_model().map(Arc::from);
+    let details = commit_details(&budget, &note, &model, served, estimated);
     if let Err(error) = reservation.commit_with(usage, details).await {
         // The call succeeded and was paid for: the caller gets its response. The budget's
         // counters are settled; only the ledger write failed, and its event is in the error.

@@ -34,22 +34,24 @@ pub(crate) struct MeteredStream<St: BudgetStore, L: Ledger> {
     counted: u64,
     reported: Option<Usage>,
     served: Option<Arc<str>>,
+    /// The ledger details decided when the call was made (kind, savings, requested model).
+    details: CommitDetails,
 }
 
 impl<St: BudgetStore, L: Ledger> MeteredStream<St, L> {
     pub(crate) fn new(
         budget: Budget<St, L>,
         reservation: Reservation<St, L>,
-        who: Attribution,
         scope: Option<TaskScope>,
         model: String,
         prompt: TokenCount,
         granted: u64,
+        details: CommitDetails,
     ) -> Self {
         MeteredStream {
             budget,
+            who: reservation.attribution().clone(),
             reservation: Some(reservation),
-            who,
             scope,
             model,
             prompt,
@@ -57,6 +59,7 @@ impl<St: BudgetStore, L: Ledger> MeteredStream<St, L> {
             counted: 0,
             reported: None,
             served: None,
+            details,
         }
     }
 
@@ -152,7 +155,7 @@ impl<St: BudgetStore, L: Ledger> MeteredStream<St, L> {
         let details = CommitDetails {
             served_model: self.served.clone(),
             estimated,
-            ..CommitDetails::default()
+            ..self.details.clone()
         };
         Some(async move {
             if let Err(error) = reservation.commit_with(usage, details).await {
