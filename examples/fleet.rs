@@ -21,6 +21,8 @@ use async_openai::types::chat::{
     CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
 };
 use futures::StreamExt;
+use token_budget::compress::CompressConfig;
+use token_budget::layers::cache::DeterministicKey;
 use token_budget::layers::local_server::{Behavior, LocalServer, RunningServer};
 use token_budget::layers::openai::{ChatReply, ChatStreamError, OpenAiService};
 use token_budget::layers::rate_limit::Policy;
@@ -29,8 +31,9 @@ use token_budget::limits::Scope;
 use token_budget::presets::AgentPreset;
 use token_budget::scope::TaskScope;
 use token_budget::{
-    Attribution, Budget, BudgetLayer, BudgetLayerError, Cutoff, Ledger, Limit, Money, Period,
-    RateLimitLayer, Selector, TaskId, Window,
+    Attribution, Budget, BudgetLayer, BudgetLayerError, CacheLayer, CompressLayer,
+    CompressLayerError, CompressService, Cutoff, EventKind, Ledger, Limit, Money, Period,
+    RateLimitLayer, Selector, TaskId, UsageEvent, Window,
 };
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -45,6 +48,9 @@ struct AgentSpec {
     steps_per_task: u32,
     max_output: u32,
     stream: bool,
+    /// Opens each task with one of a few frequently asked questions, deterministically
+    /// (temperature 0): the response cache can answer repeats.
+    faq: bool,
     system: &'static str,
 }
 
@@ -58,6 +64,7 @@ const FLEET: [AgentSpec; 5] = [
         steps_per_task: 3,
         max_output: 150,
         stream: false,
+        faq: true,
         system: "You are a courteous support agent for an online bookshop. Answer briefly and cite the order number.",
     },
     AgentSpec {
@@ -69,6 +76,7 @@ const FLEET: [AgentSpec; 5] = [
         steps_per_task: 5,
         max_output: 600,
         stream: true,
+        faq: false,
         system: "You are a research analyst. Extract claims with citations and flag contradictions between sources.",
     },
     AgentSpec {
@@ -80,6 +88,7 @@ const FLEET: [AgentSpec; 5] = [
         steps_per_task: 4,
         max_output: 900,
         stream: false,
+        faq: false,
         system: "You are a senior Rust engineer. Write small, tested functions and explain the design briefly.",
     },
     AgentSpec {
@@ -91,6 +100,7 @@ const FLEET: [AgentSpec; 5] = [
         steps_per_task: 3,
         max_output: 400,
         stream: true,
+        faq: false,
         system: "You are a data analyst. Compute the requested aggregates from CSV extracts and describe anomalies.",
     },
     AgentSpec {
@@ -102,6 +112,7 @@ const FLEET: [AgentSpec; 5] = [
         steps_per_task: 2,
         max_output: 120,
         stream: false,
+        faq: false,
         system: "You turn operator requests into commands for the deploy tool, one per line.",
     },
 ];
@@ -160,10 +171,18 @@ struct Outcome {
     stopped: Option<String>,
 }
 
-type Stack = token_budget::BudgetService<
-    token_budget::RateLimitService<OpenAiService>,
-    token_budget::MemoryBudgetStore,
-    token_budget::MemoryLedger,
+type Store = token_budget::MemoryBudgetStore;
+type Books = token_budget::MemoryLedger;
+/// cache -> compress -> budget -> rate limit -> provider (shared/ARCHITECTURE.md's order).
+type Stack = token_budget::layers::cache::CacheService<
+    CompressService<
+        token_budget::BudgetService<token_budget::RateLimitService<OpenAiService>, Store, Books>,
+        Store,
+        Books,
+    >,
+    Store,
+    Books,
+    DeterministicKey,
 >;
 
 /// One budgeted chat call; returns the reply text, or why the call or its stream was stopped.
@@ -177,7 +196,9 @@ async fn chat(
         .map_err(|e| e.to_string())?;
     let reply = match service.call(request).await {
         Ok(reply) => reply,
-        Err(BudgetLayerError::Budget(refused)) => return Err(refused.to_string()),
+        Err(CompressLayerError::Inner(BudgetLayerError::Budget(refused))) => {
+            return Err(refused.to_string());
+        }
         Err(other) => return Err(format!("provider: {other}")),
     };
     outcome.calls += 1;
@@ -216,6 +237,7 @@ fn build_request(
     question: &str,
     max_output: u32,
     stream: bool,
+    deterministic: bool,
 ) -> CreateChatCompletionRequest {
     let mut messages: Vec<ChatCompletionRequestMessage> = vec![
         ChatCompletionRequestSystemMessageArgs::default()
@@ -254,6 +276,9 @@ fn build_request(
     if stream {
         args.stream(true);
     }
+    if deterministic {
+        args.temperature(0.0);
+    }
     args.build().expect("request")
 }
 
@@ -265,8 +290,17 @@ struct TaskPlan {
     steps: Option<u32>,
     max_output: u32,
     stream: bool,
+    faq: bool,
     seed: u64,
 }
+
+/// Questions support customers ask again and again.
+const FAQ: [&str; 4] = [
+    "Where is my order? It was due yesterday.",
+    "How do I return a book I did not like?",
+    "Can I change the delivery address of an order?",
+    "Do you ship to other countries?",
+];
 
 /// Runs one task, a conversation of budgeted calls, inside the current task scope.
 async fn run_task(mut stack: Stack, plan: TaskPlan, outcome: &mut Outcome) {
@@ -276,6 +310,7 @@ async fn run_task(mut stack: Stack, plan: TaskPlan, outcome: &mut Outcome) {
         steps,
         max_output,
         stream,
+        faq,
         seed,
     } = plan;
     let scope = TaskScope::current().expect("tasks run in a scope");
@@ -285,11 +320,18 @@ async fn run_task(mut stack: Stack, plan: TaskPlan, outcome: &mut Outcome) {
             return;
         }
         let step = scope.next_step();
-        let question = text(
-            seed * 1_000 + u64::from(step),
-            30 + (seed + u64::from(step)) % 50,
+        let from_faq = faq && step == 1;
+        let question = if from_faq {
+            FAQ[(seed % FAQ.len() as u64) as usize].to_owned()
+        } else {
+            text(
+                seed * 1_000 + u64::from(step),
+                30 + (seed + u64::from(step)) % 50,
+            )
+        };
+        let request = build_request(
+            model, system, &history, &question, max_output, stream, from_faq,
         );
-        let request = build_request(model, system, &history, &question, max_output, stream);
         match chat(&mut stack, request, outcome).await {
             Ok(answer) => history.push((question, answer)),
             Err(why) => {
@@ -300,13 +342,34 @@ async fn run_task(mut stack: Stack, plan: TaskPlan, outcome: &mut Outcome) {
     }
 }
 
-fn stack(budget: &Budget, server: &RunningServer, rates: &RateLimitLayer) -> Stack {
+fn research_compression() -> CompressConfig {
+    CompressConfig {
+        pressure: vec![(90, 1_500), (15, 2_500)],
+        ..CompressConfig::default()
+    }
+}
+
+fn stack(
+    budget: &Budget,
+    server: &RunningServer,
+    rates: &RateLimitLayer,
+    cache: &CacheLayer,
+) -> Stack {
     let provider = OpenAiService::new(
         OpenAIConfig::new()
             .with_api_base(server.base_url())
             .with_api_key("local"),
     );
     ServiceBuilder::new()
+        .layer(cache.clone())
+        .layer(
+            CompressLayer::new(budget.clone())
+                .summarise_with("gpt-4o-mini")
+                // Research conversations grow fastest: keep them short once 15% of the
+                // task's budget is gone (the default waits for 70% and 90%).
+                .agent_config("researcher", research_compression())
+                .agent_config(RUNAWAY, research_compression()),
+        )
         .layer(BudgetLayer::new(budget.clone()))
         .layer(rates.clone())
         .service(provider)
@@ -351,6 +414,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     limits.extend(AgentPreset::Research.limits(RUNAWAY));
     limits.extend(AgentPreset::Research.limits(OVERRUN));
     let budget = Budget::builder().limits(limits).build()?;
+    let cache = CacheLayer::new(budget.clone());
     let rates = RateLimitLayer::new()
         .default_agent_rpm(6_000)
         .policy(Policy::Wait {
@@ -370,7 +434,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut handles = Vec::new();
     for (i, spec) in FLEET.iter().enumerate() {
-        let stack = stack(&budget, &server, &rates);
+        let stack = stack(&budget, &server, &rates, &cache);
         handles.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
             for t in 0..spec.tasks {
@@ -388,6 +452,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             steps: Some(spec.steps_per_task),
                             max_output: spec.max_output,
                             stream: spec.stream,
+                            faq: spec.faq,
                             seed,
                         },
                         &mut outcome,
@@ -398,7 +463,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }));
     }
     let runaway = {
-        let stack = stack(&budget, &server, &rates);
+        let stack = stack(&budget, &server, &rates, &cache);
         tokio::spawn(async move {
             let mut outcome = Outcome::default();
             let who = Attribution::agent(RUNAWAY)
@@ -414,6 +479,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         steps: None,
                         max_output: 1_500,
                         stream: false,
+                        faq: false,
                         seed: 99,
                     },
                     &mut outcome,
@@ -423,7 +489,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
     let overrun = {
-        let stack = stack(&budget, &rogue, &rates);
+        let stack = stack(&budget, &rogue, &rates, &cache);
         tokio::spawn(async move {
             let mut outcome = Outcome::default();
             for t in 0..3 {
@@ -439,6 +505,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             steps: Some(1),
                             max_output: 50,
                             stream: true,
+                            faq: false,
                             seed: 7 + t,
                         },
                         &mut outcome,
@@ -467,6 +534,90 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("finished in {:.1?}", started.elapsed());
     Ok(())
+}
+
+/// Savings of one optimisation, read from the ledger.
+#[derive(Default)]
+struct Saving {
+    events: u64,
+    tokens: u64,
+    money: Money,
+}
+
+/// `part` as a percentage of `whole`, one decimal, integer arithmetic.
+fn percent(part: Money, whole: Money) -> String {
+    if whole <= Money::ZERO {
+        return "-".into();
+    }
+    let permille = part.units().saturating_mul(1_000) / whole.units();
+    format!("{}.{}%", permille / 10, permille % 10)
+}
+
+/// The "Optimization impact" table, measured on this run: what each strategy saved, against
+/// what the run would have cost without any of them, beside the ranges the users' document
+/// claims.
+fn optimisation_impact(events: &[UsageEvent], prices: &token_budget::PriceTable) {
+    let spent: Money = events.iter().map(|e| e.cost).sum();
+    let mut compression = Saving::default();
+    let mut caching = Saving::default();
+    let mut routing = Saving::default();
+    let mut summaries = Money::ZERO;
+    for e in events {
+        let target = match e.kind {
+            EventKind::CacheHit => &mut caching,
+            EventKind::Summary => {
+                summaries += e.cost;
+                continue;
+            }
+            _ if !e.saved.is_zero() => &mut compression,
+            _ => &mut routing,
+        };
+        if !e.saved.is_zero() {
+            target.events += 1;
+            target.tokens += e.saved.tokens;
+            target.money += e.saved.money;
+        }
+        // A routed call saved the difference between the model asked for and the one used.
+        if let Some(asked) = &e.requested_model
+            && let Ok(asked) = prices.resolve(asked)
+        {
+            let would = asked.price.cost(&e.usage);
+            if would > e.cost {
+                routing.events += 1;
+                routing.money += would - e.cost;
+            }
+        }
+    }
+    let without = spent + compression.money + caching.money + routing.money;
+    println!(
+        "Optimization impact (measured on this run; spend without them: {without:.4}, with: {spent:.4}):"
+    );
+    println!(
+        "  {:<34} {:>6} {:>12} {:>10} {:>9}   the document claims",
+        "strategy", "calls", "tokens saved", "$ saved", "saved"
+    );
+    let row = |name: &str, s: &Saving, claim: &str| {
+        println!(
+            "  {:<34} {:>6} {:>12} {:>10.4} {:>9}   {}",
+            name,
+            s.events,
+            s.tokens,
+            s.money,
+            percent(s.money, without),
+            claim
+        );
+    };
+    row(
+        "context compression / history",
+        &compression,
+        "20-40% (history limits 30-50%)",
+    );
+    row("response caching (exact hits)", &caching, "5-15%");
+    row("cheaper models for easy tasks", &routing, "40-60%");
+    println!(
+        "  summary calls made by compression cost {summaries:.4} (included in the spend above);"
+    );
+    println!("  shorter system prompts and fewer reasoning steps are not automated: not measured.");
 }
 
 async fn report(
@@ -536,11 +687,20 @@ async fn report(
             "  cached input tokens: {}; events with estimated counts (cut streams): {}",
             t.usage.cached_input, t.estimated_events
         );
+        let hits = budget
+            .ledger()
+            .events()
+            .iter()
+            .filter(|e| e.kind == EventKind::CacheHit)
+            .count() as u64;
         println!(
-            "  the providers received {provider_requests} requests; the ledger holds {} events: every call that reached a provider is accounted once",
-            t.events
+            "  the providers received {provider_requests} requests; the ledger holds {} calls (+ {hits} cache hits that never left): every call that reached a provider is accounted once",
+            t.events - hits
         );
     }
+
+    println!();
+    optimisation_impact(&budget.ledger().events(), &budget.prices());
 
     println!();
     println!("What's costing the most (by model):");

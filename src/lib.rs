@@ -4,11 +4,14 @@
 pub use budget_core::*;
 pub use budget_macros::budgeted;
 pub use budget_tower::{
-    Attributed, BudgetLayer, BudgetLayerError, BudgetService, ChunkStream, Cutoff, LlmChunk,
-    LlmRequest, LlmResponse, RateLimitError, RateLimitLayer, RateLimitService, attribution_of,
+    Attributed, BudgetLayer, BudgetLayerError, BudgetService, CacheLayer, CacheService,
+    CacheableResponse, ChunkStream, CompressLayer, CompressLayerError, CompressService, Cutoff,
+    LlmChunk, LlmRequest, LlmResponse, RateLimitError, RateLimitLayer, RateLimitService,
+    attribution_of,
 };
-/// The tower layers' modules: the budget layer, the LLM traits, the async-openai adapter, the
-/// rate limit layer and the local OpenAI-compatible server.
+/// The tower layers' modules: the budget layer, the optimisation layers (cache, compress), the
+/// LLM traits, the async-openai adapter, the rate limit layer and the local OpenAI-compatible
+/// server.
 pub mod layers {
-    pub use budget_tower::{budget, llm, local_server, openai, rate_limit};
+    pub use budget_tower::{budget, cache, compress, llm, local_server, openai, rate_limit};
 }

@@ -15,11 +15,13 @@ pub mod local_server;
 #[cfg(feature = "openai")]
 pub mod openai;
 pub mod rate_limit;
+pub mod route;
 
 pub use budget::{BudgetLayer, BudgetLayerError, BudgetService, Cutoff};
 pub use cache::{CacheLayer, CacheService, CacheableResponse};
 pub use compress::{CompressLayer, CompressLayerError, CompressService};
 pub use llm::{Attributed, ChunkStream, LlmChunk, LlmRequest, LlmResponse, attribution_of};
+pub use route::{DifficultyClassifier, HeuristicClassifier, RouteControls, RouteLayer, RouteService};
 pub use rate_limit::{
     LimitKind, Policy, Rate, RateLimitError, RateLimitKey, RateLimitLayer, RateLimitService,
 };
