@@ -216,6 +216,34 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The key of a real async-openai request: canonical JSON + SHA-256, computed on every
+    // call that goes through the cache (a 20-message conversation, ~1,300 prompt tokens).
+    group.bench_function("openai_cache_key_20_messages", |b| {
+        use async_openai::types::chat::{
+            ChatCompletionRequestMessage, ChatCompletionRequestUserMessageArgs,
+            CreateChatCompletionRequestArgs,
+        };
+        use budget_tower::llm::ChatRequest;
+        let messages: Vec<ChatCompletionRequestMessage> = (0..20)
+            .map(|i| {
+                ChatCompletionRequestUserMessageArgs::default()
+                    .content(
+                        format!("Message {i}: ") + &"what did the agents spend today? ".repeat(8),
+                    )
+                    .build()
+                    .expect("message")
+                    .into()
+            })
+            .collect();
+        let request = CreateChatCompletionRequestArgs::default()
+            .model("gpt-4o")
+            .messages(messages)
+            .temperature(0.0)
+            .build()
+            .expect("request");
+        b.iter(|| std::hint::black_box(request.cache_key()))
+    });
+
     group.finish();
 }
 

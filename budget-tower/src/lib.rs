@@ -21,7 +21,10 @@ pub use budget::{BudgetLayer, BudgetLayerError, BudgetService, Cutoff};
 pub use cache::{CacheLayer, CacheService, CacheableResponse};
 pub use compress::{CompressLayer, CompressLayerError, CompressService};
 pub use llm::{Attributed, ChunkStream, LlmChunk, LlmRequest, LlmResponse, attribution_of};
-pub use route::{DifficultyClassifier, HeuristicClassifier, RouteControls, RouteLayer, RouteService};
 pub use rate_limit::{
     LimitKind, Policy, Rate, RateLimitError, RateLimitKey, RateLimitLayer, RateLimitService,
+};
+pub use route::{
+    DifficultyClassifier, HeuristicClassifier, RouteControls, RouteLayer, RouteOverride,
+    RouteService,
 };

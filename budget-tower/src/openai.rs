@@ -12,6 +12,7 @@
 //! double-billing for attempts that timed out after the provider had already answered.
 
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -504,36 +505,54 @@ impl ChatRequest for CreateChatCompletionRequest {
         }
     }
 
-    /// SHA-256 (first 128 bits) of the request's JSON without the fields that do not change
+    /// A 128-bit hash (two independently seeded foldhash quality hashes, seeds random per
+    /// process: keys are not forgeable from outside, and collide with odds of 2⁻¹²⁸) of the
+    /// request's JSON without the fields that do not change
     /// the answer (`stream`, `stream_options`, `user`, `metadata`, `store`, `service_tier`,
     /// `safety_identifier`, `prompt_cache_key`); `None` unless the temperature is 0 or a seed
-    /// is set.
-    #[allow(deprecated)] // `seed` is deprecated upstream but still makes sampling repeatable
+    /// is set. Fields serialize in declaration order, so equal requests hash equal (a
+    /// `logit_bias` map may serialize in another order: at worst a missed hit, never a wrong
+    /// one).
+    #[allow(deprecated)] // `seed` and `user` are deprecated upstream but still in the request
     fn cache_key(&self) -> Option<u128> {
         let deterministic = self.seed.is_some() || self.temperature.is_some_and(|t| t <= 0.0);
         if !deterministic {
             return None;
         }
-        let mut value = serde_json::to_value(self).ok()?;
-        let fields = value.as_object_mut()?;
-        for irrelevant in [
-            "stream",
-            "stream_options",
-            "user",
-            "metadata",
-            "store",
-            "service_tier",
-            "safety_identifier",
-            "prompt_cache_key",
-        ] {
-            fields.remove(irrelevant);
-        }
-        // serde_json's map is ordered by key, so the text is canonical.
-        let canonical = serde_json::to_vec(&value).ok()?;
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(&canonical);
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        Some(u128::from_be_bytes(key))
+        let mut keyed = self.clone();
+        keyed.stream = None;
+        keyed.stream_options = None;
+        keyed.user = None;
+        keyed.metadata = None;
+        keyed.store = None;
+        keyed.service_tier = None;
+        keyed.safety_identifier = None;
+        keyed.prompt_cache_key = None;
+        let (high, low) = &*KEY_SEEDS;
+        let mut writer = HashWriter(high.build_hasher(), low.build_hasher());
+        serde_json::to_writer(&mut writer, &keyed).ok()?;
+        Some(u128::from(writer.0.finish()) << 64 | u128::from(writer.1.finish()))
+    }
+}
+
+/// The two hash seeds of cache keys, drawn once per process.
+static KEY_SEEDS: std::sync::LazyLock<(
+    foldhash::quality::RandomState,
+    foldhash::quality::RandomState,
+)> = std::sync::LazyLock::new(Default::default);
+
+/// Feeds serialized JSON straight into two hashers, without building the text.
+struct HashWriter<H>(H, H);
+
+impl<H: std::hash::Hasher> std::io::Write for HashWriter<H> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes);
+        self.1.write(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -133,9 +133,8 @@ impl HeuristicClassifier {
     /// Whether `text` contains one of the hard-task keywords as a whole word or phrase.
     pub fn has_hard_keyword(&self, text: &str) -> bool {
         let text = text.to_lowercase();
-        self.hard_keywords
-            .iter()
-            .any(|k| contains_word(&text, &k.to_lowercase()))
+        // The keywords are stored lower-cased.
+        self.hard_keywords.iter().any(|k| contains_word(&text, k))
     }
 }
 
@@ -261,7 +260,10 @@ mod tests {
         ];
         assert_eq!(classify(&turns), Difficulty::Easy);
         // Consecutive user turns form the newest input together.
-        let split = [user("Here is my question."), user("Please plan the release.")];
+        let split = [
+            user("Here is my question."),
+            user("Please plan the release."),
+        ];
         assert_eq!(classify(&split), Difficulty::Hard);
     }
 

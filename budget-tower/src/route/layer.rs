@@ -2,7 +2,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use budget_core::conversation::Difficulty;
-use budget_core::{Budget, BudgetStore, Ledger, MemoryBudgetStore, MemoryLedger, Money, PriceTable};
+use budget_core::{
+    Budget, BudgetStore, Ledger, MemoryBudgetStore, MemoryLedger, Money, PriceTable,
+};
 use tower::Layer;
 
 use super::RouteService;

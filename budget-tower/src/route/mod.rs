@@ -57,8 +57,9 @@
 //! ([`attribution_of`](crate::llm::attribution_of)). Errors are the inner service's,
 //! unchanged. Put the layer *outside* the budget layer (before it in a `ServiceBuilder`) so
 //! that the routed call is the one reserved, priced and recorded, with the requested model
-//! noted in its ledger event; put a compression layer outside it or inside, as you like (the
-//! compression target is read for the model it sees).
+//! noted in its ledger event. A compression layer may sit outside it (it then compresses for
+//! the requested model) or inside it (for the routed model); their notes to the budget layer
+//! add up either way.
 //!
 //! ```
 //! # #[cfg(feature = "openai")]
