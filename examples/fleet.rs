@@ -33,7 +33,7 @@ use token_budget::scope::TaskScope;
 use token_budget::{
     Attribution, Budget, BudgetLayer, BudgetLayerError, CacheLayer, CompressLayer,
     CompressLayerError, CompressService, Cutoff, EventKind, Ledger, Limit, Money, Period,
-    RateLimitLayer, Selector, TaskId, UsageEvent, Window,
+    RateLimitLayer, RouteLayer, RouteService, Selector, TaskId, UsageEvent, Window,
 };
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -58,7 +58,8 @@ const FLEET: [AgentSpec; 5] = [
     AgentSpec {
         name: "support-bot",
         preset: AgentPreset::CustomerSupport,
-        model: "gpt-4o-mini",
+        // Asks for the big model for everything (an anti-pattern the router corrects).
+        model: "gpt-4o",
         task_limit: 6_000,
         tasks: 24,
         steps_per_task: 3,
@@ -142,7 +143,7 @@ const WORDS: [&str; 24] = [
     "token",
     "request",
     "result",
-    "analysis",
+    "report",
     "revenue",
     "deploy",
     "schema",
@@ -173,10 +174,18 @@ struct Outcome {
 
 type Store = token_budget::MemoryBudgetStore;
 type Books = token_budget::MemoryLedger;
-/// cache -> compress -> budget -> rate limit -> provider (shared/ARCHITECTURE.md's order).
+/// cache -> route -> compress -> budget -> rate limit -> provider (the architecture's order).
 type Stack = token_budget::layers::cache::CacheService<
-    CompressService<
-        token_budget::BudgetService<token_budget::RateLimitService<OpenAiService>, Store, Books>,
+    RouteService<
+        CompressService<
+            token_budget::BudgetService<
+                token_budget::RateLimitService<OpenAiService>,
+                Store,
+                Books,
+            >,
+            Store,
+            Books,
+        >,
         Store,
         Books,
     >,
@@ -199,6 +208,7 @@ async fn chat(
         Err(CompressLayerError::Inner(BudgetLayerError::Budget(refused))) => {
             return Err(refused.to_string());
         }
+        Err(cannot @ CompressLayerError::CannotFit { .. }) => return Err(cannot.to_string()),
         Err(other) => return Err(format!("provider: {other}")),
     };
     outcome.calls += 1;
@@ -323,6 +333,10 @@ async fn run_task(mut stack: Stack, plan: TaskPlan, outcome: &mut Outcome) {
         let from_faq = faq && step == 1;
         let question = if from_faq {
             FAQ[(seed % FAQ.len() as u64) as usize].to_owned()
+        } else if model == "gpt-4o" && step % 2 == 0 {
+            // Every second step of a gpt-4o agent is a hard question the router keeps there.
+            let topic = text(seed * 1_000 + u64::from(step), 20);
+            format!("Analyse step by step why {topic}")
         } else {
             text(
                 seed * 1_000 + u64::from(step),
@@ -344,7 +358,7 @@ async fn run_task(mut stack: Stack, plan: TaskPlan, outcome: &mut Outcome) {
 
 fn research_compression() -> CompressConfig {
     CompressConfig {
-        pressure: vec![(90, 1_500), (15, 2_500)],
+        pressure: vec![(15, 2_500)],
         ..CompressConfig::default()
     }
 }
@@ -354,6 +368,7 @@ fn stack(
     server: &RunningServer,
     rates: &RateLimitLayer,
     cache: &CacheLayer,
+    router: &RouteLayer,
 ) -> Stack {
     let provider = OpenAiService::new(
         OpenAIConfig::new()
@@ -362,6 +377,7 @@ fn stack(
     );
     ServiceBuilder::new()
         .layer(cache.clone())
+        .layer(router.clone())
         .layer(
             CompressLayer::new(budget.clone())
                 .summarise_with("gpt-4o-mini")
@@ -415,6 +431,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     limits.extend(AgentPreset::Research.limits(OVERRUN));
     let budget = Budget::builder().limits(limits).build()?;
     let cache = CacheLayer::new(budget.clone());
+    // Easy requests go to gpt-4o-mini, medium and hard ones to gpt-4o (the users' tiers).
+    let router = RouteLayer::new(budget.clone());
     let rates = RateLimitLayer::new()
         .default_agent_rpm(6_000)
         .policy(Policy::Wait {
@@ -434,7 +452,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut handles = Vec::new();
     for (i, spec) in FLEET.iter().enumerate() {
-        let stack = stack(&budget, &server, &rates, &cache);
+        let stack = stack(&budget, &server, &rates, &cache, &router);
         handles.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
             for t in 0..spec.tasks {
@@ -463,7 +481,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }));
     }
     let runaway = {
-        let stack = stack(&budget, &server, &rates, &cache);
+        let stack = stack(&budget, &server, &rates, &cache, &router);
         tokio::spawn(async move {
             let mut outcome = Outcome::default();
             let who = Attribution::agent(RUNAWAY)
@@ -489,7 +507,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
     let overrun = {
-        let stack = stack(&budget, &rogue, &rates, &cache);
+        let stack = stack(&budget, &rogue, &rates, &cache, &router);
         tokio::spawn(async move {
             let mut outcome = Outcome::default();
             for t in 0..3 {
@@ -577,15 +595,13 @@ fn optimisation_impact(events: &[UsageEvent], prices: &token_budget::PriceTable)
             target.tokens += e.saved.tokens;
             target.money += e.saved.money;
         }
-        // A routed call saved the difference between the model asked for and the one used.
+        // A routed call saved the difference between the model asked for and the one used
+        // (negative if it was routed to a dearer one).
         if let Some(asked) = &e.requested_model
             && let Ok(asked) = prices.resolve(asked)
         {
-            let would = asked.price.cost(&e.usage);
-            if would > e.cost {
-                routing.events += 1;
-                routing.money += would - e.cost;
-            }
+            routing.events += 1;
+            routing.money += asked.price.cost(&e.usage) - e.cost;
         }
     }
     let without = spent + compression.money + caching.money + routing.money;
@@ -733,7 +749,7 @@ async fn report(
         .await?;
     let spent: u64 = steps.iter().map(|g| g.usage.total()).sum();
     println!(
-        "  {RUNAWAY} ran {} steps and spent {spent} of its {RUNAWAY_TASK_LIMIT}-token task budget; the next call would have crossed it",
+        "  {RUNAWAY} ran {} steps and spent {spent} of its {RUNAWAY_TASK_LIMIT}-token task budget, never more",
         steps.len()
     );
     Ok(())

@@ -7,11 +7,11 @@ pub use budget_tower::{
     Attributed, BudgetLayer, BudgetLayerError, BudgetService, CacheLayer, CacheService,
     CacheableResponse, ChunkStream, CompressLayer, CompressLayerError, CompressService, Cutoff,
     LlmChunk, LlmRequest, LlmResponse, RateLimitError, RateLimitLayer, RateLimitService,
-    attribution_of,
+    RouteControls, RouteLayer, RouteService, attribution_of,
 };
-/// The tower layers' modules: the budget layer, the optimisation layers (cache, compress), the
+/// The tower layers' modules: the budget layer, the optimisation layers (cache, route, compress), the
 /// LLM traits, the async-openai adapter, the rate limit layer and the local OpenAI-compatible
 /// server.
 pub mod layers {
-    pub use budget_tower::{budget, cache, compress, llm, local_server, openai, rate_limit};
+    pub use budget_tower::{budget, cache, compress, llm, local_server, openai, rate_limit, route};
 }

@@ -242,8 +242,16 @@ async fn easy_and_hard_requests_go_to_their_tiers() {
     );
     assert_eq!(
         model_sent(&mut service, &recorder, Chat::new("gpt-4o-mini", HARD)).await,
+        "gpt-4o-mini",
+        "by default the router never picks a dearer model than the one asked for"
+    );
+    let mut service = RouteLayer::new(no_limits())
+        .allow_upgrades(true)
+        .layer(recorder.clone());
+    assert_eq!(
+        model_sent(&mut service, &recorder, Chat::new("gpt-4o-mini", HARD)).await,
         "gpt-4o",
-        "a hard task on the mini model goes up to its tier"
+        "with upgrades allowed, a hard task on the mini model goes up to its tier"
     );
     let code = "What does this print?\n```py\nprint(1)\n```";
     assert_eq!(
@@ -266,7 +274,9 @@ async fn easy_and_hard_requests_go_to_their_tiers() {
 #[tokio::test]
 async fn the_requests_hint_wins_over_the_classifier() {
     let recorder = Recorder::default();
-    let mut service = RouteLayer::new(no_limits()).layer(recorder.clone());
+    let mut service = RouteLayer::new(no_limits())
+        .allow_upgrades(true)
+        .layer(recorder.clone());
     let hinted_easy = Chat::new("gpt-4o", HARD).hinted(Difficulty::Easy);
     assert_eq!(
         model_sent(&mut service, &recorder, hinted_easy).await,

@@ -20,6 +20,8 @@ pub(crate) struct Settings {
     pub(crate) classifier: Arc<dyn DifficultyClassifier>,
     pub(crate) downgrade_at: u32,
     pub(crate) route_all: bool,
+    /// Whether difficulty may send a call to a dearer model than the one asked for.
+    pub(crate) allow_upgrades: bool,
 }
 
 fn tier_index(difficulty: Difficulty) -> usize {
@@ -212,6 +214,7 @@ impl<St: BudgetStore, L: Ledger> RouteLayer<St, L> {
                 classifier: Arc::new(HeuristicClassifier::default()),
                 downgrade_at: DEFAULT_DOWNGRADE_AT,
                 route_all: false,
+                allow_upgrades: false,
             }),
             controls: RouteControls::default(),
         }
@@ -238,6 +241,14 @@ impl<St: BudgetStore, L: Ledger> RouteLayer<St, L> {
     /// Above 100 never downgrades.
     pub fn downgrade_at(mut self, percent: u32) -> Self {
         self.settings_mut().downgrade_at = percent;
+        self
+    }
+
+    /// Lets difficulty send a call to a *dearer* model than the one asked for (a hard
+    /// question asked of gpt-4o-mini goes to gpt-4o). Off by default: the router only ever
+    /// saves money — a tier above the requested model is not used.
+    pub fn allow_upgrades(mut self, allow: bool) -> Self {
+        self.settings_mut().allow_upgrades = allow;
         self
     }
 

@@ -172,7 +172,15 @@ where
                 difficulty,
             )
             .await;
-            Some(plan)
+            // Unless upgrades are allowed, a dearer tier than the model asked for is not used.
+            let dearer = match (
+                price_key(&prices, &plan.model),
+                price_key(&prices, &original),
+            ) {
+                (Some(routed), Some(asked)) => routed > asked,
+                _ => false,
+            };
+            (settings.allow_upgrades || !dearer).then_some(plan)
         }
         None => None,
     };
