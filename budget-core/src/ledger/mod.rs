@@ -9,6 +9,8 @@
 //! bucket, over a time range; [`Ledger::top`] ranks spenders.
 
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::fmt;
 use std::future::Future;
@@ -18,6 +20,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 pub use memory::MemoryLedger;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{Durability, SQLITE_SCHEMA_VERSION, SqliteLedger, SqliteOptions};
 
 use crate::admission::Amount;
 use crate::attribution::Attribution;

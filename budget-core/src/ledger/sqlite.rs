@@ -1,0 +1,979 @@
+//! The embedded SQLite ledger: one file, WAL mode, one writer thread with group commit.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
+use jiff::Timestamp;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Dimension, EventKind, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent,
+};
+use crate::admission::Amount;
+use crate::limits::Period;
+use crate::{Money, Usage};
+
+/// `PRAGMA application_id` of a token-budget ledger file ("TBLG").
+const APPLICATION_ID: i32 = 0x5442_4c47;
+
+/// Yocto-dollar units in one nano-dollar.
+const UNITS_PER_NANO: i128 = 1_000_000_000_000_000;
+
+/// Nanoseconds in one hour.
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// Migrations, in order: `MIGRATIONS[i]` brings a file from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE usage_events (
+    seq             INTEGER PRIMARY KEY,
+    id              INTEGER NOT NULL,
+    at_ns           INTEGER NOT NULL,
+    agent           TEXT    NOT NULL,
+    task            TEXT,
+    step            INTEGER,
+    user_name       TEXT,
+    session         TEXT,
+    critical        INTEGER NOT NULL,
+    model           TEXT    NOT NULL,
+    requested_model TEXT,
+    input           INTEGER NOT NULL,
+    cached_input    INTEGER NOT NULL,
+    cache_write     INTEGER NOT NULL,
+    output          INTEGER NOT NULL,
+    reasoning       INTEGER NOT NULL,
+    cost_nano       INTEGER NOT NULL,
+    cost_rem        INTEGER NOT NULL,
+    estimated       INTEGER NOT NULL,
+    kind            TEXT    NOT NULL,
+    saved_tokens    INTEGER NOT NULL,
+    saved_nano      INTEGER NOT NULL,
+    saved_rem       INTEGER NOT NULL
+);
+CREATE TABLE usage_event_tags (
+    seq       INTEGER NOT NULL REFERENCES usage_events(seq),
+    tag_key   TEXT    NOT NULL,
+    tag_value TEXT    NOT NULL,
+    PRIMARY KEY (seq, tag_key)
+) WITHOUT ROWID;
+CREATE INDEX usage_events_at      ON usage_events(at_ns);
+CREATE INDEX usage_events_id      ON usage_events(id);
+CREATE INDEX usage_events_agent   ON usage_events(agent, at_ns);
+CREATE INDEX usage_events_task    ON usage_events(task, at_ns);
+CREATE INDEX usage_events_user    ON usage_events(user_name, at_ns);
+CREATE INDEX usage_events_model   ON usage_events(model, at_ns);
+CREATE INDEX usage_events_kind    ON usage_events(kind, at_ns);
+CREATE INDEX usage_event_tags_kv  ON usage_event_tags(tag_key, tag_value);
+"];
+
+/// The schema version this build writes and reads.
+pub const SQLITE_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// When a `record` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Once the event's transaction is committed with `synchronous=FULL`: a crash (even a
+    /// power loss, as far as the disk honours fsync) cannot lose it.
+    #[default]
+    Durable,
+    /// Once the event is queued. The writer gathers events for up to `max_delay` before a
+    /// commit (`synchronous=NORMAL`): **a crash can lose the events of that window.**
+    Buffered {
+        /// The longest an event waits in the queue before its batch is committed.
+        max_delay: Duration,
+    },
+}
+
+/// How a [`SqliteLedger`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// When `record` returns.
+    pub durability: Durability,
+    /// How many events may wait for the writer; `record` waits (asynchronously) beyond that.
+    pub queue_capacity: usize,
+    /// The most events committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions {
+            durability: Durability::Durable,
+            queue_capacity: 8192,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// One event, converted to its row before it is queued (conversion errors reach the caller,
+/// never the writer).
+#[derive(Debug)]
+struct EventRow {
+    id: i64,
+    at_ns: i64,
+    agent: Arc<str>,
+    task: Option<Arc<str>>,
+    step: Option<i64>,
+    user: Option<Arc<str>>,
+    session: Option<Arc<str>>,
+    critical: bool,
+    model: Arc<str>,
+    requested_model: Option<Arc<str>>,
+    usage: [i64; 5],
+    cost: (i64, i64),
+    estimated: bool,
+    kind: &'static str,
+    saved_tokens: i64,
+    saved: (i64, i64),
+    tags: Vec<(Arc<str>, Arc<str>)>,
+}
+
+type Reply = oneshot::Sender<Result<(), LedgerError>>;
+
+#[derive(Debug)]
+enum WriteMsg {
+    Event(Box<EventRow>, Option<Reply>),
+    Flush(Reply),
+}
+
+#[derive(Debug)]
+enum ReadMsg {
+    Totals(
+        LedgerQuery,
+        oneshot::Sender<Result<Vec<GroupTotal>, LedgerError>>,
+    ),
+    Ids(oneshot::Sender<Result<Vec<u64>, LedgerError>>),
+}
+
+/// Events in a SQLite file: the durable [`Ledger`].
+///
+/// # Storage
+///
+/// * One row per event in `usage_events`; tags in the side table `usage_event_tags`
+///   (`seq`, `tag_key`, `tag_value`), indexed on `(tag_key, tag_value)`, so a tag can be grouped
+///   or filtered on with a join instead of parsing JSON.
+/// * Times are INTEGER nanoseconds since the Unix epoch (events outside 1677–2262 are refused
+///   with a [`LedgerError`]).
+/// * Money is stored **exactly**, never as REAL: the whole nano-dollars (`cost_nano`, an i64,
+///   floor division) and the yocto-dollar remainder below one nano-dollar (`cost_rem`, in
+///   `0..10^15`). Sums are taken in SQL as `SUM(cost_nano)`, `SUM(cost_rem / 10^9)` and
+///   `SUM(cost_rem % 10^9)` (each fits an i64 for billions of events) and combined in Rust as an
+///   i128. An event whose cost exceeds ±9.2 billion dollars is refused; a group sum beyond i64
+///   is a [`LedgerError`] (SQLite's integer overflow), never a wrapped value.
+/// * Token counts are u64 in the API and INTEGER (i64) here: a count above `i64::MAX` is refused.
+/// * The schema version is `PRAGMA user_version`; migrations are applied in order at open, and
+///   the file is marked with `PRAGMA application_id` so a foreign database is recognised.
+///
+/// # Writes
+///
+/// [`Ledger::record`] sends the event over a **bounded** queue to one writer thread. The writer
+/// takes whatever is queued (up to [`SqliteOptions::max_batch`]) into one transaction, commits,
+/// and then answers every waiting `record`: with [`Durability::Durable`] (the default;
+/// `synchronous=FULL`) a `record` returns only once its event is on disk. With
+/// [`Durability::Buffered`] `record` returns as soon as the event is queued and the writer
+/// waits up to `max_delay` to gather a batch: **a crash can lose the events of that window**.
+///
+/// If a write fails, the writer stops accepting events: the pending `record`s and every later one
+/// return a [`LedgerError`] (the budget hands the event back to its caller), nothing is dropped
+/// silently.
+///
+/// # Queries
+///
+/// [`Ledger::totals`] runs one `GROUP BY` query; the time range and filters are `WHERE` clauses.
+/// Calendar buckets ([`Dimension::Bucket`]) are computed in Rust with the query's time zone: SQL
+/// groups by the event time truncated to the UTC hour, and Rust folds the hours into hour, day,
+/// week or month buckets. That is exact when every bucket boundary falls on a whole UTC hour
+/// (zones whose offset is a whole number of hours). Each SQL group also reports its earliest
+/// and latest event; if those fall into different buckets (a zone such as `+05:30` or
+/// `+05:45`, or a historical offset), the query is run again grouped by the exact event time.
+/// Queries run on a separate reader thread with its own connection; WAL lets them proceed while
+/// the writer commits.
+pub struct SqliteLedger {
+    name: String,
+    writes: Option<mpsc::Sender<WriteMsg>>,
+    reads: Option<std::sync::mpsc::Sender<ReadMsg>>,
+    failed: Arc<Mutex<Option<LedgerError>>>,
+    durability: Durability,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for SqliteLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteLedger")
+            .field("path", &self.name)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(name: &str, message: impl fmt::Display) -> LedgerError {
+    LedgerError {
+        ledger: name.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+fn sql_error(name: &str, what: &str, e: &rusqlite::Error) -> LedgerError {
+    if let rusqlite::Error::SqliteFailure(f, _) = e {
+        if f.code == rusqlite::ErrorCode::NotADatabase {
+            return error(
+                name,
+                format!("{what}: the file is not a SQLite database ({e})"),
+            );
+        }
+    }
+    error(name, format!("{what}: {e}"))
+}
+
+impl SqliteLedger {
+    /// Opens (or creates) the ledger file at `path`, durable mode, default queue sizes.
+    ///
+    /// Errors (never panics) when the file is not a SQLite database, holds another
+    /// application's tables, or was written by a newer version of this schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteLedger, LedgerError> {
+        SqliteLedger::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (or creates) the ledger file at `path` with the given options.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteLedger, LedgerError> {
+        let path = path.as_ref().to_path_buf();
+        let name = path.display().to_string();
+        let mut conn = connect(&path, &name, options.durability)?;
+        migrate(&mut conn, &name)?;
+        let reader = connect(&path, &name, options.durability)?;
+
+        let failed = Arc::new(Mutex::new(None));
+        let (wtx, wrx) = mpsc::channel(options.queue_capacity.max(1));
+        let writer = {
+            let failed = failed.clone();
+            let thread_name = name.clone();
+            let max_batch = options.max_batch.max(1);
+            let durability = options.durability;
+            std::thread::Builder::new()
+                .name("sqlite-ledger-writer".into())
+                .spawn(move || write_loop(conn, wrx, &thread_name, &failed, durability, max_batch))
+                .map_err(|e| error(&name, format!("cannot start the writer thread: {e}")))?
+        };
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let reader = {
+            let thread_name = name.clone();
+            std::thread::Builder::new()
+                .name("sqlite-ledger-reader".into())
+                .spawn(move || read_loop(&reader, &rrx, &thread_name))
+                .map_err(|e| error(&name, format!("cannot start the reader thread: {e}")))?
+        };
+        Ok(SqliteLedger {
+            name,
+            writes: Some(wtx),
+            reads: Some(rtx),
+            failed,
+            durability: options.durability,
+            threads: vec![writer, reader],
+        })
+    }
+
+    /// The file's path, as shown in errors.
+    pub fn path(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until every event queued so far is committed (useful in buffered mode).
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        self.check_failed()?;
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteMsg::Flush(tx)).await?;
+        rx.await
+            .map_err(|_| error(&self.name, "the writer stopped before committing"))?
+    }
+
+    /// The ids of every recorded event, in recording order.
+    pub async fn event_ids(&self) -> Result<Vec<u64>, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.read(ReadMsg::Ids(tx))?;
+        rx.await
+            .map_err(|_| error(&self.name, "the reader thread stopped"))?
+    }
+
+    fn check_failed(&self) -> Result<(), LedgerError> {
+        match &*self.failed.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    async fn send(&self, msg: WriteMsg) -> Result<(), LedgerError> {
+        let Some(writes) = &self.writes else {
+            return Err(error(&self.name, "the ledger is closed"));
+        };
+        writes
+            .send(msg)
+            .await
+            .map_err(|_| self.failed_or(error(&self.name, "the writer thread stopped")))
+    }
+
+    fn failed_or(&self, fallback: LedgerError) -> LedgerError {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or(fallback)
+    }
+
+    fn read(&self, msg: ReadMsg) -> Result<(), LedgerError> {
+        self.reads
+            .as_ref()
+            .ok_or_else(|| error(&self.name, "the ledger is closed"))?
+            .send(msg)
+            .map_err(|_| error(&self.name, "the reader thread stopped"))
+    }
+}
+
+impl Drop for SqliteLedger {
+    /// Closes the queues and waits for the writer to commit what is queued.
+    fn drop(&mut self) {
+        self.writes = None;
+        self.reads = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Ledger for SqliteLedger {
+    async fn record(&self, event: UsageEvent) -> Result<(), LedgerError> {
+        self.check_failed()?;
+        let row = Box::new(to_row(&event).map_err(|m| error(&self.name, m))?);
+        match self.durability {
+            Durability::Buffered { .. } => self.send(WriteMsg::Event(row, None)).await,
+            Durability::Durable => {
+                let (tx, rx) = oneshot::channel();
+                self.send(WriteMsg::Event(row, Some(tx))).await?;
+                rx.await.map_err(|_| {
+                    self.failed_or(error(&self.name, "the writer stopped before committing"))
+                })?
+            }
+        }
+    }
+
+    fn totals(
+        &self,
+        query: &LedgerQuery,
+    ) -> impl std::future::Future<Output = Result<Vec<GroupTotal>, LedgerError>> + Send {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.read(ReadMsg::Totals(query.clone(), tx));
+        async move {
+            sent?;
+            rx.await
+                .map_err(|_| error(&self.name, "the reader thread stopped"))?
+        }
+    }
+}
+
+fn connect(path: &Path, name: &str, durability: Durability) -> Result<Connection, LedgerError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_error(name, "cannot open", &e))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| sql_error(name, "cannot set the busy timeout", &e))?;
+    // The first read of the file: a file that is not SQLite fails here.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| sql_error(name, "cannot switch to WAL mode", &e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(error(
+            name,
+            format!("cannot switch to WAL mode (journal mode is {mode})"),
+        ));
+    }
+    let sync = match durability {
+        Durability::Durable => "FULL",
+        Durability::Buffered { .. } => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+    ))
+    .map_err(|e| sql_error(name, "cannot set the synchronous mode", &e))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, name: &str) -> Result<(), LedgerError> {
+    let pragma = |conn: &Connection, p: &str| -> Result<i64, LedgerError> {
+        conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
+            .map_err(|e| sql_error(name, &format!("cannot read {p}"), &e))
+    };
+    let version = pragma(conn, "user_version")?;
+    let app = pragma(conn, "application_id")?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| sql_error(name, "cannot read the schema", &e))?;
+    if app != i64::from(APPLICATION_ID) && (tables > 0 || version != 0) {
+        return Err(error(
+            name,
+            format!(
+                "not a token-budget ledger: the database holds another schema \
+                 (application_id {app:#x}, user_version {version}, {tables} schema objects)"
+            ),
+        ));
+    }
+    if version > SQLITE_SCHEMA_VERSION {
+        return Err(error(
+            name,
+            format!(
+                "the ledger's schema version {version} is newer than this build supports \
+                 ({SQLITE_SCHEMA_VERSION}); upgrade token-budget to open it"
+            ),
+        ));
+    }
+    if version < 0 {
+        return Err(error(name, format!("invalid schema version {version}")));
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let to = from + 1;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| sql_error(name, "cannot start a migration", &e))?;
+        // Another process may have migrated meanwhile.
+        let now = pragma(&tx, "user_version")?;
+        if now >= to as i64 {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .and_then(|()| {
+                tx.execute_batch(&format!(
+                    "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {to};"
+                ))
+            })
+            .and_then(|()| tx.commit())
+            .map_err(|e| {
+                sql_error(
+                    name,
+                    &format!("migration to schema version {to} failed"),
+                    &e,
+                )
+            })?;
+    }
+    Ok(())
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, String> {
+    i64::try_from(v).map_err(|_| format!("{what} {v} exceeds the ledger's range (i64)"))
+}
+
+fn split_money(m: Money, what: &str) -> Result<(i64, i64), String> {
+    let units = m.units();
+    let nano = i64::try_from(units.div_euclid(UNITS_PER_NANO))
+        .map_err(|_| format!("{what} {m} exceeds the ledger's range"))?;
+    // In 0..10^15: always fits.
+    let rem = units.rem_euclid(UNITS_PER_NANO) as i64;
+    Ok((nano, rem))
+}
+
+fn to_ns(t: Timestamp) -> Option<i64> {
+    i64::try_from(t.as_nanosecond()).ok()
+}
+
+fn to_row(e: &UsageEvent) -> Result<EventRow, String> {
+    let who = &e.attribution;
+    let u = &e.usage;
+    Ok(EventRow {
+        id: to_i64(e.id, "event id")?,
+        at_ns: to_ns(e.at).ok_or_else(|| format!("event time {} is outside 1677..2262", e.at))?,
+        agent: who.agent_arc().clone(),
+        task: who.task().map(|t| Arc::from(t.as_str())),
+        step: who.step().map(i64::from),
+        user: who.user().map(Arc::from),
+        session: who.session().map(Arc::from),
+        critical: who.is_critical(),
+        model: e.model.clone(),
+        requested_model: e.requested_model.clone(),
+        usage: [
+            to_i64(u.input, "input tokens")?,
+            to_i64(u.cached_input, "cached input tokens")?,
+            to_i64(u.cache_write, "cache-write tokens")?,
+            to_i64(u.output, "output tokens")?,
+            to_i64(u.reasoning, "reasoning tokens")?,
+        ],
+        cost: split_money(e.cost, "cost")?,
+        estimated: e.estimated,
+        kind: e.kind.as_str(),
+        saved_tokens: to_i64(e.saved.tokens, "saved tokens")?,
+        saved: split_money(e.saved.money, "saved money")?,
+        tags: who
+            .tags()
+            .map(|(k, v)| (Arc::from(k), Arc::from(v)))
+            .collect(),
+    })
+}
+
+fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<WriteMsg>,
+    name: &str,
+    failed: &Mutex<Option<LedgerError>>,
+    durability: Durability,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        let deadline = match durability {
+            Durability::Durable => None,
+            Durability::Buffered { max_delay } => Some(Instant::now() + max_delay),
+        };
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => match deadline {
+                    Some(d)
+                        if Instant::now() < d
+                            && !matches!(batch.last(), Some(WriteMsg::Flush(_))) =>
+                    {
+                        std::thread::sleep((d - Instant::now()).min(Duration::from_millis(1)));
+                    }
+                    _ => break,
+                },
+            }
+        }
+        let known_failure = failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let result = match known_failure {
+            Some(e) => Err(e),
+            None => write_batch(&mut conn, &batch).map_err(|e| {
+                let e = sql_error(name, "write failed; the ledger accepts no more events", &e);
+                *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.clone());
+                e
+            }),
+        };
+        if let Err(e) = &result {
+            let lost = batch
+                .iter()
+                .filter(|m| matches!(m, WriteMsg::Event(_, None)))
+                .count();
+            if lost > 0 {
+                tracing::error!(ledger = name, lost, error = %e, "buffered usage events could not be written");
+            }
+        }
+        for msg in batch.drain(..) {
+            let reply = match msg {
+                WriteMsg::Event(_, reply) => reply,
+                WriteMsg::Flush(reply) => Some(reply),
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(result.clone());
+            }
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &[WriteMsg]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    insert_all(&tx, batch)?;
+    tx.commit()
+}
+
+fn insert_all(tx: &Transaction<'_>, batch: &[WriteMsg]) -> Result<(), rusqlite::Error> {
+    let mut event = tx.prepare_cached(
+        "INSERT INTO usage_events (id, at_ns, agent, task, step, user_name, session, critical, \
+         model, requested_model, input, cached_input, cache_write, output, reasoning, cost_nano, \
+         cost_rem, estimated, kind, saved_tokens, saved_nano, saved_rem) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+         ?20, ?21, ?22)",
+    )?;
+    let mut tag = tx.prepare_cached(
+        "INSERT INTO usage_event_tags (seq, tag_key, tag_value) VALUES (?1, ?2, ?3)",
+    )?;
+    for msg in batch {
+        let WriteMsg::Event(r, _) = msg else { continue };
+        event.execute(rusqlite::params![
+            r.id,
+            r.at_ns,
+            &*r.agent,
+            r.task.as_deref(),
+            r.step,
+            r.user.as_deref(),
+            r.session.as_deref(),
+            r.critical,
+            &*r.model,
+            r.requested_model.as_deref(),
+            r.usage[0],
+            r.usage[1],
+            r.usage[2],
+            r.usage[3],
+            r.usage[4],
+            r.cost.0,
+            r.cost.1,
+            r.estimated,
+            r.kind,
+            r.saved_tokens,
+            r.saved.0,
+            r.saved.1,
+        ])?;
+        let seq = tx.last_insert_rowid();
+        for (k, v) in &r.tags {
+            tag.execute(rusqlite::params![seq, &**k, &**v])?;
+        }
+    }
+    Ok(())
+}
+
+fn read_loop(conn: &Connection, rx: &std::sync::mpsc::Receiver<ReadMsg>, name: &str) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            ReadMsg::Totals(query, reply) => {
+                let _ = reply.send(totals(conn, &query, name));
+            }
+            ReadMsg::Ids(reply) => {
+                let ids = (|| {
+                    let mut stmt =
+                        conn.prepare_cached("SELECT id FROM usage_events ORDER BY seq")?;
+                    let ids = stmt
+                        .query_map([], |r| r.get::<_, i64>(0))?
+                        .map(|r| r.map(|id| id as u64))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(ids)
+                })()
+                .map_err(|e: rusqlite::Error| sql_error(name, "cannot read event ids", &e));
+                let _ = reply.send(ids);
+            }
+        }
+    }
+}
+
+/// The SQL column (or expression) of a non-bucket dimension; tag `i` is joined as `t{i}`.
+fn column(dim: &Dimension, tag_alias: &str) -> Option<String> {
+    Some(match dim {
+        Dimension::Agent => "e.agent".into(),
+        Dimension::Task => "e.task".into(),
+        Dimension::Step => "e.step".into(),
+        Dimension::User => "e.user_name".into(),
+        Dimension::Session => "e.session".into(),
+        Dimension::Model => "e.model".into(),
+        Dimension::Kind => "e.kind".into(),
+        Dimension::Tag(_) => format!("{tag_alias}.tag_value"),
+        Dimension::Bucket(_) => return None,
+    })
+}
+
+/// A WHERE clause for one filter, pushing its parameters.
+fn filter_clause(
+    dim: &Dimension,
+    want: &KeyPart,
+    tz: &jiff::tz::TimeZone,
+    params: &mut Vec<Value>,
+) -> String {
+    const NOTHING: &str = "0";
+    let text_col = match dim {
+        Dimension::Agent | Dimension::Model => {
+            // Never absent.
+            return match want {
+                KeyPart::Text(v) => {
+                    params.push(Value::Text(v.to_string()));
+                    format!("{} = ?", column(dim, "").unwrap_or_default())
+                }
+                _ => NOTHING.into(),
+            };
+        }
+        Dimension::Task | Dimension::User | Dimension::Session => {
+            column(dim, "").unwrap_or_default()
+        }
+        Dimension::Step => {
+            return match want {
+                KeyPart::None => "e.step IS NULL".into(),
+                KeyPart::Step(s) => {
+                    params.push(Value::Integer(i64::from(*s)));
+                    "e.step = ?".into()
+                }
+                _ => NOTHING.into(),
+            };
+        }
+        Dimension::Kind => {
+            return match want {
+                KeyPart::Kind(k) => {
+                    params.push(Value::Text(k.as_str().into()));
+                    "e.kind = ?".into()
+                }
+                _ => NOTHING.into(),
+            };
+        }
+        Dimension::Tag(key) => {
+            params.push(Value::Text(key.to_string()));
+            return match want {
+                KeyPart::None => "NOT EXISTS (SELECT 1 FROM usage_event_tags f \
+                                  WHERE f.seq = e.seq AND f.tag_key = ?)"
+                    .into(),
+                KeyPart::Text(v) => {
+                    params.push(Value::Text(v.to_string()));
+                    "EXISTS (SELECT 1 FROM usage_event_tags f WHERE f.seq = e.seq \
+                     AND f.tag_key = ? AND f.tag_value = ?)"
+                        .into()
+                }
+                _ => {
+                    params.pop();
+                    NOTHING.into()
+                }
+            };
+        }
+        Dimension::Bucket(period) => {
+            // An event is in bucket `start` exactly when it lies in `[start, end)` of the
+            // bucket that begins at `start`; a start that is not a bucket start matches nothing.
+            return match want {
+                KeyPart::Bucket(start) => match period.bounds(*start, tz) {
+                    Ok((s, end)) if s == *start => {
+                        params.push(Value::Integer(clamp_ns(s)));
+                        params.push(Value::Integer(clamp_ns(end)));
+                        "(e.at_ns >= ? AND e.at_ns < ?)".into()
+                    }
+                    _ => NOTHING.into(),
+                },
+                _ => NOTHING.into(),
+            };
+        }
+    };
+    match want {
+        KeyPart::None => format!("{text_col} IS NULL"),
+        KeyPart::Text(v) => {
+            params.push(Value::Text(v.to_string()));
+            format!("{text_col} = ?")
+        }
+        _ => NOTHING.into(),
+    }
+}
+
+fn clamp_ns(t: Timestamp) -> i64 {
+    let ns = t.as_nanosecond();
+    i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The number of aggregate columns after the group columns (without the bucket time columns).
+const AGGREGATES: &str = "SUM(e.input), SUM(e.cached_input), SUM(e.cache_write), SUM(e.output), \
+    SUM(e.reasoning), SUM(e.cost_nano), SUM(e.cost_rem / 1000000000), SUM(e.cost_rem % 1000000000), \
+    COUNT(*), SUM(e.estimated), SUM(e.saved_tokens), SUM(e.saved_nano), \
+    SUM(e.saved_rem / 1000000000), SUM(e.saved_rem % 1000000000)";
+
+fn totals(
+    conn: &Connection,
+    query: &LedgerQuery,
+    name: &str,
+) -> Result<Vec<GroupTotal>, LedgerError> {
+    let has_bucket = query
+        .group_by
+        .iter()
+        .any(|d| matches!(d, Dimension::Bucket(_)));
+    if has_bucket {
+        match totals_at(conn, query, Some(HOUR_NS), name)? {
+            Some(groups) => Ok(groups),
+            // Some hour straddles a bucket boundary: group by the exact time instead.
+            None => Ok(totals_at(conn, query, Some(1), name)?.unwrap_or_default()),
+        }
+    } else {
+        Ok(totals_at(conn, query, None, name)?.unwrap_or_default())
+    }
+}
+
+/// Runs the query with bucket times truncated to `granularity` nanoseconds. `None` when a
+/// truncated time group spans two buckets (the caller retries with a finer granularity).
+fn totals_at(
+    conn: &Connection,
+    query: &LedgerQuery,
+    granularity: Option<i64>,
+    name: &str,
+) -> Result<Option<Vec<GroupTotal>>, LedgerError> {
+    let mut params: Vec<Value> = Vec::new();
+    let mut joins = String::new();
+    let mut group_cols = Vec::new();
+    for (i, dim) in query.group_by.iter().enumerate() {
+        let alias = format!("t{i}");
+        if let Dimension::Tag(key) = dim {
+            joins.push_str(&format!(
+                " LEFT JOIN usage_event_tags {alias} ON {alias}.seq = e.seq AND {alias}.tag_key = ?"
+            ));
+            params.push(Value::Text(key.to_string()));
+        }
+        if let Some(col) = column(dim, &alias) {
+            group_cols.push(col);
+        }
+    }
+    let n_dims = group_cols.len();
+    if let Some(g) = granularity {
+        group_cols.push(if g == 1 {
+            "e.at_ns".into()
+        } else {
+            format!("(e.at_ns - (((e.at_ns % {g}) + {g}) % {g}))")
+        });
+    }
+    let mut wheres = Vec::new();
+    if let Some(s) = query.since {
+        wheres.push("e.at_ns >= ?".to_owned());
+        params.push(Value::Integer(clamp_ns(s)));
+    }
+    if let Some(u) = query.until {
+        // Clamping keeps `< until` right for every storable time.
+        let u = clamp_ns(u);
+        wheres.push(if u == i64::MAX {
+            "1".to_owned()
+        } else {
+            "e.at_ns < ?".to_owned()
+        });
+        if u != i64::MAX {
+            params.push(Value::Integer(u));
+        }
+    }
+    for (dim, want) in &query.filters {
+        wheres.push(filter_clause(dim, want, &query.time_zone, &mut params));
+    }
+    let select_groups = group_cols
+        .iter()
+        .map(|c| format!("{c}, "))
+        .collect::<String>();
+    let extra = if granularity.is_some() {
+        ", MIN(e.at_ns), MAX(e.at_ns)"
+    } else {
+        ""
+    };
+    let mut sql = format!("SELECT {select_groups}{AGGREGATES}{extra} FROM usage_events e{joins}");
+    if !wheres.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&wheres.join(" AND "));
+    }
+    if !group_cols.is_empty() {
+        sql.push_str(" GROUP BY ");
+        sql.push_str(&group_cols.join(", "));
+    }
+
+    let read = |e: rusqlite::Error| sql_error(name, "query failed", &e);
+    let mut stmt = conn.prepare(&sql).map_err(read)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params))
+        .map_err(read)?;
+    let mut groups: HashMap<Vec<KeyPart>, GroupTotal> = HashMap::default();
+    let n_group_cols = group_cols.len();
+    while let Some(row) = rows.next().map_err(read)? {
+        // Non-bucket key parts, in SQL column order.
+        let mut sql_keys = Vec::with_capacity(n_dims);
+        let mut col = 0;
+        for dim in &query.group_by {
+            if matches!(dim, Dimension::Bucket(_)) {
+                continue;
+            }
+            let part = match dim {
+                Dimension::Step => row
+                    .get::<_, Option<i64>>(col)
+                    .map_err(read)?
+                    .map_or(KeyPart::None, |s| {
+                        u32::try_from(s).map_or(KeyPart::None, KeyPart::Step)
+                    }),
+                Dimension::Kind => {
+                    let k: String = row.get(col).map_err(read)?;
+                    KeyPart::Kind(parse_kind(&k).ok_or_else(|| {
+                        error(name, format!("unknown event kind {k:?} in the ledger"))
+                    })?)
+                }
+                _ => row
+                    .get::<_, Option<String>>(col)
+                    .map_err(read)?
+                    .map_or(KeyPart::None, |s| KeyPart::Text(s.into())),
+            };
+            sql_keys.push(part);
+            col += 1;
+        }
+        let agg = n_group_cols;
+        let int = |i: usize| -> Result<i64, LedgerError> {
+            Ok(row
+                .get::<_, Option<i64>>(agg + i)
+                .map_err(read)?
+                .unwrap_or(0))
+        };
+        let events = int(8)?;
+        if events == 0 {
+            continue; // the single row of an aggregate over no events
+        }
+        let count = |i: usize| int(i).map(|v| u64::try_from(v).unwrap_or(0));
+        let money = |i: usize| -> Result<Money, LedgerError> {
+            let units = i128::from(int(i)?)
+                .saturating_mul(UNITS_PER_NANO)
+                .saturating_add(i128::from(int(i + 1)?).saturating_mul(1_000_000_000))
+                .saturating_add(i128::from(int(i + 2)?));
+            Ok(Money::from_units(units))
+        };
+        let total = GroupTotal {
+            key: Vec::new(),
+            usage: Usage {
+                input: count(0)?,
+                cached_input: count(1)?,
+                cache_write: count(2)?,
+                output: count(3)?,
+                reasoning: count(4)?,
+            },
+            cost: money(5)?,
+            events: count(8)?,
+            estimated_events: count(9)?,
+            saved: Amount {
+                tokens: count(10)?,
+                money: money(11)?,
+            },
+        };
+        let (min_at, max_at) = if granularity.is_some() {
+            (int(14)?, int(15)?)
+        } else {
+            (0, 0)
+        };
+        let mut key = Vec::with_capacity(query.group_by.len());
+        let mut sql_keys = sql_keys.into_iter();
+        for dim in &query.group_by {
+            match dim {
+                Dimension::Bucket(period) => {
+                    let first = bucket_key(*period, min_at, &query.time_zone);
+                    if bucket_key(*period, max_at, &query.time_zone) != first {
+                        return Ok(None);
+                    }
+                    key.push(first);
+                }
+                _ => key.push(sql_keys.next().unwrap_or(KeyPart::None)),
+            }
+        }
+        let group = groups.entry(key).or_insert_with_key(|k| GroupTotal {
+            key: k.clone(),
+            ..GroupTotal::default()
+        });
+        merge(group, &total);
+    }
+    let mut out: Vec<_> = groups.into_values().collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(Some(out))
+}
+
+fn bucket_key(period: Period, at_ns: i64, tz: &jiff::tz::TimeZone) -> KeyPart {
+    Timestamp::from_nanosecond(i128::from(at_ns))
+        .ok()
+        .and_then(|at| period.bounds(at, tz).ok())
+        .map_or(KeyPart::None, |(start, _)| KeyPart::Bucket(start))
+}
+
+fn merge(into: &mut GroupTotal, part: &GroupTotal) {
+    into.usage.accumulate(&part.usage);
+    into.cost += part.cost;
+    into.events = into.events.saturating_add(part.events);
+    into.estimated_events = into.estimated_events.saturating_add(part.estimated_events);
+    into.saved = into.saved.saturating_add(part.saved);
+}
+
+fn parse_kind(s: &str) -> Option<EventKind> {
+    [EventKind::Call, EventKind::CacheHit, EventKind::Summary]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+}

@@ -1,0 +1,569 @@
+//! The SQLite ledger: the same answers as the memory ledger, durability across restarts and
+//! crashes, typed errors on bad files, group commit under concurrency, buffered mode.
+#![cfg(feature = "sqlite")]
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use budget_core::ledger::{
+    Dimension, Durability, EventKind, GroupTotal, KeyPart, Ledger, LedgerQuery, RankBy,
+    SqliteLedger, SqliteOptions, UsageEvent,
+};
+use budget_core::{Amount, Attribution, MemoryLedger, Money, Period, TaskId, Usage};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+/// A ledger file in the temp dir, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        TempDb(std::env::temp_dir().join(format!(
+            "tb-ledger-{name}-{}-{nanos}.sqlite",
+            std::process::id()
+        )))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// xorshift64*: reproducible random events.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn base_time() -> Timestamp {
+    // Just before the 2026 US DST change (2026-03-08), spanning a month boundary.
+    "2026-02-20T00:00:00Z".parse().expect("valid timestamp")
+}
+
+fn random_events(seed: u64, n: usize) -> Vec<UsageEvent> {
+    let mut rng = Rng(seed | 1);
+    let base = base_time();
+    (0..n)
+        .map(|i| {
+            let mut who = Attribution::agent(rng.pick(&["planner", "coder", "reviewer", "critic"]));
+            if rng.below(4) != 0 {
+                who = who.with_task(TaskId::new(rng.pick(&["t-1", "t-2", "t-3"])));
+            }
+            if rng.below(3) != 0 {
+                who = who.with_step(rng.below(5) as u32);
+            }
+            if rng.below(2) == 0 {
+                who = who.with_user(rng.pick(&["alice", "bob"]));
+            }
+            if rng.below(2) == 0 {
+                who = who.with_session(rng.pick(&["s-a", "s-b", "s-c"]));
+            }
+            if rng.below(3) != 0 {
+                who = who.with_tag("team", rng.pick(&["search", "infra"]));
+            }
+            if rng.below(3) == 0 {
+                who = who.with_tag("env", rng.pick(&["prod", "dev", "staging"]));
+            }
+            who = who.critical(rng.below(5) == 0);
+            let input = rng.below(100_000);
+            let output = rng.below(10_000);
+            // Yocto precision, occasionally large, occasionally a (refund) negative.
+            let mut units = i128::from(rng.next()) * i128::from(rng.below(1_000_000) + 1);
+            if rng.below(20) == 0 {
+                units = -units;
+            }
+            let saved = if rng.below(4) == 0 {
+                Amount {
+                    tokens: rng.below(5_000),
+                    money: Money::from_units(i128::from(rng.next())),
+                }
+            } else {
+                Amount::ZERO
+            };
+            let at = base
+                .checked_add(jiff::SignedDuration::from_nanos(
+                    (rng.below(40 * 86_400 * 1_000_000_000)) as i64,
+                ))
+                .expect("in range");
+            UsageEvent {
+                id: i as u64,
+                at,
+                attribution: who,
+                model: rng.pick(&["gpt-4o", "gpt-4o-mini", "claude-sonnet"]).into(),
+                requested_model: (rng.below(4) == 0).then(|| Arc::from("latest")),
+                usage: Usage {
+                    input,
+                    cached_input: input / 3,
+                    cache_write: input / 7,
+                    output,
+                    reasoning: output / 2,
+                },
+                cost: Money::from_units(units),
+                estimated: rng.below(6) == 0,
+                kind: [EventKind::Call, EventKind::CacheHit, EventKind::Summary]
+                    [rng.below(3) as usize],
+                saved,
+            }
+        })
+        .collect()
+}
+
+fn queries() -> Vec<LedgerQuery> {
+    let ny = TimeZone::get("America/New_York").expect("tzdb");
+    let kolkata = TimeZone::get("Asia/Kolkata").expect("tzdb");
+    let kathmandu = TimeZone::get("Asia/Kathmandu").expect("tzdb");
+    let day2 = base_time() + jiff::SignedDuration::from_hours(24 * 2);
+    let day20 = base_time() + jiff::SignedDuration::from_hours(24 * 20 + 7);
+    let day_start = Period::Day.bounds(day20, &ny).expect("bounds").0;
+    let mut out = vec![LedgerQuery::default()];
+    for dim in [
+        Dimension::Agent,
+        Dimension::Task,
+        Dimension::Step,
+        Dimension::User,
+        Dimension::Session,
+        Dimension::Model,
+        Dimension::Kind,
+        Dimension::Tag("team".into()),
+        Dimension::Tag("env".into()),
+        Dimension::Tag("absent".into()),
+    ] {
+        out.push(LedgerQuery::group_by([dim]));
+    }
+    for period in [Period::Hour, Period::Day, Period::Week, Period::Month] {
+        for tz in [
+            TimeZone::UTC,
+            ny.clone(),
+            kolkata.clone(),
+            kathmandu.clone(),
+        ] {
+            out.push(LedgerQuery::group_by([Dimension::Bucket(period)]).in_time_zone(tz));
+        }
+    }
+    out.push(
+        LedgerQuery::group_by([
+            Dimension::Agent,
+            Dimension::Bucket(Period::Day),
+            Dimension::Tag("team".into()),
+        ])
+        .in_time_zone(ny.clone()),
+    );
+    out.push(
+        LedgerQuery::group_by([
+            Dimension::Bucket(Period::Week),
+            Dimension::Bucket(Period::Day),
+            Dimension::Kind,
+        ])
+        .in_time_zone(ny.clone()),
+    );
+    out.push(LedgerQuery::group_by([
+        Dimension::Tag("team".into()),
+        Dimension::Tag("env".into()),
+    ]));
+    out.push(
+        LedgerQuery::group_by([Dimension::Model, Dimension::Step])
+            .between(day2, day20)
+            .filter(Dimension::Agent, KeyPart::text("coder")),
+    );
+    out.push(
+        LedgerQuery::group_by([Dimension::User])
+            .filter(Dimension::Tag("team".into()), KeyPart::text("search"))
+            .filter(Dimension::Tag("env".into()), KeyPart::None)
+            .filter(Dimension::Step, KeyPart::Step(2)),
+    );
+    out.push(
+        LedgerQuery::group_by([Dimension::Task])
+            .filter(Dimension::Step, KeyPart::None)
+            .filter(Dimension::User, KeyPart::None)
+            .filter(Dimension::Kind, KeyPart::Kind(EventKind::CacheHit)),
+    );
+    out.push(
+        LedgerQuery::group_by([Dimension::Agent, Dimension::Bucket(Period::Hour)])
+            .in_time_zone(ny.clone())
+            .filter(Dimension::Bucket(Period::Day), KeyPart::Bucket(day_start)),
+    );
+    // A bucket filter whose value is not a bucket start matches nothing in either ledger.
+    out.push(
+        LedgerQuery::default()
+            .in_time_zone(ny.clone())
+            .filter(Dimension::Bucket(Period::Day), KeyPart::Bucket(day20)),
+    );
+    // Filters whose value type does not fit the dimension match nothing.
+    out.push(LedgerQuery::default().filter(Dimension::Agent, KeyPart::None));
+    out.push(LedgerQuery::default().filter(Dimension::Kind, KeyPart::text("call")));
+    out.push(LedgerQuery::group_by([Dimension::Session]).between(day20, day2));
+    out.push(LedgerQuery {
+        since: Some(day2),
+        ..LedgerQuery::group_by([Dimension::Bucket(Period::Day)]).in_time_zone(kathmandu)
+    });
+    out
+}
+
+/// Every query's answer (and two top-N answers) from any ledger.
+async fn answers<L: Ledger>(ledger: &L) -> Vec<Vec<GroupTotal>> {
+    let mut out = Vec::new();
+    for q in queries() {
+        out.push(ledger.totals(&q).await.expect("totals"));
+    }
+    let by_agent = LedgerQuery::group_by([Dimension::Agent, Dimension::Model]);
+    out.push(ledger.top(&by_agent, RankBy::Cost, 3).await.expect("top"));
+    out.push(ledger.top(&by_agent, RankBy::Tokens, 5).await.expect("top"));
+    out
+}
+
+fn assert_same(expected: &[Vec<GroupTotal>], got: &[Vec<GroupTotal>]) {
+    let queries = queries();
+    assert_eq!(expected.len(), got.len());
+    for (i, (e, g)) in expected.iter().zip(got).enumerate() {
+        assert_eq!(
+            e,
+            g,
+            "answer {i} differs (query {:?})",
+            queries.get(i).map(|q| (&q.group_by, &q.filters))
+        );
+    }
+}
+
+async fn record_all<L: Ledger>(ledger: &L, events: &[UsageEvent]) {
+    for e in events {
+        ledger.record(e.clone()).await.expect("record");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_answers_like_memory_and_survives_restart() {
+    let db = TempDb::new("same");
+    let events = random_events(0x5eed, 400);
+    let memory = MemoryLedger::new();
+    record_all(&memory, &events).await;
+    let expected = answers(&memory).await;
+    // Sanity: the queries are not trivially empty.
+    assert!(expected[0][0].events == 400);
+    assert!(expected.iter().filter(|a| a.len() > 3).count() > 10);
+
+    let sqlite = SqliteLedger::open(db.path()).expect("open");
+    record_all(&sqlite, &events).await;
+    assert_same(&expected, &answers(&sqlite).await);
+    drop(sqlite);
+
+    let reopened = SqliteLedger::open(db.path()).expect("reopen");
+    assert_same(&expected, &answers(&reopened).await);
+    let mut ids = reopened.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    assert_eq!(ids, (0..400).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn empty_ledger_has_no_groups() {
+    let db = TempDb::new("empty");
+    let sqlite = SqliteLedger::open(db.path()).expect("open");
+    assert_eq!(
+        sqlite
+            .totals(&LedgerQuery::default())
+            .await
+            .expect("totals"),
+        vec![]
+    );
+    assert_eq!(
+        sqlite
+            .totals(&LedgerQuery::group_by([Dimension::Bucket(Period::Day)]))
+            .await
+            .expect("totals"),
+        vec![]
+    );
+}
+
+#[test]
+fn random_bytes_are_a_typed_error() {
+    let db = TempDb::new("corrupt");
+    let mut rng = Rng(42);
+    let bytes: Vec<u8> = (0..8192).map(|_| rng.next() as u8).collect();
+    std::fs::write(db.path(), bytes).expect("write");
+    let err = SqliteLedger::open(db.path()).expect_err("not a database");
+    assert_eq!(err.ledger, db.path().display().to_string());
+    assert!(err.message.contains("not a SQLite database"), "{err}");
+}
+
+#[test]
+fn foreign_schema_is_a_typed_error() {
+    let db = TempDb::new("foreign");
+    {
+        let conn = rusqlite::Connection::open(db.path()).expect("sqlite");
+        conn.execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT);")
+            .expect("create");
+    }
+    let err = SqliteLedger::open(db.path()).expect_err("foreign");
+    assert!(err.message.contains("not a token-budget ledger"), "{err}");
+    assert!(err.to_string().contains(&db.path().display().to_string()));
+}
+
+#[test]
+fn newer_schema_version_is_a_typed_error() {
+    let db = TempDb::new("newer");
+    drop(SqliteLedger::open(db.path()).expect("create"));
+    {
+        let conn = rusqlite::Connection::open(db.path()).expect("sqlite");
+        conn.execute_batch("PRAGMA user_version = 99;")
+            .expect("bump");
+    }
+    let err = SqliteLedger::open(db.path()).expect_err("newer");
+    assert!(err.message.contains("newer"), "{err}");
+    assert!(err.message.contains("99"), "{err}");
+}
+
+#[test]
+fn out_of_range_events_are_refused_not_stored() {
+    let db = TempDb::new("range");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let sqlite = SqliteLedger::open(db.path()).expect("open");
+        let mut event = random_events(7, 1).remove(0);
+        event.cost = Money::MAX;
+        let err = sqlite.record(event.clone()).await.expect_err("too large");
+        assert!(err.message.contains("cost"), "{err}");
+        event.cost = Money::from_cents(1);
+        event.usage.input = u64::MAX;
+        sqlite
+            .record(event.clone())
+            .await
+            .expect_err("too many tokens");
+        event.usage.input = 1;
+        sqlite
+            .record(event)
+            .await
+            .expect("a valid event still records");
+        let total = sqlite
+            .totals(&LedgerQuery::default())
+            .await
+            .expect("totals");
+        assert_eq!(total[0].events, 1);
+        assert_eq!(total[0].cost, Money::from_cents(1));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_recorders_are_all_durable() {
+    let db = TempDb::new("concurrent");
+    let ledger = Arc::new(SqliteLedger::open(db.path()).expect("open"));
+    let template = random_events(99, 1).remove(0);
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let ledger = ledger.clone();
+        let template = template.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500u64 {
+                let mut e = template.clone();
+                e.id = t * 1_000 + i;
+                e.cost = Money::from_units(1_000_000_000_000_000_001); // a nano-dollar and a yocto
+                e.usage = Usage {
+                    input: 3,
+                    output: 1,
+                    ..Usage::default()
+                };
+                ledger.record(e).await.expect("record");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let check = |total: &[GroupTotal]| {
+        assert_eq!(total.len(), 1);
+        assert_eq!(total[0].events, 4000);
+        assert_eq!(total[0].usage.total(), 16_000);
+        assert_eq!(
+            total[0].cost,
+            Money::from_units(4000 * 1_000_000_000_000_000_001)
+        );
+    };
+    check(
+        &ledger
+            .totals(&LedgerQuery::default())
+            .await
+            .expect("totals"),
+    );
+    drop(ledger);
+    let reopened = SqliteLedger::open(db.path()).expect("reopen");
+    check(
+        &reopened
+            .totals(&LedgerQuery::default())
+            .await
+            .expect("totals"),
+    );
+    let mut ids = reopened.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_mode_records_on_flush_and_on_close() {
+    let db = TempDb::new("buffered");
+    let events = random_events(3, 300);
+    let options = SqliteOptions {
+        durability: Durability::Buffered {
+            max_delay: Duration::from_millis(20),
+        },
+        ..SqliteOptions::default()
+    };
+    let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+    record_all(&ledger, &events[..200]).await;
+    ledger.flush().await.expect("flush");
+    let total = ledger
+        .totals(&LedgerQuery::default())
+        .await
+        .expect("totals");
+    assert_eq!(total[0].events, 200);
+    record_all(&ledger, &events[200..]).await;
+    drop(ledger); // closing commits what is queued
+
+    let memory = MemoryLedger::new();
+    record_all(&memory, &events).await;
+    let reopened = SqliteLedger::open(db.path()).expect("reopen");
+    assert_same(&answers(&memory).await, &answers(&reopened).await);
+}
+
+const CHILD_ENV: &str = "TOKEN_BUDGET_CRASH_CHILD_DB";
+
+/// Not a test on its own: when `CHILD_ENV` is set, this is the child process of
+/// [`killed_writer_loses_no_returned_commit`], recording under load until it is killed.
+#[test]
+fn crash_child_writer() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async move {
+        let ledger = Arc::new(SqliteLedger::open(&path).expect("open"));
+        let template = random_events(11, 1).remove(0);
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let ledger = ledger.clone();
+            let template = template.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let mut e = template.clone();
+                    e.id = t * 1_000_000_000 + i;
+                    ledger.record(e).await.expect("record");
+                    println!("committed {}", t * 1_000_000_000 + i);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+}
+
+#[test]
+fn killed_writer_loses_no_returned_commit() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let db = TempDb::new("crash");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, db.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut committed = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(id) = line.strip_prefix("committed ") {
+            committed.push(id.parse::<u64>().expect("id"));
+            if committed.len() >= 2_000 {
+                break;
+            }
+        }
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(committed.len() >= 2_000, "the child stopped early");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    let stored = rt.block_on(async {
+        let ledger = SqliteLedger::open(db.path()).expect("reopen after crash");
+        ledger.event_ids().await.expect("ids")
+    });
+    let stored: std::collections::HashSet<u64> = stored.into_iter().collect();
+    let missing: Vec<_> = committed.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} returned commits lost: {missing:?}",
+        missing.len()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_writer_refuses_every_later_record() {
+    let db = TempDb::new("failed");
+    let ledger = SqliteLedger::open(db.path()).expect("open");
+    let event = random_events(5, 1).remove(0);
+    let tagged = UsageEvent {
+        attribution: event.attribution.clone().with_tag("team", "search"),
+        ..event.clone()
+    };
+    ledger.record(tagged.clone()).await.expect("first record");
+    {
+        // Sabotage the schema from outside: the next tagged insert fails.
+        let conn = rusqlite::Connection::open(db.path()).expect("sqlite");
+        conn.execute_batch("DROP TABLE usage_event_tags;")
+            .expect("drop");
+    }
+    let err = ledger.record(tagged).await.expect_err("write fails");
+    assert!(err.message.contains("write failed"), "{err}");
+    assert_eq!(err.ledger, db.path().display().to_string());
+    // Later records are refused too, even ones that would have fit.
+    let untagged = UsageEvent {
+        attribution: Attribution::agent("planner"),
+        ..event
+    };
+    ledger.record(untagged).await.expect_err("writer failed");
+    ledger.flush().await.expect_err("writer failed");
+}
