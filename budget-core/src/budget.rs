@@ -131,6 +131,9 @@ pub enum BudgetError {
         /// The event that was not recorded.
         event: Box<UsageEvent>,
     },
+    /// The ledger could not answer a query (restoring window usage at start-up).
+    #[error(transparent)]
+    LedgerQuery(LedgerError),
     /// A calendar window could not be computed in the configured time zone.
     #[error("cannot compute the {period} window: {message}")]
     Window {
@@ -674,6 +677,78 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             }
         }
         Ok(out)
+    }
+
+    /// Rebuilds the usage of every calendar-window limit's current window from the ledger, so
+    /// that a restart does not reset today's (this hour's, week's, month's) budget. Call it
+    /// once, at start-up, on a store that has not counted this window yet: it adds what the
+    /// ledger holds. Returns how many counters it restored.
+    ///
+    /// Per-task windows are not restored (a restarted process starts its tasks anew), nor are
+    /// rolling windows (their slots need event times finer than the ledger's totals give).
+    pub async fn restore_from_ledger(&self) -> Result<usize, BudgetError> {
+        use crate::ledger::{Dimension, KeyPart, LedgerQuery};
+        use crate::limits::{Scope, Selector};
+        let now = self.inner.clock.now();
+        let mut restored = 0;
+        for limit in self.limits().iter() {
+            if !matches!(limit.window, Window::Calendar(_)) {
+                continue;
+            }
+            let span = self.span(&limit.window, now)?;
+            let WindowSpan::Calendar { start, .. } = span else {
+                continue;
+            };
+            let (dimension, scope) = match &limit.selector {
+                Selector::Global => (None, None),
+                Selector::Agent(s) => (Some(Dimension::Agent), Some(s)),
+                Selector::User(s) => (Some(Dimension::User), Some(s)),
+                Selector::Model(s) => (Some(Dimension::Model), Some(s)),
+                Selector::Tag { key, value } => (Some(Dimension::Tag(key.clone())), Some(value)),
+                Selector::Task(_) => continue,
+            };
+            let mut query = LedgerQuery {
+                since: Some(start),
+                group_by: dimension.iter().cloned().collect(),
+                time_zone: self.inner.time_zone.clone(),
+                ..LedgerQuery::default()
+            };
+            if let (Some(dim), Some(Scope::Is(value))) = (&dimension, scope) {
+                query
+                    .filters
+                    .push((dim.clone(), KeyPart::Text(value.clone())));
+            }
+            let groups = self
+                .inner
+                .ledger
+                .totals(&query)
+                .await
+                .map_err(BudgetError::LedgerQuery)?;
+            for group in groups {
+                let scope_value: Arc<str> = match group.key.first() {
+                    None => Arc::from("*"),
+                    Some(KeyPart::Text(v)) => v.clone(),
+                    Some(_) => continue, // no value on this dimension: the limit never matched
+                };
+                let spec = CounterSpec {
+                    key: CounterKey {
+                        limit: limit.id.clone(),
+                        scope: scope_value,
+                        task: None,
+                        window: span.id(),
+                    },
+                    limit: limit.clone(),
+                    span,
+                };
+                let amount = Amount::new(group.usage.total(), group.cost);
+                self.inner
+                    .store
+                    .settle(Ticket::unreserved(), &[spec], amount, now)
+                    .await?;
+                restored += 1;
+            }
+        }
+        Ok(restored)
     }
 
     /// How close `who` is to its budget for `model`: the highest percentage used (committed +
