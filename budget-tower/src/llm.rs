@@ -195,3 +195,11 @@ impl<R: LlmRequest> LlmRequest for Attributed<R> {
         self.request.latest_input()
     }
 }
+
+/// Takes the service that `poll_ready` made ready, leaving a fresh clone in its place: tower's
+/// convention for services whose response future owns the inner service (a clone starts
+/// without readiness; the readied one goes into the future).
+pub(crate) fn take_readied<S: Clone>(service: &mut S) -> S {
+    let fresh = service.clone();
+    std::mem::replace(service, fresh)
+}

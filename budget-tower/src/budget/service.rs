@@ -9,7 +9,7 @@ use tower::Service;
 
 use super::stream::MeteredStream;
 use super::{Billed, BilledFailure, BudgetLayerError};
-use crate::llm::{LlmRequest, LlmResponse, attribution_of};
+use crate::llm::{LlmRequest, LlmResponse, attribution_of, take_readied};
 
 /// The service of [`BudgetLayer`](super::BudgetLayer).
 #[derive(Debug)]
@@ -69,10 +69,7 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        // The readied service goes into the future; this one keeps a fresh clone (tower's
-        // convention: a clone starts without readiness).
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_readied(&mut self.inner);
         Box::pin(budgeted_call(
             self.budget.clone(),
             inner,

@@ -12,7 +12,7 @@ use tower::Service;
 
 use super::store::{Entry, Shared};
 use super::{CacheKey, CacheSink, CacheableResponse};
-use crate::llm::{LlmRequest, LlmResponse, attribution_of};
+use crate::llm::{LlmRequest, LlmResponse, attribution_of, take_readied};
 
 /// The service of [`CacheLayer`](super::CacheLayer).
 pub struct CacheService<S, St: BudgetStore, L: Ledger, K> {
@@ -86,8 +86,7 @@ where
         };
         // The readied service goes into the future (and is dropped unused on a hit); this one
         // keeps a fresh clone (tower's convention: a clone starts without readiness).
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_readied(&mut self.inner);
         Box::pin(cached_call(
             self.budget.clone(),
             self.shared.clone(),

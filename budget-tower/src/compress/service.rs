@@ -12,7 +12,7 @@ use budget_core::{
 use tower::{Service, ServiceExt};
 
 use super::layer::{CompressLayerError, Settings};
-use crate::llm::{ChatRequest, LlmResponse, attribution_of};
+use crate::llm::{ChatRequest, LlmResponse, attribution_of, take_readied};
 
 /// The service of [`CompressLayer`](super::CompressLayer).
 #[derive(Debug)]
@@ -63,8 +63,7 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_readied(&mut self.inner);
         Box::pin(compressed_call(
             self.budget.clone(),
             self.settings.clone(),

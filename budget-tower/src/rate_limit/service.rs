@@ -10,7 +10,7 @@ use tower::Service;
 
 use super::limiter::Limits;
 use super::{Policy, RateLimitError, TokioClock};
-use crate::llm::{LlmRequest, attribution_of};
+use crate::llm::{LlmRequest, attribution_of, take_readied};
 
 /// The service of [`RateLimitLayer`](super::RateLimitLayer).
 pub struct RateLimitService<S, C: Clock = TokioClock> {
@@ -84,8 +84,7 @@ where
     fn call(&mut self, request: R) -> Self::Future {
         // The readied service goes into the future; this one keeps a fresh clone (tower's
         // convention: a clone starts without readiness).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_readied(&mut self.inner);
         let limits = self.limits.clone();
         let policy = self.policy;
         let default_cap = self.default_output_cap;

@@ -9,7 +9,7 @@ use budget_core::{Attribution, Budget, BudgetStore, Ledger, PriceTable};
 use tower::Service;
 
 use super::layer::{RouteControls, RouteOverride, Settings, price_key, same_model};
-use crate::llm::{ChatRequest, attribution_of};
+use crate::llm::{ChatRequest, attribution_of, take_readied};
 
 /// The service of [`RouteLayer`](super::RouteLayer).
 #[derive(Debug)]
@@ -72,8 +72,7 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_readied(&mut self.inner);
         Box::pin(routed_call(
             self.budget.clone(),
             self.settings.clone(),
