@@ -9,6 +9,8 @@
 //! bucket, over a time range; [`Ledger::top`] ranks spenders.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -20,6 +22,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 pub use memory::MemoryLedger;
+#[cfg(feature = "postgres")]
+pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresLedger};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SQLITE_SCHEMA_VERSION, SqliteLedger, SqliteOptions};
 

@@ -1,0 +1,758 @@
+//! The PostgreSQL ledger: the same schema and exact money scheme as the SQLite ledger, shared by
+//! many instances.
+
+use std::fmt;
+use std::sync::Arc;
+
+use foldhash::HashMap;
+use jiff::Timestamp;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls};
+
+use super::{
+    Dimension, EventKind, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent,
+};
+use crate::admission::Amount;
+use crate::limits::Period;
+use crate::{Money, Usage};
+
+/// Yocto-dollar units in one nano-dollar.
+const UNITS_PER_NANO: i128 = 1_000_000_000_000_000;
+
+/// Nanoseconds in one hour.
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// The table holding the schema version, in the ledger's PostgreSQL schema.
+const VERSION_TABLE: &str = "token_budget_schema_version";
+
+/// Migrations, in order: `MIGRATIONS[i]` brings a schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE usage_events (
+    seq             BIGSERIAL PRIMARY KEY,
+    id              BIGINT  NOT NULL,
+    at_ns           BIGINT  NOT NULL,
+    agent           TEXT    NOT NULL,
+    task            TEXT,
+    step            BIGINT,
+    user_name       TEXT,
+    session         TEXT,
+    critical        BOOLEAN NOT NULL,
+    model           TEXT    NOT NULL,
+    requested_model TEXT,
+    input           BIGINT  NOT NULL,
+    cached_input    BIGINT  NOT NULL,
+    cache_write     BIGINT  NOT NULL,
+    output          BIGINT  NOT NULL,
+    reasoning       BIGINT  NOT NULL,
+    cost_nano       BIGINT  NOT NULL,
+    cost_rem        BIGINT  NOT NULL,
+    estimated       BOOLEAN NOT NULL,
+    kind            TEXT    NOT NULL,
+    saved_tokens    BIGINT  NOT NULL,
+    saved_nano      BIGINT  NOT NULL,
+    saved_rem       BIGINT  NOT NULL
+);
+CREATE TABLE usage_event_tags (
+    seq       BIGINT NOT NULL REFERENCES usage_events(seq),
+    tag_key   TEXT   NOT NULL,
+    tag_value TEXT   NOT NULL,
+    PRIMARY KEY (seq, tag_key)
+);
+CREATE INDEX usage_events_at      ON usage_events(at_ns);
+CREATE INDEX usage_events_id      ON usage_events(id);
+CREATE INDEX usage_events_agent   ON usage_events(agent, at_ns);
+CREATE INDEX usage_events_task    ON usage_events(task, at_ns);
+CREATE INDEX usage_events_user    ON usage_events(user_name, at_ns);
+CREATE INDEX usage_events_model   ON usage_events(model, at_ns);
+CREATE INDEX usage_events_kind    ON usage_events(kind, at_ns);
+CREATE INDEX usage_event_tags_kv  ON usage_event_tags(tag_key, tag_value);
+"];
+
+/// The schema version this build writes and reads.
+pub const POSTGRES_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// One statement inserts the event and its tags (a data-modifying CTE): atomic, one round trip.
+const INSERT: &str = "WITH ev AS (INSERT INTO usage_events (id, at_ns, agent, task, step, \
+    user_name, session, critical, model, requested_model, input, cached_input, cache_write, \
+    output, reasoning, cost_nano, cost_rem, estimated, kind, saved_tokens, saved_nano, saved_rem) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+    $20, $21, $22) RETURNING seq) \
+    INSERT INTO usage_event_tags (seq, tag_key, tag_value) \
+    SELECT ev.seq, t.k, t.v FROM ev, unnest($23::text[], $24::text[]) AS t(k, v)";
+
+/// Events in a PostgreSQL schema: the [`Ledger`] shared by many instances.
+///
+/// # Storage
+///
+/// The tables and columns of the SQLite ledger, in one PostgreSQL schema (the *namespace* given
+/// to [`PostgresLedger::connect`], created when missing; the connection's `search_path` is set
+/// to it):
+///
+/// * One row per event in `usage_events`; tags in the side table `usage_event_tags`.
+/// * Times are BIGINT nanoseconds since the Unix epoch (events outside 1677–2262 are refused).
+/// * Money is stored **exactly** in two BIGINT columns, never as a float (and not as NUMERIC,
+///   so both SQL ledgers share one scheme): the whole nano-dollars (`cost_nano`, floor
+///   division) and the yocto-dollar remainder (`cost_rem`, in `0..10^15`). Sums are taken in SQL
+///   as `SUM(cost_nano)`, `SUM(cost_rem / 10^9)` and `SUM(cost_rem % 10^9)`, cast back to BIGINT
+///   (a sum beyond i64 is a [`LedgerError`], never a wrapped value) and combined in Rust as an
+///   i128.
+/// * The schema version is kept in the table `token_budget_schema_version`; migrations run at
+///   connect, under a transaction-scoped advisory lock, so instances starting together migrate
+///   once. A schema holding other tables and no version table is refused, as is a version newer
+///   than this build.
+///
+/// # Writes
+///
+/// [`Ledger::record`] is one `INSERT` statement (a data-modifying CTE inserts the event and its
+/// tags), so an event is stored with all its tags or not at all, and returns once PostgreSQL has
+/// committed it. Concurrent `record`s are pipelined on the one connection.
+///
+/// # Queries
+///
+/// [`Ledger::totals`] runs one `GROUP BY` query; calendar buckets are folded in Rust from UTC
+/// hours exactly as in the SQLite ledger (regrouping by the exact time when an hour straddles a
+/// bucket boundary).
+pub struct PostgresLedger {
+    name: String,
+    namespace: String,
+    client: Arc<Client>,
+}
+
+impl fmt::Debug for PostgresLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresLedger")
+            .field("url", &self.name)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(name: &str, message: impl fmt::Display) -> LedgerError {
+    LedgerError {
+        ledger: name.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+fn pg_error(name: &str, what: &str, e: &tokio_postgres::Error) -> LedgerError {
+    match e.as_db_error() {
+        Some(db) => error(
+            name,
+            format!("{what}: {} ({})", db.message(), db.code().code()),
+        ),
+        None => error(name, format!("{what}: {e}")),
+    }
+}
+
+/// The URL as shown in errors: without a password.
+fn display_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn valid_namespace(ns: &str) -> bool {
+    let mut chars = ns.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && ns.len() <= 63
+        && !ns.starts_with("pg_")
+}
+
+impl PostgresLedger {
+    /// Connects to `url` (a `postgres://` URL or a key=value connection string) and uses the
+    /// PostgreSQL schema `namespace` (lower-case letters, digits and `_`, at most 63 bytes),
+    /// creating it and migrating its tables when needed.
+    ///
+    /// Must be called within a Tokio runtime: the connection is driven by a spawned task.
+    /// Errors (never panics) when the server cannot be reached (the error names the URL), the
+    /// namespace holds another application's tables, or its schema version is newer than this
+    /// build.
+    pub async fn connect(url: &str, namespace: &str) -> Result<PostgresLedger, LedgerError> {
+        let name = display_url(url);
+        if !valid_namespace(namespace) {
+            return Err(error(
+                &name,
+                format!(
+                    "invalid namespace {namespace:?}: use lower-case letters, digits and '_' \
+                     (at most 63 bytes, not starting with a digit or pg_)"
+                ),
+            ));
+        }
+        let (mut client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .map_err(|e| pg_error(&name, &format!("cannot connect to {name}"), &e))?;
+        let conn_name = name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(ledger = conn_name, error = %e, "PostgreSQL connection failed");
+            }
+        });
+        migrate(&mut client, &name, namespace).await?;
+        Ok(PostgresLedger {
+            name,
+            namespace: namespace.to_owned(),
+            client: Arc::new(client),
+        })
+    }
+
+    /// The URL (password hidden), as shown in errors.
+    pub fn url(&self) -> &str {
+        &self.name
+    }
+
+    /// The PostgreSQL schema holding the tables.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The ids of every recorded event, in recording order.
+    pub async fn event_ids(&self) -> Result<Vec<u64>, LedgerError> {
+        let rows = self
+            .client
+            .query("SELECT id FROM usage_events ORDER BY seq", &[])
+            .await
+            .map_err(|e| pg_error(&self.name, "cannot read event ids", &e))?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<_, i64>(0)
+                    .map(|id| id as u64)
+                    .map_err(|e| pg_error(&self.name, "cannot read event ids", &e))
+            })
+            .collect()
+    }
+}
+
+async fn migrate(client: &mut Client, name: &str, ns: &str) -> Result<(), LedgerError> {
+    let fail = |what: &str| {
+        let what = what.to_owned();
+        move |e: tokio_postgres::Error| pg_error(name, &what, &e)
+    };
+    let tx = client
+        .transaction()
+        .await
+        .map_err(fail("cannot start a migration"))?;
+    match migrate_in(&tx, name, ns).await {
+        Ok(()) => tx.commit().await.map_err(fail("migration failed"))?,
+        Err(e) => {
+            // Release the locks now, not whenever the connection task next runs.
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
+    }
+    client
+        .batch_execute(&format!("SET search_path TO {ns}"))
+        .await
+        .map_err(fail("cannot set the search path"))?;
+    Ok(())
+}
+
+async fn migrate_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    name: &str,
+    ns: &str,
+) -> Result<(), LedgerError> {
+    let fail = |what: &str| {
+        let what = what.to_owned();
+        move |e: tokio_postgres::Error| pg_error(name, &what, &e)
+    };
+    // Serialise instances migrating the same namespace.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('token-budget-ledger:' || $1::text))",
+        &[&ns],
+    )
+    .await
+    .map_err(fail("cannot take the migration lock"))?;
+    let tables: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+            &[&ns],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(fail("cannot read the schema"))?;
+    let has_version: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_name = $2)",
+            &[&ns, &VERSION_TABLE],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(fail("cannot read the schema"))?;
+    if tables > 0 && !has_version {
+        return Err(error(
+            name,
+            format!(
+                "not a token-budget ledger: schema {ns} holds {tables} other tables and no \
+                 {VERSION_TABLE} table"
+            ),
+        ));
+    }
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {ns}; SET LOCAL search_path TO {ns}; \
+         CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version BIGINT NOT NULL);"
+    ))
+    .await
+    .map_err(fail("cannot create the schema"))?;
+    let version: i64 = tx
+        .query_one(
+            &format!("SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}"),
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(fail("cannot read the schema version"))?;
+    if version > POSTGRES_SCHEMA_VERSION {
+        return Err(error(
+            name,
+            format!(
+                "the ledger's schema version {version} (schema {ns}) is newer than this build \
+                 supports ({POSTGRES_SCHEMA_VERSION}); upgrade token-budget to open it"
+            ),
+        ));
+    }
+    if version < 0 {
+        return Err(error(name, format!("invalid schema version {version}")));
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let to = from as i64 + 1;
+        tx.batch_execute(sql)
+            .await
+            .map_err(fail(&format!("migration to schema version {to} failed")))?;
+    }
+    if version < POSTGRES_SCHEMA_VERSION {
+        tx.batch_execute(&format!(
+            "DELETE FROM {VERSION_TABLE}; \
+             INSERT INTO {VERSION_TABLE} (version) VALUES ({POSTGRES_SCHEMA_VERSION});"
+        ))
+        .await
+        .map_err(fail("cannot record the schema version"))?;
+    }
+    Ok(())
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, String> {
+    i64::try_from(v).map_err(|_| format!("{what} {v} exceeds the ledger's range (i64)"))
+}
+
+fn split_money(m: Money, what: &str) -> Result<(i64, i64), String> {
+    let units = m.units();
+    let nano = i64::try_from(units.div_euclid(UNITS_PER_NANO))
+        .map_err(|_| format!("{what} {m} exceeds the ledger's range"))?;
+    // In 0..10^15: always fits.
+    let rem = units.rem_euclid(UNITS_PER_NANO) as i64;
+    Ok((nano, rem))
+}
+
+impl Ledger for PostgresLedger {
+    async fn record(&self, e: UsageEvent) -> Result<(), LedgerError> {
+        let row = (|| -> Result<_, String> {
+            let u = &e.usage;
+            Ok((
+                to_i64(e.id, "event id")?,
+                i64::try_from(e.at.as_nanosecond())
+                    .map_err(|_| format!("event time {} is outside 1677..2262", e.at))?,
+                [
+                    to_i64(u.input, "input tokens")?,
+                    to_i64(u.cached_input, "cached input tokens")?,
+                    to_i64(u.cache_write, "cache-write tokens")?,
+                    to_i64(u.output, "output tokens")?,
+                    to_i64(u.reasoning, "reasoning tokens")?,
+                ],
+                split_money(e.cost, "cost")?,
+                to_i64(e.saved.tokens, "saved tokens")?,
+                split_money(e.saved.money, "saved money")?,
+            ))
+        })()
+        .map_err(|m| error(&self.name, m))?;
+        let (id, at_ns, usage, cost, saved_tokens, saved) = row;
+        let who = &e.attribution;
+        let task = who.task().map(|t| t.as_str());
+        let step = who.step().map(i64::from);
+        let (keys, values): (Vec<&str>, Vec<&str>) = who.tags().unzip();
+        let params: [&(dyn ToSql + Sync); 24] = [
+            &id,
+            &at_ns,
+            &who.agent_arc().as_ref(),
+            &task,
+            &step,
+            &who.user(),
+            &who.session(),
+            &who.is_critical(),
+            &e.model.as_ref(),
+            &e.requested_model.as_deref(),
+            &usage[0],
+            &usage[1],
+            &usage[2],
+            &usage[3],
+            &usage[4],
+            &cost.0,
+            &cost.1,
+            &e.estimated,
+            &e.kind.as_str(),
+            &saved_tokens,
+            &saved.0,
+            &saved.1,
+            &keys,
+            &values,
+        ];
+        self.client
+            .execute(INSERT, &params)
+            .await
+            .map_err(|err| pg_error(&self.name, "write failed", &err))?;
+        Ok(())
+    }
+
+    async fn totals(&self, query: &LedgerQuery) -> Result<Vec<GroupTotal>, LedgerError> {
+        let has_bucket = query
+            .group_by
+            .iter()
+            .any(|d| matches!(d, Dimension::Bucket(_)));
+        if has_bucket {
+            match self.totals_at(query, Some(HOUR_NS)).await? {
+                Some(groups) => Ok(groups),
+                // Some hour straddles a bucket boundary: group by the exact time instead.
+                None => Ok(self.totals_at(query, Some(1)).await?.unwrap_or_default()),
+            }
+        } else {
+            Ok(self.totals_at(query, None).await?.unwrap_or_default())
+        }
+    }
+}
+
+/// A query parameter.
+#[derive(Debug)]
+enum Param {
+    Int(i64),
+    Text(String),
+}
+
+impl Param {
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Param::Int(i) => i,
+            Param::Text(t) => t,
+        }
+    }
+}
+
+/// Pushes a parameter and returns its placeholder.
+fn push(params: &mut Vec<Param>, p: Param) -> String {
+    params.push(p);
+    format!("${}", params.len())
+}
+
+/// The SQL column of a non-bucket dimension; tag `i` is joined as `t{i}`.
+fn column(dim: &Dimension, tag_alias: &str) -> Option<String> {
+    Some(match dim {
+        Dimension::Agent => "e.agent".into(),
+        Dimension::Task => "e.task".into(),
+        Dimension::Step => "e.step".into(),
+        Dimension::User => "e.user_name".into(),
+        Dimension::Session => "e.session".into(),
+        Dimension::Model => "e.model".into(),
+        Dimension::Kind => "e.kind".into(),
+        Dimension::Tag(_) => format!("{tag_alias}.tag_value"),
+        Dimension::Bucket(_) => return None,
+    })
+}
+
+/// A WHERE clause for one filter, pushing its parameters.
+fn filter_clause(
+    dim: &Dimension,
+    want: &KeyPart,
+    tz: &jiff::tz::TimeZone,
+    params: &mut Vec<Param>,
+) -> String {
+    const NOTHING: &str = "FALSE";
+    let text_col = match dim {
+        Dimension::Agent | Dimension::Model => {
+            // Never absent.
+            return match want {
+                KeyPart::Text(v) => {
+                    let p = push(params, Param::Text(v.to_string()));
+                    format!("{} = {p}", column(dim, "").unwrap_or_default())
+                }
+                _ => NOTHING.into(),
+            };
+        }
+        Dimension::Task | Dimension::User | Dimension::Session => {
+            column(dim, "").unwrap_or_default()
+        }
+        Dimension::Step => {
+            return match want {
+                KeyPart::None => "e.step IS NULL".into(),
+                KeyPart::Step(s) => {
+                    let p = push(params, Param::Int(i64::from(*s)));
+                    format!("e.step = {p}")
+                }
+                _ => NOTHING.into(),
+            };
+        }
+        Dimension::Kind => {
+            return match want {
+                KeyPart::Kind(k) => {
+                    let p = push(params, Param::Text(k.as_str().into()));
+                    format!("e.kind = {p}")
+                }
+                _ => NOTHING.into(),
+            };
+        }
+        Dimension::Tag(key) => {
+            return match want {
+                KeyPart::None => {
+                    let k = push(params, Param::Text(key.to_string()));
+                    format!(
+                        "NOT EXISTS (SELECT 1 FROM usage_event_tags f \
+                         WHERE f.seq = e.seq AND f.tag_key = {k})"
+                    )
+                }
+                KeyPart::Text(v) => {
+                    let k = push(params, Param::Text(key.to_string()));
+                    let v = push(params, Param::Text(v.to_string()));
+                    format!(
+                        "EXISTS (SELECT 1 FROM usage_event_tags f WHERE f.seq = e.seq \
+                         AND f.tag_key = {k} AND f.tag_value = {v})"
+                    )
+                }
+                _ => NOTHING.into(),
+            };
+        }
+        Dimension::Bucket(period) => {
+            // An event is in bucket `start` exactly when it lies in `[start, end)` of the
+            // bucket that begins at `start`; a start that is not a bucket start matches nothing.
+            return match want {
+                KeyPart::Bucket(start) => match period.bounds(*start, tz) {
+                    Ok((s, end)) if s == *start => {
+                        let s = push(params, Param::Int(clamp_ns(s)));
+                        let end = push(params, Param::Int(clamp_ns(end)));
+                        format!("(e.at_ns >= {s} AND e.at_ns < {end})")
+                    }
+                    _ => NOTHING.into(),
+                },
+                _ => NOTHING.into(),
+            };
+        }
+    };
+    match want {
+        KeyPart::None => format!("{text_col} IS NULL"),
+        KeyPart::Text(v) => {
+            let p = push(params, Param::Text(v.to_string()));
+            format!("{text_col} = {p}")
+        }
+        _ => NOTHING.into(),
+    }
+}
+
+fn clamp_ns(t: Timestamp) -> i64 {
+    let ns = t.as_nanosecond();
+    i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The aggregate columns after the group columns (without the bucket time columns). Every sum
+/// is cast back to BIGINT: PostgreSQL raises "bigint out of range" rather than wrapping.
+const AGGREGATES: &str = "SUM(e.input)::BIGINT, SUM(e.cached_input)::BIGINT, \
+    SUM(e.cache_write)::BIGINT, SUM(e.output)::BIGINT, SUM(e.reasoning)::BIGINT, \
+    SUM(e.cost_nano)::BIGINT, SUM(e.cost_rem / 1000000000)::BIGINT, \
+    SUM(e.cost_rem % 1000000000)::BIGINT, COUNT(*), COUNT(*) FILTER (WHERE e.estimated), \
+    SUM(e.saved_tokens)::BIGINT, SUM(e.saved_nano)::BIGINT, \
+    SUM(e.saved_rem / 1000000000)::BIGINT, SUM(e.saved_rem % 1000000000)::BIGINT";
+
+impl PostgresLedger {
+    /// Runs the query with bucket times truncated to `granularity` nanoseconds. `None` when a
+    /// truncated time group spans two buckets (the caller retries with a finer granularity).
+    async fn totals_at(
+        &self,
+        query: &LedgerQuery,
+        granularity: Option<i64>,
+    ) -> Result<Option<Vec<GroupTotal>>, LedgerError> {
+        let name = self.name.as_str();
+        let mut params: Vec<Param> = Vec::new();
+        let mut joins = String::new();
+        let mut group_cols = Vec::new();
+        for (i, dim) in query.group_by.iter().enumerate() {
+            let alias = format!("t{i}");
+            if let Dimension::Tag(key) = dim {
+                let k = push(&mut params, Param::Text(key.to_string()));
+                joins.push_str(&format!(
+                    " LEFT JOIN usage_event_tags {alias} ON {alias}.seq = e.seq AND {alias}.tag_key = {k}"
+                ));
+            }
+            if let Some(col) = column(dim, &alias) {
+                group_cols.push(col);
+            }
+        }
+        let n_dims = group_cols.len();
+        if let Some(g) = granularity {
+            group_cols.push(if g == 1 {
+                "e.at_ns".into()
+            } else {
+                format!("(e.at_ns - (((e.at_ns % {g}) + {g}) % {g}))")
+            });
+        }
+        let mut wheres = Vec::new();
+        if let Some(s) = query.since {
+            let p = push(&mut params, Param::Int(clamp_ns(s)));
+            wheres.push(format!("e.at_ns >= {p}"));
+        }
+        if let Some(u) = query.until {
+            // Clamping keeps `< until` right for every storable time.
+            let u = clamp_ns(u);
+            if u != i64::MAX {
+                let p = push(&mut params, Param::Int(u));
+                wheres.push(format!("e.at_ns < {p}"));
+            }
+        }
+        for (dim, want) in &query.filters {
+            wheres.push(filter_clause(dim, want, &query.time_zone, &mut params));
+        }
+        let select_groups = group_cols
+            .iter()
+            .map(|c| format!("{c}, "))
+            .collect::<String>();
+        let extra = if granularity.is_some() {
+            ", MIN(e.at_ns), MAX(e.at_ns)"
+        } else {
+            ""
+        };
+        let mut sql =
+            format!("SELECT {select_groups}{AGGREGATES}{extra} FROM usage_events e{joins}");
+        if !wheres.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&wheres.join(" AND "));
+        }
+        if !group_cols.is_empty() {
+            sql.push_str(" GROUP BY ");
+            sql.push_str(&group_cols.join(", "));
+        }
+
+        let read = |e: tokio_postgres::Error| pg_error(name, "query failed", &e);
+        let sql_params: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+        let rows = self.client.query(&sql, &sql_params).await.map_err(read)?;
+        let mut groups: HashMap<Vec<KeyPart>, GroupTotal> = HashMap::default();
+        let n_group_cols = group_cols.len();
+        for row in &rows {
+            // Non-bucket key parts, in SQL column order.
+            let mut sql_keys = Vec::with_capacity(n_dims);
+            let mut col = 0;
+            for dim in &query.group_by {
+                if matches!(dim, Dimension::Bucket(_)) {
+                    continue;
+                }
+                let part = match dim {
+                    Dimension::Step => row
+                        .try_get::<_, Option<i64>>(col)
+                        .map_err(read)?
+                        .map_or(KeyPart::None, |s| {
+                            u32::try_from(s).map_or(KeyPart::None, KeyPart::Step)
+                        }),
+                    Dimension::Kind => {
+                        let k: String = row.try_get(col).map_err(read)?;
+                        KeyPart::Kind(parse_kind(&k).ok_or_else(|| {
+                            error(name, format!("unknown event kind {k:?} in the ledger"))
+                        })?)
+                    }
+                    _ => row
+                        .try_get::<_, Option<String>>(col)
+                        .map_err(read)?
+                        .map_or(KeyPart::None, |s| KeyPart::Text(s.into())),
+                };
+                sql_keys.push(part);
+                col += 1;
+            }
+            let agg = n_group_cols;
+            let int = |i: usize| -> Result<i64, LedgerError> {
+                Ok(row
+                    .try_get::<_, Option<i64>>(agg + i)
+                    .map_err(read)?
+                    .unwrap_or(0))
+            };
+            let events = int(8)?;
+            if events == 0 {
+                continue; // the single row of an aggregate over no events
+            }
+            let count = |i: usize| int(i).map(|v| u64::try_from(v).unwrap_or(0));
+            let money = |i: usize| -> Result<Money, LedgerError> {
+                let units = i128::from(int(i)?)
+                    .saturating_mul(UNITS_PER_NANO)
+                    .saturating_add(i128::from(int(i + 1)?).saturating_mul(1_000_000_000))
+                    .saturating_add(i128::from(int(i + 2)?));
+                Ok(Money::from_units(units))
+            };
+            let total = GroupTotal {
+                key: Vec::new(),
+                usage: Usage {
+                    input: count(0)?,
+                    cached_input: count(1)?,
+                    cache_write: count(2)?,
+                    output: count(3)?,
+                    reasoning: count(4)?,
+                },
+                cost: money(5)?,
+                events: count(8)?,
+                estimated_events: count(9)?,
+                saved: Amount {
+                    tokens: count(10)?,
+                    money: money(11)?,
+                },
+            };
+            let (min_at, max_at) = if granularity.is_some() {
+                (int(14)?, int(15)?)
+            } else {
+                (0, 0)
+            };
+            let mut key = Vec::with_capacity(query.group_by.len());
+            let mut sql_keys = sql_keys.into_iter();
+            for dim in &query.group_by {
+                match dim {
+                    Dimension::Bucket(period) => {
+                        let first = bucket_key(*period, min_at, &query.time_zone);
+                        if bucket_key(*period, max_at, &query.time_zone) != first {
+                            return Ok(None);
+                        }
+                        key.push(first);
+                    }
+                    _ => key.push(sql_keys.next().unwrap_or(KeyPart::None)),
+                }
+            }
+            let group = groups.entry(key).or_insert_with_key(|k| GroupTotal {
+                key: k.clone(),
+                ..GroupTotal::default()
+            });
+            merge(group, &total);
+        }
+        let mut out: Vec<_> = groups.into_values().collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Some(out))
+    }
+}
+
+fn bucket_key(period: Period, at_ns: i64, tz: &jiff::tz::TimeZone) -> KeyPart {
+    Timestamp::from_nanosecond(i128::from(at_ns))
+        .ok()
+        .and_then(|at| period.bounds(at, tz).ok())
+        .map_or(KeyPart::None, |(start, _)| KeyPart::Bucket(start))
+}
+
+fn merge(into: &mut GroupTotal, part: &GroupTotal) {
+    into.usage.accumulate(&part.usage);
+    into.cost += part.cost;
+    into.events = into.events.saturating_add(part.events);
+    into.estimated_events = into.estimated_events.saturating_add(part.estimated_events);
+    into.saved = into.saved.saturating_add(part.saved);
+}
+
+fn parse_kind(s: &str) -> Option<EventKind> {
+    [EventKind::Call, EventKind::CacheHit, EventKind::Summary]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+}
