@@ -1,0 +1,226 @@
+//! What every durable ledger is checked against: random events and the queries whose answers
+//! must equal the memory ledger's. Shared by the SQLite and PostgreSQL tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use budget_core::ledger::{
+    Dimension, EventKind, GroupTotal, KeyPart, Ledger, LedgerQuery, RankBy, UsageEvent,
+};
+use budget_core::{Amount, Attribution, Money, Period, TaskId, Usage};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+pub fn base_time() -> Timestamp {
+    // Just before the 2026 US DST change (2026-03-08), spanning a month boundary.
+    "2026-02-20T00:00:00Z".parse().expect("valid timestamp")
+}
+
+pub fn random_events(seed: u64, n: usize) -> Vec<UsageEvent> {
+    let mut rng = Rng(seed | 1);
+    let base = base_time();
+    (0..n)
+        .map(|i| {
+            let mut who = Attribution::agent(rng.pick(&["planner", "coder", "reviewer", "critic"]));
+            if rng.below(4) != 0 {
+                who = who.with_task(TaskId::new(rng.pick(&["t-1", "t-2", "t-3"])));
+            }
+            if rng.below(3) != 0 {
+                who = who.with_step(rng.below(5) as u32);
+            }
+            if rng.below(2) == 0 {
+                who = who.with_user(rng.pick(&["alice", "bob"]));
+            }
+            if rng.below(2) == 0 {
+                who = who.with_session(rng.pick(&["s-a", "s-b", "s-c"]));
+            }
+            if rng.below(3) != 0 {
+                who = who.with_tag("team", rng.pick(&["search", "infra"]));
+            }
+            if rng.below(3) == 0 {
+                who = who.with_tag("env", rng.pick(&["prod", "dev", "staging"]));
+            }
+            who = who.critical(rng.below(5) == 0);
+            let input = rng.below(100_000);
+            let output = rng.below(10_000);
+            // Yocto precision, occasionally large, occasionally a (refund) negative.
+            let mut units = i128::from(rng.next()) * i128::from(rng.below(1_000_000) + 1);
+            if rng.below(20) == 0 {
+                units = -units;
+            }
+            let saved = if rng.below(4) == 0 {
+                Amount {
+                    tokens: rng.below(5_000),
+                    money: Money::from_units(i128::from(rng.next())),
+                }
+            } else {
+                Amount::ZERO
+            };
+            let at = base
+                .checked_add(jiff::SignedDuration::from_nanos(
+                    (rng.below(40 * 86_400 * 1_000_000_000)) as i64,
+                ))
+                .expect("in range");
+            UsageEvent {
+                id: i as u64,
+                at,
+                attribution: who,
+                model: rng.pick(&["gpt-4o", "gpt-4o-mini", "claude-sonnet"]).into(),
+                requested_model: (rng.below(4) == 0).then(|| Arc::from("latest")),
+                usage: Usage {
+                    input,
+                    cached_input: input / 3,
+                    cache_write: input / 7,
+                    output,
+                    reasoning: output / 2,
+                },
+                cost: Money::from_units(units),
+                estimated: rng.below(6) == 0,
+                kind: [EventKind::Call, EventKind::CacheHit, EventKind::Summary]
+                    [rng.below(3) as usize],
+                saved,
+            }
+        })
+        .collect()
+}
+
+pub fn queries() -> Vec<LedgerQuery> {
+    let ny = TimeZone::get("America/New_York").expect("tzdb");
+    let kolkata = TimeZone::get("Asia/Kolkata").expect("tzdb");
+    let kathmandu = TimeZone::get("Asia/Kathmandu").expect("tzdb");
+    let day2 = base_time() + jiff::SignedDuration::from_hours(24 * 2);
+    let day20 = base_time() + jiff::SignedDuration::from_hours(24 * 20 + 7);
+    let day_start = Period::Day.bounds(day20, &ny).expect("bounds").0;
+    let mut out = vec![LedgerQuery::default()];
+    for dim in [
+        Dimension::Agent,
+        Dimension::Task,
+        Dimension::Step,
+        Dimension::User,
+        Dimension::Session,
+        Dimension::Model,
+        Dimension::Kind,
+        Dimension::Tag("team".into()),
+        Dimension::Tag("env".into()),
+        Dimension::Tag("absent".into()),
+    ] {
+        out.push(LedgerQuery::group_by([dim]));
+    }
+    for period in [Period::Hour, Period::Day, Period::Week, Period::Month] {
+        for tz in [
+            TimeZone::UTC,
+            ny.clone(),
+            kolkata.clone(),
+            kathmandu.clone(),
+        ] {
+            out.push(LedgerQuery::group_by([Dimension::Bucket(period)]).in_time_zone(tz));
+        }
+    }
+    out.push(
+        LedgerQuery::group_by([
+            Dimension::Agent,
+            Dimension::Bucket(Period::Day),
+            Dimension::Tag("team".into()),
+        ])
+        .in_time_zone(ny.clone()),
+    );
+    out.push(
+        LedgerQuery::group_by([
+            Dimension::Bucket(Period::Week),
+            Dimension::Bucket(Period::Day),
+            Dimension::Kind,
+        ])
+        .in_time_zone(ny.clone()),
+    );
+    out.push(LedgerQuery::group_by([
+        Dimension::Tag("team".into()),
+        Dimension::Tag("env".into()),
+    ]));
+    out.push(
+        LedgerQuery::group_by([Dimension::Model, Dimension::Step])
+            .between(day2, day20)
+            .filter(Dimension::Agent, KeyPart::text("coder")),
+    );
+    out.push(
+        LedgerQuery::group_by([Dimension::User])
+            .filter(Dimension::Tag("team".into()), KeyPart::text("search"))
+            .filter(Dimension::Tag("env".into()), KeyPart::None)
+            .filter(Dimension::Step, KeyPart::Step(2)),
+    );
+    out.push(
+        LedgerQuery::group_by([Dimension::Task])
+            .filter(Dimension::Step, KeyPart::None)
+            .filter(Dimension::User, KeyPart::None)
+            .filter(Dimension::Kind, KeyPart::Kind(EventKind::CacheHit)),
+    );
+    out.push(
+        LedgerQuery::group_by([Dimension::Agent, Dimension::Bucket(Period::Hour)])
+            .in_time_zone(ny.clone())
+            .filter(Dimension::Bucket(Period::Day), KeyPart::Bucket(day_start)),
+    );
+    // A bucket filter whose value is not a bucket start matches nothing in either ledger.
+    out.push(
+        LedgerQuery::default()
+            .in_time_zone(ny.clone())
+            .filter(Dimension::Bucket(Period::Day), KeyPart::Bucket(day20)),
+    );
+    // Filters whose value type does not fit the dimension match nothing.
+    out.push(LedgerQuery::default().filter(Dimension::Agent, KeyPart::None));
+    out.push(LedgerQuery::default().filter(Dimension::Kind, KeyPart::text("call")));
+    out.push(LedgerQuery::group_by([Dimension::Session]).between(day20, day2));
+    out.push(LedgerQuery {
+        since: Some(day2),
+        ..LedgerQuery::group_by([Dimension::Bucket(Period::Day)]).in_time_zone(kathmandu)
+    });
+    out
+}
+
+/// Every query's answer (and two top-N answers) from any ledger.
+pub async fn answers<L: Ledger>(ledger: &L) -> Vec<Vec<GroupTotal>> {
+    let mut out = Vec::new();
+    for q in queries() {
+        out.push(ledger.totals(&q).await.expect("totals"));
+    }
+    let by_agent = LedgerQuery::group_by([Dimension::Agent, Dimension::Model]);
+    out.push(ledger.top(&by_agent, RankBy::Cost, 3).await.expect("top"));
+    out.push(ledger.top(&by_agent, RankBy::Tokens, 5).await.expect("top"));
+    out
+}
+
+pub fn assert_same(expected: &[Vec<GroupTotal>], got: &[Vec<GroupTotal>]) {
+    let queries = queries();
+    assert_eq!(expected.len(), got.len());
+    for (i, (e, g)) in expected.iter().zip(got).enumerate() {
+        assert_eq!(
+            e,
+            g,
+            "answer {i} differs (query {:?})",
+            queries.get(i).map(|q| (&q.group_by, &q.filters))
+        );
+    }
+}
+
+pub async fn record_all<L: Ledger>(ledger: &L, events: &[UsageEvent]) {
+    for e in events {
+        ledger.record(e.clone()).await.expect("record");
+    }
+}
