@@ -4,23 +4,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use foldhash::HashMap;
-use jiff::Timestamp;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use super::{
-    Dimension, EventKind, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent,
-};
-use crate::admission::Amount;
-use crate::limits::Period;
-use crate::{Money, Usage};
-
-/// Yocto-dollar units in one nano-dollar.
-const UNITS_PER_NANO: i128 = 1_000_000_000_000_000;
-
-/// Nanoseconds in one hour.
-const HOUR_NS: i64 = 3_600_000_000_000;
+use super::sql::{Folder, HOUR_NS, SqlRow, clamp_ns, column, error, split_money, to_i64};
+use super::{Dimension, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent};
 
 /// The table holding the schema version, in the ledger's PostgreSQL schema.
 const VERSION_TABLE: &str = "token_budget_schema_version";
@@ -124,13 +112,6 @@ impl fmt::Debug for PostgresLedger {
             .field("url", &self.name)
             .field("namespace", &self.namespace)
             .finish_non_exhaustive()
-    }
-}
-
-fn error(name: &str, message: impl fmt::Display) -> LedgerError {
-    LedgerError {
-        ledger: name.to_owned(),
-        message: message.to_string(),
     }
 }
 
@@ -340,19 +321,6 @@ async fn migrate_in(
     Ok(())
 }
 
-fn to_i64(v: u64, what: &str) -> Result<i64, String> {
-    i64::try_from(v).map_err(|_| format!("{what} {v} exceeds the ledger's range (i64)"))
-}
-
-fn split_money(m: Money, what: &str) -> Result<(i64, i64), String> {
-    let units = m.units();
-    let nano = i64::try_from(units.div_euclid(UNITS_PER_NANO))
-        .map_err(|_| format!("{what} {m} exceeds the ledger's range"))?;
-    // In 0..10^15: always fits.
-    let rem = units.rem_euclid(UNITS_PER_NANO) as i64;
-    Ok((nano, rem))
-}
-
 impl Ledger for PostgresLedger {
     async fn record(&self, e: UsageEvent) -> Result<(), LedgerError> {
         let row = (|| -> Result<_, String> {
@@ -451,21 +419,6 @@ fn push(params: &mut Vec<Param>, p: Param) -> String {
     format!("${}", params.len())
 }
 
-/// The SQL column of a non-bucket dimension; tag `i` is joined as `t{i}`.
-fn column(dim: &Dimension, tag_alias: &str) -> Option<String> {
-    Some(match dim {
-        Dimension::Agent => "e.agent".into(),
-        Dimension::Task => "e.task".into(),
-        Dimension::Step => "e.step".into(),
-        Dimension::User => "e.user_name".into(),
-        Dimension::Session => "e.session".into(),
-        Dimension::Model => "e.model".into(),
-        Dimension::Kind => "e.kind".into(),
-        Dimension::Tag(_) => format!("{tag_alias}.tag_value"),
-        Dimension::Bucket(_) => return None,
-    })
-}
-
 /// A WHERE clause for one filter, pushing its parameters.
 fn filter_clause(
     dim: &Dimension,
@@ -553,11 +506,6 @@ fn filter_clause(
     }
 }
 
-fn clamp_ns(t: Timestamp) -> i64 {
-    let ns = t.as_nanosecond();
-    i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
-}
-
 /// The aggregate columns after the group columns (without the bucket time columns). Every sum
 /// is cast back to BIGINT: PostgreSQL raises "bigint out of range" rather than wrapping.
 const AGGREGATES: &str = "SUM(e.input)::BIGINT, SUM(e.cached_input)::BIGINT, \
@@ -591,7 +539,6 @@ impl PostgresLedger {
                 group_cols.push(col);
             }
         }
-        let n_dims = group_cols.len();
         if let Some(g) = granularity {
             group_cols.push(if g == 1 {
                 "e.at_ns".into()
@@ -638,121 +585,32 @@ impl PostgresLedger {
         let read = |e: tokio_postgres::Error| pg_error(name, "query failed", &e);
         let sql_params: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
         let rows = self.client.query(&sql, &sql_params).await.map_err(read)?;
-        let mut groups: HashMap<Vec<KeyPart>, GroupTotal> = HashMap::default();
-        let n_group_cols = group_cols.len();
+        let mut folder = Folder::new(name, query, group_cols.len(), granularity.is_some());
         for row in &rows {
-            // Non-bucket key parts, in SQL column order.
-            let mut sql_keys = Vec::with_capacity(n_dims);
-            let mut col = 0;
-            for dim in &query.group_by {
-                if matches!(dim, Dimension::Bucket(_)) {
-                    continue;
-                }
-                let part = match dim {
-                    Dimension::Step => row
-                        .try_get::<_, Option<i64>>(col)
-                        .map_err(read)?
-                        .map_or(KeyPart::None, |s| {
-                            u32::try_from(s).map_or(KeyPart::None, KeyPart::Step)
-                        }),
-                    Dimension::Kind => {
-                        let k: String = row.try_get(col).map_err(read)?;
-                        KeyPart::Kind(parse_kind(&k).ok_or_else(|| {
-                            error(name, format!("unknown event kind {k:?} in the ledger"))
-                        })?)
-                    }
-                    _ => row
-                        .try_get::<_, Option<String>>(col)
-                        .map_err(read)?
-                        .map_or(KeyPart::None, |s| KeyPart::Text(s.into())),
-                };
-                sql_keys.push(part);
-                col += 1;
+            if !folder.add(&PgRow { row, name })? {
+                return Ok(None);
             }
-            let agg = n_group_cols;
-            let int = |i: usize| -> Result<i64, LedgerError> {
-                Ok(row
-                    .try_get::<_, Option<i64>>(agg + i)
-                    .map_err(read)?
-                    .unwrap_or(0))
-            };
-            let events = int(8)?;
-            if events == 0 {
-                continue; // the single row of an aggregate over no events
-            }
-            let count = |i: usize| int(i).map(|v| u64::try_from(v).unwrap_or(0));
-            let money = |i: usize| -> Result<Money, LedgerError> {
-                let units = i128::from(int(i)?)
-                    .saturating_mul(UNITS_PER_NANO)
-                    .saturating_add(i128::from(int(i + 1)?).saturating_mul(1_000_000_000))
-                    .saturating_add(i128::from(int(i + 2)?));
-                Ok(Money::from_units(units))
-            };
-            let total = GroupTotal {
-                key: Vec::new(),
-                usage: Usage {
-                    input: count(0)?,
-                    cached_input: count(1)?,
-                    cache_write: count(2)?,
-                    output: count(3)?,
-                    reasoning: count(4)?,
-                },
-                cost: money(5)?,
-                events: count(8)?,
-                estimated_events: count(9)?,
-                saved: Amount {
-                    tokens: count(10)?,
-                    money: money(11)?,
-                },
-            };
-            let (min_at, max_at) = if granularity.is_some() {
-                (int(14)?, int(15)?)
-            } else {
-                (0, 0)
-            };
-            let mut key = Vec::with_capacity(query.group_by.len());
-            let mut sql_keys = sql_keys.into_iter();
-            for dim in &query.group_by {
-                match dim {
-                    Dimension::Bucket(period) => {
-                        let first = bucket_key(*period, min_at, &query.time_zone);
-                        if bucket_key(*period, max_at, &query.time_zone) != first {
-                            return Ok(None);
-                        }
-                        key.push(first);
-                    }
-                    _ => key.push(sql_keys.next().unwrap_or(KeyPart::None)),
-                }
-            }
-            let group = groups.entry(key).or_insert_with_key(|k| GroupTotal {
-                key: k.clone(),
-                ..GroupTotal::default()
-            });
-            merge(group, &total);
         }
-        let mut out: Vec<_> = groups.into_values().collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(Some(out))
+        Ok(Some(folder.finish()))
     }
 }
 
-fn bucket_key(period: Period, at_ns: i64, tz: &jiff::tz::TimeZone) -> KeyPart {
-    Timestamp::from_nanosecond(i128::from(at_ns))
-        .ok()
-        .and_then(|at| period.bounds(at, tz).ok())
-        .map_or(KeyPart::None, |(start, _)| KeyPart::Bucket(start))
+/// A result row as the shared folding reads it.
+struct PgRow<'a> {
+    row: &'a tokio_postgres::Row,
+    name: &'a str,
 }
 
-fn merge(into: &mut GroupTotal, part: &GroupTotal) {
-    into.usage.accumulate(&part.usage);
-    into.cost += part.cost;
-    into.events = into.events.saturating_add(part.events);
-    into.estimated_events = into.estimated_events.saturating_add(part.estimated_events);
-    into.saved = into.saved.saturating_add(part.saved);
-}
+impl SqlRow for PgRow<'_> {
+    fn int(&self, col: usize) -> Result<Option<i64>, LedgerError> {
+        self.row
+            .try_get(col)
+            .map_err(|e| pg_error(self.name, "query failed", &e))
+    }
 
-fn parse_kind(s: &str) -> Option<EventKind> {
-    [EventKind::Call, EventKind::CacheHit, EventKind::Summary]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+    fn text(&self, col: usize) -> Result<Option<String>, LedgerError> {
+        self.row
+            .try_get(col)
+            .map_err(|e| pg_error(self.name, "query failed", &e))
+    }
 }

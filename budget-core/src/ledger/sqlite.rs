@@ -6,27 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use foldhash::HashMap;
 use jiff::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    Dimension, EventKind, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent,
-};
-use crate::admission::Amount;
-use crate::limits::Period;
-use crate::{Money, Usage};
+use super::sql::{Folder, HOUR_NS, SqlRow, clamp_ns, column, error, split_money, to_i64};
+use super::{Dimension, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent};
 
 /// `PRAGMA application_id` of a token-budget ledger file ("TBLG").
 const APPLICATION_ID: i32 = 0x5442_4c47;
-
-/// Yocto-dollar units in one nano-dollar.
-const UNITS_PER_NANO: i128 = 1_000_000_000_000_000;
-
-/// Nanoseconds in one hour.
-const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// Migrations, in order: `MIGRATIONS[i]` brings a file from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[r"
@@ -208,13 +197,6 @@ impl fmt::Debug for SqliteLedger {
             .field("path", &self.name)
             .field("durability", &self.durability)
             .finish_non_exhaustive()
-    }
-}
-
-fn error(name: &str, message: impl fmt::Display) -> LedgerError {
-    LedgerError {
-        ledger: name.to_owned(),
-        message: message.to_string(),
     }
 }
 
@@ -467,19 +449,6 @@ fn migrate(conn: &mut Connection, name: &str) -> Result<(), LedgerError> {
     Ok(())
 }
 
-fn to_i64(v: u64, what: &str) -> Result<i64, String> {
-    i64::try_from(v).map_err(|_| format!("{what} {v} exceeds the ledger's range (i64)"))
-}
-
-fn split_money(m: Money, what: &str) -> Result<(i64, i64), String> {
-    let units = m.units();
-    let nano = i64::try_from(units.div_euclid(UNITS_PER_NANO))
-        .map_err(|_| format!("{what} {m} exceeds the ledger's range"))?;
-    // In 0..10^15: always fits.
-    let rem = units.rem_euclid(UNITS_PER_NANO) as i64;
-    Ok((nano, rem))
-}
-
 fn to_ns(t: Timestamp) -> Option<i64> {
     i64::try_from(t.as_nanosecond()).ok()
 }
@@ -654,21 +623,6 @@ fn read_loop(conn: &Connection, rx: &std::sync::mpsc::Receiver<ReadMsg>, name: &
     }
 }
 
-/// The SQL column (or expression) of a non-bucket dimension; tag `i` is joined as `t{i}`.
-fn column(dim: &Dimension, tag_alias: &str) -> Option<String> {
-    Some(match dim {
-        Dimension::Agent => "e.agent".into(),
-        Dimension::Task => "e.task".into(),
-        Dimension::Step => "e.step".into(),
-        Dimension::User => "e.user_name".into(),
-        Dimension::Session => "e.session".into(),
-        Dimension::Model => "e.model".into(),
-        Dimension::Kind => "e.kind".into(),
-        Dimension::Tag(_) => format!("{tag_alias}.tag_value"),
-        Dimension::Bucket(_) => return None,
-    })
-}
-
 /// A WHERE clause for one filter, pushing its parameters.
 fn filter_clause(
     dim: &Dimension,
@@ -754,11 +708,6 @@ fn filter_clause(
     }
 }
 
-fn clamp_ns(t: Timestamp) -> i64 {
-    let ns = t.as_nanosecond();
-    i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
-}
-
 /// The number of aggregate columns after the group columns (without the bucket time columns).
 const AGGREGATES: &str = "SUM(e.input), SUM(e.cached_input), SUM(e.cache_write), SUM(e.output), \
     SUM(e.reasoning), SUM(e.cost_nano), SUM(e.cost_rem / 1000000000), SUM(e.cost_rem % 1000000000), \
@@ -808,7 +757,6 @@ fn totals_at(
             group_cols.push(col);
         }
     }
-    let n_dims = group_cols.len();
     if let Some(g) = granularity {
         group_cols.push(if g == 1 {
             "e.at_ns".into()
@@ -860,120 +808,31 @@ fn totals_at(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(read)?;
-    let mut groups: HashMap<Vec<KeyPart>, GroupTotal> = HashMap::default();
-    let n_group_cols = group_cols.len();
+    let mut folder = Folder::new(name, query, group_cols.len(), granularity.is_some());
     while let Some(row) = rows.next().map_err(read)? {
-        // Non-bucket key parts, in SQL column order.
-        let mut sql_keys = Vec::with_capacity(n_dims);
-        let mut col = 0;
-        for dim in &query.group_by {
-            if matches!(dim, Dimension::Bucket(_)) {
-                continue;
-            }
-            let part = match dim {
-                Dimension::Step => row
-                    .get::<_, Option<i64>>(col)
-                    .map_err(read)?
-                    .map_or(KeyPart::None, |s| {
-                        u32::try_from(s).map_or(KeyPart::None, KeyPart::Step)
-                    }),
-                Dimension::Kind => {
-                    let k: String = row.get(col).map_err(read)?;
-                    KeyPart::Kind(parse_kind(&k).ok_or_else(|| {
-                        error(name, format!("unknown event kind {k:?} in the ledger"))
-                    })?)
-                }
-                _ => row
-                    .get::<_, Option<String>>(col)
-                    .map_err(read)?
-                    .map_or(KeyPart::None, |s| KeyPart::Text(s.into())),
-            };
-            sql_keys.push(part);
-            col += 1;
+        if !folder.add(&SqliteRow { row, name })? {
+            return Ok(None);
         }
-        let agg = n_group_cols;
-        let int = |i: usize| -> Result<i64, LedgerError> {
-            Ok(row
-                .get::<_, Option<i64>>(agg + i)
-                .map_err(read)?
-                .unwrap_or(0))
-        };
-        let events = int(8)?;
-        if events == 0 {
-            continue; // the single row of an aggregate over no events
-        }
-        let count = |i: usize| int(i).map(|v| u64::try_from(v).unwrap_or(0));
-        let money = |i: usize| -> Result<Money, LedgerError> {
-            let units = i128::from(int(i)?)
-                .saturating_mul(UNITS_PER_NANO)
-                .saturating_add(i128::from(int(i + 1)?).saturating_mul(1_000_000_000))
-                .saturating_add(i128::from(int(i + 2)?));
-            Ok(Money::from_units(units))
-        };
-        let total = GroupTotal {
-            key: Vec::new(),
-            usage: Usage {
-                input: count(0)?,
-                cached_input: count(1)?,
-                cache_write: count(2)?,
-                output: count(3)?,
-                reasoning: count(4)?,
-            },
-            cost: money(5)?,
-            events: count(8)?,
-            estimated_events: count(9)?,
-            saved: Amount {
-                tokens: count(10)?,
-                money: money(11)?,
-            },
-        };
-        let (min_at, max_at) = if granularity.is_some() {
-            (int(14)?, int(15)?)
-        } else {
-            (0, 0)
-        };
-        let mut key = Vec::with_capacity(query.group_by.len());
-        let mut sql_keys = sql_keys.into_iter();
-        for dim in &query.group_by {
-            match dim {
-                Dimension::Bucket(period) => {
-                    let first = bucket_key(*period, min_at, &query.time_zone);
-                    if bucket_key(*period, max_at, &query.time_zone) != first {
-                        return Ok(None);
-                    }
-                    key.push(first);
-                }
-                _ => key.push(sql_keys.next().unwrap_or(KeyPart::None)),
-            }
-        }
-        let group = groups.entry(key).or_insert_with_key(|k| GroupTotal {
-            key: k.clone(),
-            ..GroupTotal::default()
-        });
-        merge(group, &total);
     }
-    let mut out: Vec<_> = groups.into_values().collect();
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(Some(out))
+    Ok(Some(folder.finish()))
 }
 
-fn bucket_key(period: Period, at_ns: i64, tz: &jiff::tz::TimeZone) -> KeyPart {
-    Timestamp::from_nanosecond(i128::from(at_ns))
-        .ok()
-        .and_then(|at| period.bounds(at, tz).ok())
-        .map_or(KeyPart::None, |(start, _)| KeyPart::Bucket(start))
+/// A result row as the shared folding reads it.
+struct SqliteRow<'a, 'r> {
+    row: &'a rusqlite::Row<'r>,
+    name: &'a str,
 }
 
-fn merge(into: &mut GroupTotal, part: &GroupTotal) {
-    into.usage.accumulate(&part.usage);
-    into.cost += part.cost;
-    into.events = into.events.saturating_add(part.events);
-    into.estimated_events = into.estimated_events.saturating_add(part.estimated_events);
-    into.saved = into.saved.saturating_add(part.saved);
-}
+impl SqlRow for SqliteRow<'_, '_> {
+    fn int(&self, col: usize) -> Result<Option<i64>, LedgerError> {
+        self.row
+            .get(col)
+            .map_err(|e| sql_error(self.name, "query failed", &e))
+    }
 
-fn parse_kind(s: &str) -> Option<EventKind> {
-    [EventKind::Call, EventKind::CacheHit, EventKind::Summary]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+    fn text(&self, col: usize) -> Result<Option<String>, LedgerError> {
+        self.row
+            .get(col)
+            .map_err(|e| sql_error(self.name, "query failed", &e))
+    }
 }
