@@ -10,8 +10,20 @@
 //! the tokenizer, integer money, the budget reserved before each call and committed from the
 //! provider's reported usage. The report at the end is read back from the ledger and the
 //! budget's status, and checked against what the server says it received.
+//!
+//! The ledger is chosen by configuration: by default the embedded SQLite file at
+//! `token_budget::ledger::default_ledger_path()` (under `$TOKEN_BUDGET_HOME`, else
+//! `$XDG_DATA_HOME/token-budget`, else `~/.local/share/token-budget`), which keeps the events of
+//! every run; `TOKEN_BUDGET_LEDGER=memory:` (or a file path, or a `postgres://` URL) picks
+//! another. Each run tags its events with its own run id and reports on those only, so every
+//! run prints the same tables however much history the file holds.
+//!
+//! The budget store is chosen the same way: `TOKEN_BUDGET_STORE=redis://127.0.0.1:6379/0` puts
+//! the counters in Redis, shared with every other process on that prefix (by default, this
+//! process's memory).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_openai::config::OpenAIConfig;
@@ -21,19 +33,20 @@ use async_openai::types::chat::{
     CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
 };
 use futures::StreamExt;
+use jiff::Timestamp;
 use token_budget::compress::CompressConfig;
 use token_budget::layers::cache::DeterministicKey;
 use token_budget::layers::local_server::{Behavior, LocalServer, RunningServer};
 use token_budget::layers::openai::{ChatReply, ChatStreamError, OpenAiService};
 use token_budget::layers::rate_limit::Policy;
-use token_budget::ledger::{Dimension, KeyPart, LedgerQuery, RankBy};
+use token_budget::ledger::{Dimension, KeyPart, LedgerError, LedgerQuery, RankBy};
 use token_budget::limits::Scope;
 use token_budget::presets::AgentPreset;
 use token_budget::scope::TaskScope;
 use token_budget::{
-    Attribution, Budget, BudgetLayer, BudgetLayerError, CacheLayer, CompressLayer,
-    CompressLayerError, CompressService, Cutoff, EventKind, Ledger, Limit, Money, Period,
-    RateLimitLayer, RouteLayer, RouteService, Selector, TaskId, UsageEvent, Window,
+    AnyLedger, Attribution, BudgetLayer, BudgetLayerError, CompressLayer, CompressLayerError,
+    CompressService, Cutoff, EventKind, Ledger, Limit, Money, Period, RateLimitLayer, RouteService,
+    Selector, TaskId, Window,
 };
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -172,8 +185,57 @@ struct Outcome {
     stopped: Option<String>,
 }
 
-type Store = token_budget::MemoryBudgetStore;
-type Books = token_budget::MemoryLedger;
+type Store = token_budget::store::AnyBudgetStore;
+/// The ledger named by `TOKEN_BUDGET_LEDGER`, by default the embedded SQLite file.
+type Books = AnyLedger;
+type Budget = token_budget::Budget<Store, Books>;
+type CacheLayer = token_budget::CacheLayer<Store, Books>;
+type RouteLayer = token_budget::RouteLayer<Store, Books>;
+
+/// The tag every event of this run carries, so that the report can tell this run's events
+/// from the history a persistent ledger holds.
+const RUN_TAG: &str = "run";
+
+/// This run: its id (the value of the [`RUN_TAG`] tag) and when it started.
+#[derive(Clone)]
+struct Run {
+    id: Arc<str>,
+    started: Timestamp,
+}
+
+impl Run {
+    fn new() -> Run {
+        let started = Timestamp::now();
+        Run {
+            id: format!(
+                "fleet-{}-{}",
+                started.strftime("%Y%m%dT%H%M%S%.3fZ"),
+                std::process::id()
+            )
+            .into(),
+            started,
+        }
+    }
+
+    /// The attribution of one of this run's tasks.
+    fn who(&self, agent: &str) -> Attribution {
+        Attribution::agent(agent).with_tag(RUN_TAG, self.id.clone())
+    }
+
+    /// `group_by` over this run's events only (its tag; its time range lets a SQL ledger use
+    /// its time index).
+    fn query(&self, group_by: impl IntoIterator<Item = Dimension>) -> LedgerQuery {
+        LedgerQuery {
+            since: Some(self.started),
+            ..LedgerQuery::group_by(group_by)
+        }
+        .filter(
+            Dimension::Tag(RUN_TAG.into()),
+            KeyPart::Text(self.id.clone()),
+        )
+    }
+}
+
 /// cache -> route -> compress -> budget -> rate limit -> provider (the architecture's order).
 type Stack = token_budget::layers::cache::CacheService<
     RouteService<
@@ -394,6 +456,21 @@ fn stack(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
+    let run = Run::new();
+    let ledger = match AnyLedger::from_env().await {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            eprintln!("cannot open the ledger: {e}");
+            std::process::exit(2);
+        }
+    };
+    let store = match open_store(&run).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("cannot open the budget store: {e}");
+            std::process::exit(2);
+        }
+    };
     token_budget::Encoding::warm_up();
     let server = LocalServer::builder()
         .reply_tokens(700)
@@ -429,7 +506,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     limits.extend(AgentPreset::Research.limits(RUNAWAY));
     limits.extend(AgentPreset::Research.limits(OVERRUN));
-    let budget = Budget::builder().limits(limits).build()?;
+    // The ledger outlives this process (by default it is a SQLite file), but the budget's
+    // counters live in this process's memory store and are deliberately *not* rebuilt from
+    // the ledger with `Budget::restore_from_ledger`. A long-running service would restore
+    // them, so that a restart does not hand out a fresh daily budget; this demo is a
+    // self-contained experiment instead: restoring would count every earlier run of today
+    // (and of this month) against `fleet/day` and the presets' daily and monthly caps, so
+    // each run would start with less budget than the one before, its percentages and denials
+    // would change, and after a few runs the fleet would be refused outright. Keeping the
+    // counters per run (and the report to this run's events) makes the 1st and the 5th run
+    // behave the same.
+    let budget: Budget = token_budget::Budget::builder()
+        .limits(limits)
+        .store(store)
+        .ledger(ledger)
+        .build()?;
     let cache = CacheLayer::new(budget.clone());
     // Easy requests go to gpt-4o-mini, medium and hard ones to gpt-4o (the users' tiers).
     let router = RouteLayer::new(budget.clone());
@@ -448,15 +539,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.base_url(),
         rogue.base_url()
     );
+    println!("budget store: {}", budget.store().describe());
     println!();
 
     let mut handles = Vec::new();
     for (i, spec) in FLEET.iter().enumerate() {
         let stack = stack(&budget, &server, &rates, &cache, &router);
+        let run = run.clone();
         handles.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
             for t in 0..spec.tasks {
-                let who = Attribution::agent(spec.name)
+                let who = run
+                    .who(spec.name)
                     .with_task(TaskId::new(format!("{}-{t}", spec.name)))
                     .with_user(format!("customer-{}", (t as usize + i) % 7))
                     .with_tag("agent_type", spec.preset.label());
@@ -482,9 +576,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let runaway = {
         let stack = stack(&budget, &server, &rates, &cache, &router);
+        let run = run.clone();
         tokio::spawn(async move {
             let mut outcome = Outcome::default();
-            let who = Attribution::agent(RUNAWAY)
+            let who = run
+                .who(RUNAWAY)
                 .with_task(TaskId::new("researcher-loop-0"))
                 .with_tag("agent_type", "Research Agent");
             // No step limit: this agent would loop forever. Its per-task budget stops it.
@@ -508,10 +604,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let overrun = {
         let stack = stack(&budget, &rogue, &rates, &cache, &router);
+        let run = run.clone();
         tokio::spawn(async move {
             let mut outcome = Outcome::default();
             for t in 0..3 {
-                let who = Attribution::agent(OVERRUN)
+                let who = run
+                    .who(OVERRUN)
                     .with_task(TaskId::new(format!("summary-{t}")))
                     .with_tag("agent_type", "Research Agent");
                 TaskScope::new(who)
@@ -545,11 +643,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     report(
         &budget,
+        &run,
         &outcomes,
         server.requests_received() + rogue.requests_received(),
     )
     .await?;
     println!();
+    history(budget.ledger(), &run).await?;
     println!("finished in {:.1?}", started.elapsed());
     Ok(())
 }
@@ -573,35 +673,54 @@ fn percent(part: Money, whole: Money) -> String {
 
 /// The "Optimization impact" table, measured on this run: what each strategy saved, against
 /// what the run would have cost without any of them, beside the ranges the users' document
-/// claims.
-fn optimisation_impact(events: &[UsageEvent], prices: &token_budget::PriceTable) {
-    let spent: Money = events.iter().map(|e| e.cost).sum();
+/// claims. Read with the ledger's queries, so it works on every backend.
+async fn optimisation_impact(
+    ledger: &Books,
+    run: &Run,
+    prices: &token_budget::PriceTable,
+) -> Result<(), LedgerError> {
+    // One group per spend: a step of a task makes at most one call or cache hit (plus the
+    // summary calls of compression, summed apart), so these groups are the run's single
+    // events, and a routed call is priced at the model it asked for with its own prompt size
+    // (a price tier depends on it).
+    let events = ledger
+        .totals(&run.query([
+            Dimension::Kind,
+            Dimension::Task,
+            Dimension::Step,
+            Dimension::RequestedModel,
+        ]))
+        .await?;
+    let spent: Money = events.iter().map(|g| g.cost).sum();
     let mut compression = Saving::default();
     let mut caching = Saving::default();
     let mut routing = Saving::default();
     let mut summaries = Money::ZERO;
-    for e in events {
-        let target = match e.kind {
-            EventKind::CacheHit => &mut caching,
-            EventKind::Summary => {
-                summaries += e.cost;
-                continue;
-            }
-            _ if !e.saved.is_zero() => &mut compression,
-            _ => &mut routing,
+    for g in &events {
+        let [KeyPart::Kind(kind), _, _, requested] = g.key.as_slice() else {
+            continue;
         };
-        if !e.saved.is_zero() {
-            target.events += 1;
-            target.tokens += e.saved.tokens;
-            target.money += e.saved.money;
+        if *kind == EventKind::Summary {
+            summaries += g.cost;
+            continue;
+        }
+        if !g.saved.is_zero() {
+            let target = if *kind == EventKind::CacheHit {
+                &mut caching
+            } else {
+                &mut compression
+            };
+            target.events += g.events;
+            target.tokens += g.saved.tokens;
+            target.money += g.saved.money;
         }
         // A routed call saved the difference between the model asked for and the one used
         // (negative if it was routed to a dearer one).
-        if let Some(asked) = &e.requested_model
+        if let KeyPart::Text(asked) = requested
             && let Ok(asked) = prices.resolve(asked)
         {
-            routing.events += 1;
-            routing.money += asked.price.cost(&e.usage) - e.cost;
+            routing.events += g.events;
+            routing.money += asked.price.cost(&g.usage) - g.cost;
         }
     }
     let without = spent + compression.money + caching.money + routing.money;
@@ -634,16 +753,18 @@ fn optimisation_impact(events: &[UsageEvent], prices: &token_budget::PriceTable)
         "  summary calls made by compression cost {summaries:.4} (included in the spend above);"
     );
     println!("  shorter system prompts and fewer reasoning steps are not automated: not measured.");
+    Ok(())
 }
 
 async fn report(
     budget: &Budget,
+    run: &Run,
     outcomes: &BTreeMap<&'static str, Outcome>,
     provider_requests: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let by_agent = budget
         .ledger()
-        .totals(&LedgerQuery::group_by([Dimension::Agent]))
+        .totals(&run.query([Dimension::Agent]))
         .await?;
     let status = budget.status().await?;
     let denials = budget.denials();
@@ -686,7 +807,7 @@ async fn report(
             outcomes.get(agent.as_str()).map_or(0, |o| o.cutoffs),
         );
     }
-    let all = budget.ledger().totals(&LedgerQuery::default()).await?;
+    let all = budget.ledger().totals(&run.query([])).await?;
     if let Some(t) = all.first() {
         println!("{}", "-".repeat(98));
         println!(
@@ -705,24 +826,27 @@ async fn report(
         );
         let hits = budget
             .ledger()
-            .events()
-            .iter()
-            .filter(|e| e.kind == EventKind::CacheHit)
-            .count() as u64;
+            .totals(
+                &run.query([])
+                    .filter(Dimension::Kind, KeyPart::Kind(EventKind::CacheHit)),
+            )
+            .await?
+            .first()
+            .map_or(0, |g| g.events);
         println!(
-            "  the providers received {provider_requests} requests; the ledger holds {} calls (+ {hits} cache hits that never left): every call that reached a provider is accounted once",
+            "  the providers received {provider_requests} requests; the ledger holds {} calls from this run (+ {hits} cache hits that never left): every call that reached a provider is accounted once",
             t.events - hits
         );
     }
 
     println!();
-    optimisation_impact(&budget.ledger().events(), &budget.prices());
+    optimisation_impact(budget.ledger(), run, &budget.prices()).await?;
 
     println!();
     println!("What's costing the most (by model):");
     let by_model = budget
         .ledger()
-        .top(&LedgerQuery::group_by([Dimension::Model]), RankBy::Cost, 5)
+        .top(&run.query([Dimension::Model]), RankBy::Cost, 5)
         .await?;
     for g in by_model {
         println!(
@@ -743,7 +867,7 @@ async fn report(
     let steps = budget
         .ledger()
         .totals(
-            &LedgerQuery::group_by([Dimension::Step])
+            &run.query([Dimension::Step])
                 .filter(Dimension::Agent, KeyPart::text(RUNAWAY)),
         )
         .await?;
@@ -751,6 +875,43 @@ async fn report(
     println!(
         "  {RUNAWAY} ran {} steps and spent {spent} of its {RUNAWAY_TASK_LIMIT}-token task budget, never more",
         steps.len()
+    );
+    Ok(())
+}
+
+/// One line on the ledger itself: where it is, and everything it holds (earlier runs, other
+/// programs), beside this run's share.
+/// The budget store `TOKEN_BUDGET_STORE` names (this process's memory by default). A shared
+/// store (Redis) keeps its counters across runs; unless the URL names a `prefix`, each run gets
+/// its own, for the reason the counters are not restored from the ledger (see `main`).
+async fn open_store(run: &Run) -> Result<Store, token_budget::store::StoreError> {
+    match std::env::var(token_budget::store::STORE_ENV) {
+        Ok(url) if url.trim_start().starts_with("redis") && !url.contains("prefix=") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            Store::open(&format!("{url}{sep}prefix=token-budget-demo:{}", run.id)).await
+        }
+        _ => Store::from_env().await,
+    }
+}
+
+async fn history(ledger: &Books, run: &Run) -> Result<(), LedgerError> {
+    let by_run = ledger
+        .totals(&LedgerQuery::group_by([Dimension::Tag(RUN_TAG.into())]))
+        .await?;
+    let total: u64 = by_run.iter().map(|g| g.events).sum();
+    let runs = by_run
+        .iter()
+        .filter(|g| matches!(g.key.first(), Some(KeyPart::Text(_))))
+        .count();
+    let this: u64 = by_run
+        .iter()
+        .filter(|g| g.key.first() == Some(&KeyPart::Text(run.id.clone())))
+        .map(|g| g.events)
+        .sum();
+    println!(
+        "ledger: {ledger} holds {total} events ({runs} run{}); this run, {}, added {this}: the tables above cover only those",
+        if runs == 1 { "" } else { "s" },
+        run.id
     );
     Ok(())
 }

@@ -122,6 +122,15 @@ pub enum BudgetError {
     /// The budget store failed; the call is refused (fail closed).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Usage was recorded in the ledger, but the budget store could not count it (it is
+    /// unreachable; a store that retries says so in its message). The event is kept here.
+    #[error("usage event {} recorded in the ledger but not counted by the budget store: {source}", event.id)]
+    Unsettled {
+        /// Why the store failed.
+        source: StoreError,
+        /// The recorded event.
+        event: Box<UsageEvent>,
+    },
     /// The usage was settled in the budget but the ledger did not take the event. The event is
     /// returned so that it can be recorded again: usage is never silently lost.
     #[error("usage event {} not recorded: {source}", event.id)]
@@ -686,9 +695,16 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     ///
     /// Per-task windows are not restored (a restarted process starts its tasks anew), nor are
     /// rolling windows (their slots need event times finer than the ledger's totals give).
+    ///
+    /// A store that keeps its counters itself ([`BudgetStore::keeps_counters`], e.g. Redis)
+    /// is left alone and 0 is returned: every replica restoring into it would count the day
+    /// once more.
     pub async fn restore_from_ledger(&self) -> Result<usize, BudgetError> {
         use crate::ledger::{Dimension, KeyPart, LedgerQuery};
         use crate::limits::{Scope, Selector};
+        if self.inner.store.keeps_counters() {
+            return Ok(0);
+        }
         let now = self.inner.clock.now();
         let mut restored = 0;
         for limit in self.limits().iter() {
@@ -1049,11 +1065,16 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             specs.extend(scoped);
             specs
         };
-        let usages = self.inner.store.settle(ticket, &specs, actual, now).await?;
+        // The ledger records the event even when the store cannot count it: usage is never
+        // dropped, and the error says which of the two is behind.
+        let settled = self.inner.store.settle(ticket, &specs, actual, now).await;
         if let Some(scope) = &scope {
             scope.record(actual.tokens, actual.money);
         }
-        let crossings = crossings(&specs, &usages, actual);
+        let crossings = match &settled {
+            Ok(usages) => crossings(&specs, usages, actual),
+            Err(_) => Vec::new(),
+        };
         let requested_model = details
             .requested_model
             .clone()
@@ -1072,9 +1093,13 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             kind: details.kind.unwrap_or(EventKind::Call),
             saved: details.saved,
         };
-        match self.inner.ledger.record(event.clone()).await {
-            Ok(()) => Ok(Committed { event, crossings }),
-            Err(source) => Err(BudgetError::Ledger {
+        match (self.inner.ledger.record(event.clone()).await, settled) {
+            (Ok(()), Ok(_)) => Ok(Committed { event, crossings }),
+            (Err(source), _) => Err(BudgetError::Ledger {
+                source,
+                event: Box::new(event),
+            }),
+            (Ok(()), Err(source)) => Err(BudgetError::Unsettled {
                 source,
                 event: Box::new(event),
             }),

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod money;
 pub mod presets;
 pub mod pricing;
+mod redact;
 pub mod runaway;
 pub mod scope;
 pub mod store;
@@ -29,7 +30,7 @@ pub use budget::{
     Budget, BudgetBuilder, BudgetError, CommitDetails, Committed, DenialCounts, Denied, Estimate,
     LimitStatus, Remaining, Reservation, ThresholdCrossing, percent_used,
 };
-pub use ledger::{EventKind, Ledger, MemoryLedger, UsageEvent};
+pub use ledger::{AnyLedger, EventKind, Ledger, LedgerUrl, MemoryLedger, UsageEvent};
 pub use limits::{Cap, Limit, Period, Selector, Window};
 pub use store::{BudgetStore, MemoryBudgetStore};
 

@@ -7,67 +7,12 @@
 #![cfg(feature = "postgres")]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use budget_core::ledger::{Dimension, GroupTotal, Ledger, LedgerQuery, PostgresLedger, UsageEvent};
 use budget_core::{MemoryLedger, Money, Period, Usage};
 
-fn database_url() -> Option<String> {
-    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        println!("skipped: DATABASE_URL not set");
-    }
-    url
-}
-
-/// A PostgreSQL schema for one test: a unique name, dropped (with its tables) on drop.
-struct TempSchema {
-    url: String,
-    name: String,
-}
-
-impl TempSchema {
-    fn new(url: &str, test: &str) -> TempSchema {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        TempSchema {
-            url: url.to_owned(),
-            name: format!(
-                "tb_{test}_{}_{}_{}",
-                std::process::id(),
-                nanos % 1_000_000_000_000,
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ),
-        }
-    }
-}
-
-impl Drop for TempSchema {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
-        // Its own thread and runtime: drop may run inside (or outside) an async test.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                {
-                    let driver = tokio::spawn(conn);
-                    let _ = client.batch_execute(&sql).await;
-                    drop(client);
-                    let _ = driver.await;
-                }
-            });
-        })
-        .join();
-    }
-}
+mod common;
+use common::{TempSchema, database_url};
 
 /// xorshift64*: reproducible random events.
 mod ledger_suite;

@@ -3,7 +3,6 @@
 #![cfg(feature = "sqlite")]
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,34 +11,8 @@ use budget_core::ledger::{
 };
 use budget_core::{Attribution, MemoryLedger, Money, Period, Usage};
 
-/// A ledger file in the temp dir, removed (with its WAL files) on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        TempDb(std::env::temp_dir().join(format!(
-            "tb-ledger-{name}-{}-{nanos}.sqlite",
-            std::process::id()
-        )))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
+mod common;
+use common::TempDb;
 
 /// xorshift64*: reproducible random events.
 mod ledger_suite;

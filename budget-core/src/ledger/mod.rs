@@ -5,9 +5,14 @@
 //! cost and whether the counts were estimated. Usage *accumulates*: totals are sums of events,
 //! never a last value (the seed sketch overwrote per-agent usage on each call).
 //!
-//! Queries group by any of agent, task, user, session, model, step, tag, kind and calendar
-//! bucket, over a time range; [`Ledger::top`] ranks spenders.
+//! Queries group by any of agent, task, user, session, model (priced or requested), step, tag,
+//! kind and calendar bucket, over a time range; [`Ledger::top`] ranks spenders.
+//!
+//! Which ledger a program uses can be configuration: [`AnyLedger`] opens the one a
+//! [`LedgerUrl`] names (`memory:`, a SQLite file path, a `postgres://` URL), by default the
+//! embedded SQLite file at [`default_ledger_path`].
 
+mod any;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -23,6 +28,10 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+pub use any::{
+    AnyLedger, DEFAULT_POSTGRES_NAMESPACE, HOME_VAR, LEDGER_URL_VAR, LedgerUrl, LedgerUrlError,
+    OpenLedgerError, default_ledger_path,
+};
 pub use memory::MemoryLedger;
 #[cfg(feature = "postgres")]
 pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresLedger};
@@ -100,6 +109,9 @@ pub enum Dimension {
     Session,
     /// By priced model.
     Model,
+    /// By the model the caller asked for, when it differs from the priced one (routing, dated
+    /// ids); [`KeyPart::None`] when the caller got the model it asked for.
+    RequestedModel,
     /// By the value of one tag.
     Tag(Arc<str>),
     /// By event kind.
@@ -154,6 +166,10 @@ impl Dimension {
             Dimension::User => text(who.user()),
             Dimension::Session => text(who.session()),
             Dimension::Model => KeyPart::Text(event.model.clone()),
+            Dimension::RequestedModel => event
+                .requested_model
+                .clone()
+                .map_or(KeyPart::None, KeyPart::Text),
             Dimension::Tag(key) => text(who.tag(key)),
             Dimension::Kind => KeyPart::Kind(event.kind),
             Dimension::Bucket(period) => period

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
+use super::any::valid_namespace;
 use super::sql::{Folder, HOUR_NS, SqlRow, clamp_ns, column, error, split_money, to_i64};
 use super::{Dimension, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent};
+use crate::redact::redact_url;
 
 /// The table holding the schema version, in the ledger's PostgreSQL schema.
 const VERSION_TABLE: &str = "token_budget_schema_version";
@@ -125,29 +127,6 @@ fn pg_error(name: &str, what: &str, e: &tokio_postgres::Error) -> LedgerError {
     }
 }
 
-/// The URL as shown in errors: without a password.
-fn display_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-fn valid_namespace(ns: &str) -> bool {
-    let mut chars = ns.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && ns.len() <= 63
-        && !ns.starts_with("pg_")
-}
-
 impl PostgresLedger {
     /// Connects to `url` (a `postgres://` URL or a key=value connection string) and uses the
     /// PostgreSQL schema `namespace` (lower-case letters, digits and `_`, at most 63 bytes),
@@ -158,7 +137,7 @@ impl PostgresLedger {
     /// namespace holds another application's tables, or its schema version is newer than this
     /// build.
     pub async fn connect(url: &str, namespace: &str) -> Result<PostgresLedger, LedgerError> {
-        let name = display_url(url);
+        let name = redact_url(url);
         if !valid_namespace(namespace) {
             return Err(error(
                 &name,
@@ -438,7 +417,7 @@ fn filter_clause(
                 _ => NOTHING.into(),
             };
         }
-        Dimension::Task | Dimension::User | Dimension::Session => {
+        Dimension::Task | Dimension::User | Dimension::Session | Dimension::RequestedModel => {
             column(dim, "").unwrap_or_default()
         }
         Dimension::Step => {

@@ -57,6 +57,7 @@ pub(super) fn column(dim: &Dimension, tag_alias: &str) -> Option<String> {
         Dimension::User => "e.user_name".into(),
         Dimension::Session => "e.session".into(),
         Dimension::Model => "e.model".into(),
+        Dimension::RequestedModel => "e.requested_model".into(),
         Dimension::Kind => "e.kind".into(),
         Dimension::Tag(_) => format!("{tag_alias}.tag_value"),
         Dimension::Bucket(_) => return None,

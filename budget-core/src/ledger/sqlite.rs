@@ -642,7 +642,7 @@ fn filter_clause(
                 _ => NOTHING.into(),
             };
         }
-        Dimension::Task | Dimension::User | Dimension::Session => {
+        Dimension::Task | Dimension::User | Dimension::Session | Dimension::RequestedModel => {
             column(dim, "").unwrap_or_default()
         }
         Dimension::Step => {

@@ -7,14 +7,20 @@
 //! [`Budget`](crate::Budget), so a store holds no policy and a Redis store can run the same
 //! decision ([`admission::decide`](crate::admission::decide)) in a server-side script.
 
+mod any;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis_store;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 
+pub use any::{AnyBudgetStore, STORE_ENV};
 pub use memory::MemoryBudgetStore;
+#[cfg(feature = "redis")]
+pub use redis_store::{RETRY_HORIZON, RedisBudgetStore, RedisStoreOptions};
 
 use crate::admission::{Amount, CapKind, ReserveRequest};
 use crate::attribution::TaskId;
@@ -198,4 +204,59 @@ pub trait BudgetStore: Send + Sync + 'static {
 
     /// Drops the per-task counters of a finished task.
     fn forget_task(&self, task: &TaskId);
+
+    /// `true` when the counters outlive this process (a shared store such as Redis): nothing
+    /// needs rebuilding from the ledger at start-up, and rebuilding would count usage twice.
+    fn keeps_counters(&self) -> bool {
+        false
+    }
+}
+
+/// A shared store is a store: several budgets (or a test and a budget) can hold one.
+impl<S: BudgetStore> BudgetStore for Arc<S> {
+    fn reserve(
+        &self,
+        counters: &[CounterSpec],
+        request: &ReserveRequest,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<ReserveOutcome, StoreError>> + Send {
+        (**self).reserve(counters, request, now)
+    }
+
+    fn settle(
+        &self,
+        ticket: Ticket,
+        counters: &[CounterSpec],
+        actual: Amount,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send {
+        (**self).settle(ticket, counters, actual, now)
+    }
+
+    fn release(&self, ticket: Ticket) {
+        (**self).release(ticket);
+    }
+
+    fn usage(
+        &self,
+        counters: &[CounterSpec],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send {
+        (**self).usage(counters, now)
+    }
+
+    fn snapshot(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<(CounterKey, CounterUsage)>, StoreError>> + Send {
+        (**self).snapshot(now)
+    }
+
+    fn forget_task(&self, task: &TaskId) {
+        (**self).forget_task(task);
+    }
+
+    fn keeps_counters(&self) -> bool {
+        (**self).keeps_counters()
+    }
 }

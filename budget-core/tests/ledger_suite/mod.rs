@@ -118,6 +118,7 @@ pub fn queries() -> Vec<LedgerQuery> {
         Dimension::User,
         Dimension::Session,
         Dimension::Model,
+        Dimension::RequestedModel,
         Dimension::Kind,
         Dimension::Tag("team".into()),
         Dimension::Tag("env".into()),
@@ -176,6 +177,15 @@ pub fn queries() -> Vec<LedgerQuery> {
         LedgerQuery::group_by([Dimension::Agent, Dimension::Bucket(Period::Hour)])
             .in_time_zone(ny.clone())
             .filter(Dimension::Bucket(Period::Day), KeyPart::Bucket(day_start)),
+    );
+    out.push(
+        LedgerQuery::group_by([Dimension::RequestedModel, Dimension::Model])
+            .filter(Dimension::RequestedModel, KeyPart::text("latest")),
+    );
+    out.push(
+        LedgerQuery::group_by([Dimension::Model])
+            .filter(Dimension::RequestedModel, KeyPart::None)
+            .filter(Dimension::Kind, KeyPart::Kind(EventKind::Call)),
     );
     // A bucket filter whose value is not a bucket start matches nothing in either ledger.
     out.push(

@@ -211,8 +211,9 @@ where
     let served = response.served_model().map(Arc::from);
     let details = commit_details(&budget, &note, &model, served, estimated);
     if let Err(error) = reservation.commit_with(usage, details).await {
-        // The call succeeded and was paid for: the caller gets its response. The budget's
-        // counters are settled; only the ledger write failed, and its event is in the error.
+        // The call succeeded and was paid for: the caller gets its response. Either the
+        // ledger or the store could not take the usage; the other did, and the error holds
+        // the event (a store that retries, like Redis, catches up by itself).
         tracing::error!(%error, "usage of a completed LLM call could not be recorded");
     }
     Ok(response)

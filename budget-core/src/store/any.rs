@@ -1,0 +1,251 @@
+//! The budget store chosen by configuration: a URL.
+
+use jiff::Timestamp;
+
+use super::{
+    BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, ReserveOutcome, StoreError, Ticket,
+};
+use crate::admission::{Amount, ReserveRequest};
+use crate::attribution::TaskId;
+use crate::limits::CounterKey;
+use crate::redact::redact_url;
+
+#[cfg(feature = "redis")]
+use super::{RedisBudgetStore, RedisStoreOptions};
+
+/// The environment variable [`AnyBudgetStore::from_env`] reads.
+pub const STORE_ENV: &str = "TOKEN_BUDGET_STORE";
+
+/// The budget store chosen by configuration: a URL.
+///
+/// | URL | store |
+/// |---|---|
+/// | `memory:` (the default) | [`MemoryBudgetStore`]: this process only; rebuild its windows from the ledger with [`Budget::restore_from_ledger`](crate::Budget::restore_from_ledger) |
+/// | `redis://host:port/db?prefix=…&lease_secs=…&fail_open=true` | [`RedisBudgetStore`]: shared by every instance on the same Redis and prefix |
+///
+/// `TOKEN_BUDGET_STORE` holds the URL for [`AnyBudgetStore::from_env`].
+#[derive(Debug)]
+pub enum AnyBudgetStore {
+    /// Counters in this process.
+    Memory(MemoryBudgetStore),
+    /// Counters shared through Redis.
+    #[cfg(feature = "redis")]
+    Redis(RedisBudgetStore),
+}
+
+impl AnyBudgetStore {
+    /// Opens the store `url` names. Unknown schemes and malformed options are errors that name
+    /// the URL (without its password) and list what is accepted.
+    pub async fn open(url: &str) -> Result<AnyBudgetStore, StoreError> {
+        let url = url.trim();
+        let fail = |message: String| StoreError {
+            store: redact_url(url),
+            message,
+        };
+        if url == "memory:" || url == "memory" {
+            return Ok(AnyBudgetStore::Memory(MemoryBudgetStore::new()));
+        }
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+        match scheme {
+            "redis" | "rediss" | "redis+unix" | "unix" => open_redis(url).await.map_err(fail),
+            _ => Err(fail(format!(
+                "unknown budget store URL; use `memory:` or `redis://host:port/db` \
+                 (options: ?prefix=NAME&lease_secs=N&task_ttl_secs=N&timeout_ms=N&fail_open=true), \
+                 e.g. in {STORE_ENV}"
+            ))),
+        }
+    }
+
+    /// The store named by `TOKEN_BUDGET_STORE`, or a memory store when it is unset or empty.
+    pub async fn from_env() -> Result<AnyBudgetStore, StoreError> {
+        match std::env::var(STORE_ENV) {
+            Ok(url) if !url.trim().is_empty() => AnyBudgetStore::open(&url).await,
+            _ => Ok(AnyBudgetStore::Memory(MemoryBudgetStore::new())),
+        }
+    }
+
+    /// Which store this is, and where, for logs and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            AnyBudgetStore::Memory(_) => "memory (this process)".into(),
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(store) => store.name().to_owned(),
+        }
+    }
+
+    /// `true` for a store shared with other processes.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, AnyBudgetStore::Memory(_))
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str) -> Result<AnyBudgetStore, String> {
+    use std::time::Duration;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut options = RedisStoreOptions::new();
+    let mut passed = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("option {name}={value:?} is not a whole number"))
+        };
+        options = match name {
+            "prefix" => options.prefix(value),
+            "lease_secs" => options.lease(Duration::from_secs(number()?)),
+            "task_ttl_secs" => options.task_ttl(Duration::from_secs(number()?)),
+            "timeout_ms" => options.timeout(Duration::from_millis(number()?)),
+            "fail_open" => match value {
+                "true" | "1" => options.fail_open(true),
+                "false" | "0" => options.fail_open(false),
+                _ => return Err(format!("option fail_open={value:?} is not true or false")),
+            },
+            // The Redis client's own options (e.g. `protocol=resp3`).
+            _ => {
+                passed.push(pair);
+                options
+            }
+        };
+    }
+    let url = if passed.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", passed.join("&"))
+    };
+    RedisBudgetStore::connect_with(&url, options)
+        .await
+        .map(AnyBudgetStore::Redis)
+        .map_err(|e| e.message)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_url: &str) -> Result<AnyBudgetStore, String> {
+    Err("this build has no Redis store (budget-core was built without its `redis` feature)".into())
+}
+
+impl BudgetStore for AnyBudgetStore {
+    async fn reserve(
+        &self,
+        counters: &[CounterSpec],
+        request: &ReserveRequest,
+        now: Timestamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        match self {
+            AnyBudgetStore::Memory(s) => s.reserve(counters, request, now).await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(s) => s.reserve(counters, request, now).await,
+        }
+    }
+
+    async fn settle(
+        &self,
+        ticket: Ticket,
+        counters: &[CounterSpec],
+        actual: Amount,
+        now: Timestamp,
+    ) -> Result<Vec<CounterUsage>, StoreError> {
+        match self {
+            AnyBudgetStore::Memory(s) => s.settle(ticket, counters, actual, now).await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(s) => s.settle(ticket, counters, actual, now).await,
+        }
+    }
+
+    fn release(&self, ticket: Ticket) {
+        match self {
+            AnyBudgetStore::Memory(s) => s.release(ticket),
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(s) => s.release(ticket),
+        }
+    }
+
+    async fn usage(
+        &self,
+        counters: &[CounterSpec],
+        now: Timestamp,
+    ) -> Result<Vec<CounterUsage>, StoreError> {
+        match self {
+            AnyBudgetStore::Memory(s) => s.usage(counters, now).await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(s) => s.usage(counters, now).await,
+        }
+    }
+
+    async fn snapshot(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<(CounterKey, CounterUsage)>, StoreError> {
+        match self {
+            AnyBudgetStore::Memory(s) => s.snapshot(now).await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(s) => s.snapshot(now).await,
+        }
+    }
+
+    fn forget_task(&self, task: &TaskId) {
+        match self {
+            AnyBudgetStore::Memory(s) => s.forget_task(task),
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(s) => s.forget_task(task),
+        }
+    }
+
+    fn keeps_counters(&self) -> bool {
+        match self {
+            AnyBudgetStore::Memory(s) => s.keeps_counters(),
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(s) => s.keeps_counters(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_choose_the_store_or_say_what_is_wrong() {
+        assert!(matches!(
+            AnyBudgetStore::open("memory:").await.unwrap(),
+            AnyBudgetStore::Memory(_)
+        ));
+        let unknown = AnyBudgetStore::open("mongodb://u:pw@db/x")
+            .await
+            .unwrap_err();
+        let text = unknown.to_string();
+        assert!(text.contains("mongodb://u:***@db/x"), "{text}");
+        assert!(
+            text.contains("memory:") && text.contains("redis://"),
+            "{text}"
+        );
+        assert!(!text.contains("pw@"), "{text}");
+        let bad = AnyBudgetStore::open("redis://127.0.0.1:6379/0?lease_secs=soon")
+            .await
+            .unwrap_err();
+        assert!(bad.to_string().contains("lease_secs=\"soon\""), "{bad}");
+    }
+
+    #[tokio::test]
+    async fn a_redis_url_with_options_opens_a_shared_store() {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            eprintln!(
+                "SKIPPED a_redis_url_with_options_opens_a_shared_store: REDIS_URL is not set"
+            );
+            return;
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let store = AnyBudgetStore::open(&format!(
+            "{url}{sep}prefix=tb-unit:any&lease_secs=30&timeout_ms=500&fail_open=false"
+        ))
+        .await
+        .unwrap();
+        assert!(store.is_shared());
+        assert!(
+            store.describe().contains("prefix tb-unit:any"),
+            "{}",
+            store.describe()
+        );
+    }
+}

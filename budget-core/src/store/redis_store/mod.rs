@@ -1,0 +1,867 @@
+//! The shared store: budget counters in Redis, decided by server-side Lua scripts.
+
+mod keys;
+mod wire;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script, Value};
+use tokio::sync::mpsc;
+
+use self::keys::KeySpace;
+use self::wire::{Reply, clamp_tokens, money_arg};
+use super::{BudgetStore, CounterSpec, CounterUsage, Denial, ReserveOutcome, StoreError, Ticket};
+use crate::admission::{Amount, CapKind, ReserveRequest};
+use crate::attribution::TaskId;
+use crate::limits::{CounterKey, ROLLING_SLOTS, WindowSpan};
+use crate::redact::redact_url;
+
+/// How long a settle that could not reach Redis is retried before it is given up (the ledger
+/// still holds its event; only the shared counters miss it). Shorter than the hour for which
+/// the scripts remember settled and expired reservations, so a retry never counts twice.
+pub const RETRY_HORIZON: Duration = Duration::from_secs(50 * 60);
+
+/// How long the marker of an unreserved settle lives (matches the scripts' memory of expired
+/// leases).
+const SETTLED_MARKER_MS: u64 = 3_600_000;
+
+/// Settles waiting to be retried, at most.
+const MAX_PENDING: usize = 100_000;
+
+/// Counters per script call when scanning (snapshot, forget).
+const SCAN_CHUNK: usize = 256;
+
+/// How a [`RedisBudgetStore`] behaves.
+#[derive(Debug, Clone)]
+pub struct RedisStoreOptions {
+    prefix: String,
+    lease: Duration,
+    task_ttl: Duration,
+    timeout: Duration,
+    fail_open: bool,
+}
+
+impl Default for RedisStoreOptions {
+    fn default() -> Self {
+        RedisStoreOptions {
+            prefix: "token-budget".into(),
+            lease: Duration::from_secs(15 * 60),
+            task_ttl: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(2),
+            fail_open: false,
+        }
+    }
+}
+
+impl RedisStoreOptions {
+    /// The defaults: prefix `token-budget`, 15-minute leases, per-task counters kept 24 hours
+    /// after their last use, 2-second timeouts, fail closed.
+    pub fn new() -> RedisStoreOptions {
+        RedisStoreOptions::default()
+    }
+
+    /// The key prefix (ASCII letters, digits, `_ - . :`). Stores with the same Redis and prefix
+    /// share their counters; give each deployment (and each test) its own.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a reservation holds without being settled or released. Make it longer than
+    /// your slowest call: a call that outlives its lease keeps running, but its reservation is
+    /// given back and its usage counts as overshoot.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long per-task counters live after their last use when a task is never
+    /// [forgotten](BudgetStore::forget_task) (its process died).
+    pub fn task_ttl(mut self, ttl: Duration) -> Self {
+        self.task_ttl = ttl;
+        self
+    }
+
+    /// How long to wait for Redis to connect or answer before the operation fails.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Admit calls when Redis cannot be reached, instead of refusing them. Off by default:
+    /// with it on, an outage means calls run without a budget.
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+}
+
+/// The shared store: budget counters in Redis, decided by server-side Lua scripts.
+///
+/// Every instance of a service that points at the same Redis and key prefix shares one set of
+/// counters, so three replicas cannot each spend the whole budget. Each operation is one script
+/// call, so one network round trip, and Redis runs scripts one at a time: a reserve checks every
+/// counter a call touches and reserves on all or none, exactly as
+/// [`MemoryBudgetStore`](super::MemoryBudgetStore) does under its lock (the scripts implement
+/// [`admission::fit`](crate::admission::fit) and are tested against it).
+///
+/// - **Windows** are in the key (a day's counter is a new key the next day) and every counter
+///   key carries a TTL past its window's end: no reset job, nothing to drift.
+/// - **Leases**: a reservation expires after [`RedisStoreOptions::lease`]. A process that dies
+///   holding reservations gives them back when they run out; a settle arriving after that
+///   still commits its usage, counted as overshoot.
+/// - **Exactly once**: a settle retried after a lost reply is recognised (by its lease, or by a
+///   marker for unreserved usage) and not counted twice. Settles that fail because Redis is
+///   unreachable are queued and retried in the background for up to
+///   [`RETRY_HORIZON`]; the ledger records the event either way.
+/// - **Fail closed**: when Redis cannot be reached, `reserve` returns a [`StoreError`] naming the
+///   store, so no call goes out unbudgeted. [`RedisStoreOptions::fail_open`] admits calls
+///   instead (counted in [`RedisBudgetStore::failed_open`]).
+/// - **Money** is integer yocto-dollars on both sides: Redis's Lua has only doubles, so the
+///   scripts keep money as decimal text and compute on it in exact limbs. Token counts are
+///   clamped to 2^53 − 1, far above any real budget.
+///
+/// All keys of a store share the hash tag `{prefix}`, so they live in one cluster slot.
+///
+/// Rolling windows keep a running total of their live slots, so the processes sharing one
+/// should have clocks that agree to within a slot (a sixtieth of the window); a clock running
+/// behind only makes the window look fuller than it is.
+///
+/// Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisBudgetStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    name: String,
+    keys: KeySpace,
+    options: RedisStoreOptions,
+    retries: mpsc::Sender<(Call, Instant)>,
+    /// Makes unreserved settle markers unique across processes.
+    instance: u64,
+    unreserved: AtomicU64,
+    failed_open: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisBudgetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBudgetStore")
+            .field("store", &self.inner.name)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBudgetStore {
+    /// Connects with the default options. `url` is a Redis URL (`redis://host:port/db`); TLS
+    /// (`rediss://`) is not built in: the redis crate's TLS features are off.
+    pub async fn connect(url: &str) -> Result<RedisBudgetStore, StoreError> {
+        RedisBudgetStore::connect_with(url, RedisStoreOptions::default()).await
+    }
+
+    /// Connects with `options`. Fails, naming the store, when the URL is malformed, the prefix
+    /// is not allowed, or Redis cannot be reached within the timeout.
+    pub async fn connect_with(
+        url: &str,
+        options: RedisStoreOptions,
+    ) -> Result<RedisBudgetStore, StoreError> {
+        let name = format!("redis {} (prefix {})", redact_url(url), options.prefix);
+        let fail = |message: String| StoreError {
+            store: name.clone(),
+            message,
+        };
+        let keys = KeySpace::new(&options.prefix).map_err(&fail)?;
+        let client = redis::Client::open(url).map_err(|e| fail(format!("not a Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            options.timeout.saturating_mul(2),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| fail("timed out connecting".into()))?
+        .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let (retries, pending) = mpsc::channel(1024);
+        let inner = Arc::new(Inner {
+            conn,
+            name,
+            keys,
+            options,
+            retries,
+            instance: instance_id(),
+            unreserved: AtomicU64::new(0),
+            failed_open: AtomicU64::new(0),
+        });
+        tokio::spawn(retry_settles(
+            inner.conn.clone(),
+            inner.name.clone(),
+            pending,
+        ));
+        Ok(RedisBudgetStore { inner })
+    }
+
+    /// The store's name as errors give it: the URL without password, and the prefix.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// How many calls were admitted without a reservation because Redis could not be reached
+    /// (only with [`RedisStoreOptions::fail_open`]).
+    pub fn failed_open(&self) -> u64 {
+        self.inner.failed_open.load(Ordering::Relaxed)
+    }
+
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            store: self.inner.name.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    fn window_args(
+        &self,
+        call: &mut Call,
+        span: WindowSpan,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let lease_ms = millis(self.inner.options.lease);
+        let (kind, slot, sn, ttl_ms, end_ms) = match span {
+            WindowSpan::Task => ("t", 0, 0, millis(self.inner.options.task_ttl), 0),
+            WindowSpan::Rolling { slot_nanos, slot } => {
+                if slot.unsigned_abs() > wire::MAX_EXACT {
+                    return Err(self.error(
+                        "rolling window",
+                        format!("slots of {slot_nanos} ns are too narrow for Redis's numbers"),
+                    ));
+                }
+                let width_ms =
+                    u64::try_from(i128::from(slot_nanos) * i128::from(ROLLING_SLOTS) / 1_000_000)
+                        .unwrap_or(u64::MAX);
+                ("r", slot, slot_nanos, width_ms.saturating_add(lease_ms), 0)
+            }
+            WindowSpan::Calendar { end, .. } => {
+                let end_ms = end.as_millisecond();
+                let left = u64::try_from(end_ms.saturating_sub(now_ms)).unwrap_or(0);
+                ("c", 0, 0, left.saturating_add(lease_ms), end_ms)
+            }
+        };
+        call.arg(kind)
+            .arg(slot)
+            .arg(sn)
+            .arg(ttl_ms.clamp(1, wire::MAX_EXACT))
+            .arg(end_ms);
+        Ok(())
+    }
+
+    async fn run(&self, call: &Call) -> Result<Reply, RedisError> {
+        call.run(&mut self.inner.conn.clone()).await.map(Reply::new)
+    }
+
+    async fn reserve_in_redis(
+        &self,
+        counters: &[CounterSpec],
+        request: &ReserveRequest,
+        now: Timestamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        let hard: Vec<(usize, &CounterSpec)> = counters
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_hard())
+            .collect();
+        let units = request.max_units.max(request.min_units);
+        if hard.is_empty() {
+            return Ok(ReserveOutcome::Reserved(Ticket::new(
+                0,
+                request.amount(units),
+                units,
+                Vec::new(),
+            )));
+        }
+        let now_ms = now.as_millisecond();
+        let keys = &self.inner.keys;
+        let mut call = Call::new(Which::Reserve);
+        call.key(keys.sequence());
+        for (_, spec) in &hard {
+            call.key(keys.counter(&spec.key))
+                .key(keys.leases(&spec.key));
+        }
+        call.arg(now_ms)
+            .arg(now_ms.saturating_add(
+                i64::try_from(millis(self.inner.options.lease)).unwrap_or(i64::MAX),
+            ))
+            .arg(clamp_tokens(request.base.tokens))
+            .arg(money_arg(request.base.money))
+            .arg(clamp_tokens(request.per_unit.tokens))
+            .arg(money_arg(request.per_unit.money))
+            .arg(clamp_tokens(request.min_units))
+            .arg(clamp_tokens(request.max_units));
+        for (_, spec) in &hard {
+            self.window_args(&mut call, spec.span, now_ms)?;
+            let cap = spec.cap();
+            call.arg(
+                cap.tokens
+                    .map(clamp_tokens)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(cap.money.map(money_arg).unwrap_or_default());
+        }
+        let mut reply = match self.run(&call).await {
+            Ok(reply) => reply,
+            Err(e) if self.inner.options.fail_open && unreachable(&e) => {
+                self.inner.failed_open.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(store = %self.inner.name, error = %e, "Redis unreachable: admitting a call without a budget (fail-open)");
+                return Ok(ReserveOutcome::Reserved(Ticket::new(
+                    0,
+                    request.amount(units),
+                    units,
+                    Vec::new(),
+                )));
+            }
+            Err(e) => return Err(self.error("reserve", e)),
+        };
+        let bad = |e: String| self.error("reserve: unexpected reply", e);
+        if reply.int().map_err(bad)? == 1 {
+            let id = reply.u64().map_err(bad)?;
+            let units = reply.u64().map_err(bad)?;
+            let amount = Amount::new(reply.u64().map_err(bad)?, reply.money().map_err(bad)?);
+            let keys = hard.iter().map(|(_, s)| s.key.clone()).collect();
+            return Ok(ReserveOutcome::Reserved(Ticket::new(
+                id, amount, units, keys,
+            )));
+        }
+        let at = usize::try_from(reply.int().map_err(bad)?).unwrap_or(0);
+        let (index, spec) = *hard
+            .get(at.wrapping_sub(1))
+            .ok_or_else(|| bad(format!("no counter {at}")))?;
+        let never = reply.int().map_err(bad)? == 1;
+        let cap_kind = match reply.int().map_err(bad)? {
+            0 => CapKind::Tokens,
+            _ => CapKind::Money,
+        };
+        let in_use = Amount::new(reply.u64().map_err(bad)?, reply.money().map_err(bad)?);
+        let frees_slot = reply.int().map_err(bad)?;
+        let retry_after = match (never, spec.span) {
+            (true, _) => None,
+            (false, WindowSpan::Calendar { end, .. }) => Some(end),
+            (false, WindowSpan::Rolling { slot_nanos, .. }) if frees_slot >= 0 => {
+                Timestamp::from_nanosecond(i128::from(frees_slot) * i128::from(slot_nanos)).ok()
+            }
+            _ => None,
+        };
+        Ok(ReserveOutcome::Denied(Denial {
+            counter: index,
+            never,
+            cap_kind,
+            in_use,
+            retry_after,
+        }))
+    }
+
+    fn settle_call(
+        &self,
+        ticket: &Ticket,
+        counters: &[CounterSpec],
+        actual: Amount,
+        now_ms: i64,
+    ) -> Result<Call, StoreError> {
+        let keys = &self.inner.keys;
+        let reserved = ticket.keys();
+        let mut call = Call::new(Which::Settle);
+        let (marker, member) = if reserved.is_empty() {
+            let n = self.inner.unreserved.fetch_add(1, Ordering::Relaxed);
+            (format!("u{:016x}-{n}", self.inner.instance), String::new())
+        } else {
+            (
+                format!("r{}", ticket.id()),
+                lease_member(ticket.id(), ticket.amount()),
+            )
+        };
+        call.key(keys.settled(&marker));
+        for key in reserved {
+            call.key(keys.counter(key)).key(keys.leases(key));
+        }
+        for spec in counters {
+            call.key(keys.counter(&spec.key));
+        }
+        call.arg(now_ms)
+            .arg(member)
+            .arg(clamp_tokens(ticket.amount().tokens))
+            .arg(money_arg(ticket.amount().money))
+            .arg(clamp_tokens(actual.tokens))
+            .arg(money_arg(actual.money))
+            .arg(reserved.len())
+            .arg(SETTLED_MARKER_MS);
+        for spec in counters {
+            self.window_args(&mut call, spec.span, now_ms)?;
+            let held = reserved
+                .iter()
+                .position(|k| *k == spec.key)
+                .map_or(0, |i| i + 1);
+            call.arg(held);
+        }
+        Ok(call)
+    }
+
+    async fn usage_of(
+        &self,
+        counters: &[(CounterKey, WindowSpan)],
+        now: Timestamp,
+    ) -> Result<Vec<CounterUsage>, StoreError> {
+        if counters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = &self.inner.keys;
+        let mut call = Call::new(Which::Usage);
+        call.arg(now.as_millisecond());
+        for (key, span) in counters {
+            call.key(keys.counter(key)).key(keys.leases(key));
+            match *span {
+                WindowSpan::Rolling { slot, .. } => call.arg("r").arg(slot),
+                WindowSpan::Calendar { .. } => call.arg("c").arg(0),
+                WindowSpan::Task => call.arg("t").arg(0),
+            };
+        }
+        let mut reply = self.run(&call).await.map_err(|e| self.error("usage", e))?;
+        counters
+            .iter()
+            .map(|_| reply.usage())
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error("usage: unexpected reply", e))
+    }
+
+    /// Every counter hash name of this store matching `pattern`.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
+        let mut conn = self.inner.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut names = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            names.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn snapshot_in_redis(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<(CounterKey, CounterUsage)>, StoreError> {
+        let names = self
+            .scan(&self.inner.keys.all_counters())
+            .await
+            .map_err(|e| self.error("snapshot", e))?;
+        let now_ms = now.as_millisecond();
+        let now_nanos = i64::try_from(now.as_nanosecond()).unwrap_or(i64::MAX);
+        let mut counters = Vec::with_capacity(names.len());
+        for chunk in names.chunks(SCAN_CHUNK) {
+            let mut pipe = redis::pipe();
+            for name in chunk {
+                pipe.cmd("HMGET").arg(name).arg("kind").arg("sn").arg("e");
+            }
+            let metas: Vec<(Option<String>, Option<i64>, Option<i64>)> = pipe
+                .query_async(&mut self.inner.conn.clone())
+                .await
+                .map_err(|e| self.error("snapshot", e))?;
+            for (name, (kind, sn, end)) in chunk.iter().zip(metas) {
+                let Some(key) = self.inner.keys.parse_counter(name) else {
+                    continue;
+                };
+                let span = match (kind.as_deref(), sn) {
+                    (Some("r"), Some(sn)) if sn > 0 => WindowSpan::Rolling {
+                        slot_nanos: sn,
+                        slot: now_nanos.div_euclid(sn),
+                    },
+                    (Some("c"), _) if end.is_some_and(|e| e <= now_ms) => continue,
+                    (Some("c"), _) => WindowSpan::Calendar {
+                        start: now,
+                        end: now,
+                    },
+                    (Some("t"), _) => WindowSpan::Task,
+                    // Expired between the scan and the read.
+                    _ => continue,
+                };
+                counters.push((key, span));
+            }
+        }
+        let mut out = Vec::with_capacity(counters.len());
+        for chunk in counters.chunks(SCAN_CHUNK) {
+            let usages = self.usage_of(chunk, now).await?;
+            out.extend(chunk.iter().map(|(k, _)| k.clone()).zip(usages));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn forget_in_redis(&self, task: TaskId, now: Timestamp) -> Result<(), RedisError> {
+        let names = self.scan(&self.inner.keys.task_counters(&task)).await?;
+        for chunk in names.chunks(SCAN_CHUNK) {
+            let mut call = Call::new(Which::Forget);
+            call.arg(now.as_millisecond());
+            for name in chunk {
+                if let Some(leases) = self.inner.keys.leases_of(name) {
+                    call.key(name.clone()).key(leases);
+                }
+            }
+            self.run(&call).await?;
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        what: &'static str,
+        job: impl Future<Output = Result<(), RedisError>> + Send + 'static,
+    ) {
+        let name = self.inner.name.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = job.await {
+                        tracing::warn!(store = %name, error = %e, "{what} failed; leases and TTLs clean up");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(store = %name, "{what} skipped outside a Tokio runtime; leases and TTLs clean up");
+            }
+        }
+    }
+}
+
+impl BudgetStore for RedisBudgetStore {
+    fn reserve(
+        &self,
+        counters: &[CounterSpec],
+        request: &ReserveRequest,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<ReserveOutcome, StoreError>> + Send {
+        self.reserve_in_redis(counters, request, now)
+    }
+
+    async fn settle(
+        &self,
+        ticket: Ticket,
+        counters: &[CounterSpec],
+        actual: Amount,
+        now: Timestamp,
+    ) -> Result<Vec<CounterUsage>, StoreError> {
+        let call = self.settle_call(&ticket, counters, actual, now.as_millisecond())?;
+        let mut reply = match self.run(&call).await {
+            Ok(reply) => reply,
+            Err(e) if unreachable(&e) => {
+                let queued = self.inner.retries.try_send((call, Instant::now())).is_ok();
+                let what = if queued {
+                    "settle (queued for retry)"
+                } else {
+                    "settle (retry queue full: the shared counters miss this usage)"
+                };
+                return Err(self.error(what, e));
+            }
+            Err(e) => return Err(self.error("settle", e)),
+        };
+        counters
+            .iter()
+            .map(|_| reply.usage())
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error("settle: unexpected reply", e))
+    }
+
+    fn release(&self, ticket: Ticket) {
+        if ticket.keys().is_empty() {
+            return;
+        }
+        let keys = &self.inner.keys;
+        let mut call = Call::new(Which::Release);
+        for key in ticket.keys() {
+            call.key(keys.counter(key)).key(keys.leases(key));
+        }
+        call.arg(lease_member(ticket.id(), ticket.amount()))
+            .arg(clamp_tokens(ticket.amount().tokens))
+            .arg(money_arg(ticket.amount().money));
+        let mut conn = self.inner.conn.clone();
+        self.spawn(
+            "release",
+            async move { call.run(&mut conn).await.map(drop) },
+        );
+    }
+
+    fn usage(
+        &self,
+        counters: &[CounterSpec],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send {
+        let counters: Vec<_> = counters.iter().map(|s| (s.key.clone(), s.span)).collect();
+        async move { self.usage_of(&counters, now).await }
+    }
+
+    fn snapshot(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<(CounterKey, CounterUsage)>, StoreError>> + Send {
+        self.snapshot_in_redis(now)
+    }
+
+    fn forget_task(&self, task: &TaskId) {
+        let store = self.clone();
+        let task = task.clone();
+        let now = Timestamp::now();
+        self.spawn("forgetting a task", async move {
+            store.forget_in_redis(task, now).await
+        });
+    }
+
+    fn keeps_counters(&self) -> bool {
+        true
+    }
+}
+
+/// Retries settles that could not reach Redis, oldest first, until they land or pass the
+/// horizon. Ends when every store handle is gone and nothing is pending.
+async fn retry_settles(
+    mut conn: ConnectionManager,
+    name: String,
+    mut incoming: mpsc::Receiver<(Call, Instant)>,
+) {
+    let mut pending: VecDeque<(Call, Instant)> = VecDeque::new();
+    let mut open = true;
+    loop {
+        if pending.is_empty() {
+            match incoming.recv().await {
+                Some(job) => pending.push_back(job),
+                None => return,
+            }
+        }
+        // Collect what else arrived, and give Redis a moment to come back.
+        let wait = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(wait);
+        while open {
+            tokio::select! {
+                job = incoming.recv() => match job {
+                    Some(job) if pending.len() < MAX_PENDING => pending.push_back(job),
+                    Some(_) => tracing::error!(store = %name, "settle retry queue full: the shared counters miss a settle (the ledger has it)"),
+                    None => open = false,
+                },
+                () = &mut wait => break,
+            }
+        }
+        while let Some((call, since)) = pending.front() {
+            if since.elapsed() > RETRY_HORIZON {
+                tracing::error!(store = %name, "gave up retrying a settle after {RETRY_HORIZON:?}: the shared counters miss it (the ledger has it)");
+                pending.pop_front();
+                continue;
+            }
+            match call.run(&mut conn).await {
+                Ok(_) => {
+                    pending.pop_front();
+                }
+                Err(e) if unreachable(&e) => break,
+                Err(e) => {
+                    tracing::error!(store = %name, error = %e, "a retried settle failed for good");
+                    pending.pop_front();
+                }
+            }
+        }
+        if !open && pending.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Which script a call runs.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Reserve,
+    Settle,
+    Release,
+    Usage,
+    Forget,
+}
+
+struct Scripts {
+    reserve: Script,
+    settle: Script,
+    release: Script,
+    usage: Script,
+    forget: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
+    const PRELUDE: &str = include_str!("prelude.lua");
+    let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+    Scripts {
+        reserve: script(include_str!("reserve.lua")),
+        settle: script(include_str!("settle.lua")),
+        release: script(include_str!("release.lua")),
+        usage: script(include_str!("usage.lua")),
+        forget: script(include_str!("forget.lua")),
+    }
+});
+
+/// A script call with owned keys and arguments, so that it can be run again.
+#[derive(Debug)]
+struct Call {
+    script: Which,
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl Call {
+    fn new(script: Which) -> Call {
+        Call {
+            script,
+            keys: Vec::with_capacity(8),
+            args: Vec::with_capacity(24),
+        }
+    }
+
+    fn key(&mut self, key: String) -> &mut Call {
+        self.keys.push(key);
+        self
+    }
+
+    fn arg(&mut self, arg: impl ToString) -> &mut Call {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    async fn run(&self, conn: &mut ConnectionManager) -> Result<Value, RedisError> {
+        let scripts = &*SCRIPTS;
+        let script = match self.script {
+            Which::Reserve => &scripts.reserve,
+            Which::Settle => &scripts.settle,
+            Which::Release => &scripts.release,
+            Which::Usage => &scripts.usage,
+            Which::Forget => &scripts.forget,
+        };
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg);
+        }
+        invocation.invoke_async(conn).await
+    }
+}
+
+/// The lease set member of a reservation: `id|tokens|money`, exactly as the reserve script
+/// wrote it.
+fn lease_member(id: u64, amount: Amount) -> String {
+    format!(
+        "{id}|{}|{}",
+        clamp_tokens(amount.tokens),
+        money_arg(amount.money)
+    )
+}
+
+/// Errors that mean "Redis could not be reached", as opposed to a script that refused.
+fn unreachable(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Limit, Period, Selector, Window};
+
+    /// A settle whose reply was lost is sent again by the retry queue: whether it had been
+    /// applied or not, it must count once.
+    #[tokio::test]
+    async fn a_settle_sent_twice_counts_once() {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            eprintln!("SKIPPED a_settle_sent_twice_counts_once: REDIS_URL is not set");
+            return;
+        };
+        let prefix = format!("tb-unit:twice:{}-{}", std::process::id(), instance_id());
+        let store =
+            RedisBudgetStore::connect_with(&url, RedisStoreOptions::new().prefix(prefix.clone()))
+                .await
+                .unwrap();
+        let now: Timestamp = "2026-04-01T08:00:00Z".parse().unwrap();
+        let limit = Arc::new(
+            Limit::new("daily", Selector::Global, Window::Calendar(Period::Day)).tokens(100),
+        );
+        let span = limit.window.span(now, &jiff::tz::TimeZone::UTC).unwrap();
+        let specs = [CounterSpec {
+            key: CounterKey {
+                limit: limit.id.clone(),
+                scope: "*".into(),
+                task: None,
+                window: span.id(),
+            },
+            limit,
+            span,
+        }];
+        let tokens = |n| Amount::new(n, crate::Money::ZERO);
+        let ReserveOutcome::Reserved(ticket) = store
+            .reserve(&specs, &ReserveRequest::fixed(tokens(50)), now)
+            .await
+            .unwrap()
+        else {
+            panic!("50 of 100 fits");
+        };
+        let reserved = store
+            .settle_call(&ticket, &specs, tokens(40), now.as_millisecond())
+            .unwrap();
+        let unreserved = store
+            .settle_call(
+                &Ticket::unreserved(),
+                &specs,
+                tokens(5),
+                now.as_millisecond(),
+            )
+            .unwrap();
+        for call in [&reserved, &reserved, &unreserved, &unreserved] {
+            store.run(call).await.unwrap();
+        }
+        let usage = store.usage(&specs, now).await.unwrap()[0];
+        assert_eq!(usage.committed, tokens(45));
+        assert_eq!(usage.admitted, tokens(40));
+        assert_eq!((usage.reserved, usage.in_flight), (tokens(0), 0));
+        let names = store.scan(&format!("{{{prefix}}}:*")).await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(names)
+            .query_async(&mut store.inner.conn.clone())
+            .await
+            .unwrap();
+    }
+}

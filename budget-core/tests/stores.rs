@@ -1,0 +1,669 @@
+//! The budget-store suite on every store (memory, and Redis when `REDIS_URL` is set), then what
+//! only a shared store must show: leases, outages, many instances and many processes on one
+//! Redis, and scripts that decide exactly as the in-memory store does.
+
+mod common;
+mod store_suite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use budget_core::admission::{Amount, ReserveRequest};
+use budget_core::store::{
+    BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, RedisBudgetStore, RedisStoreOptions,
+    ReserveOutcome, Ticket,
+};
+use budget_core::{
+    Attribution, Budget, BudgetError, Estimate, MemoryLedger, Money, Period, Usage, Window,
+};
+use common::Rng;
+use jiff::{SignedDuration, Timestamp};
+use store_suite::{at, limit, reserve, spec, tokens, usage};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// `REDIS_URL`, or `None` after saying plainly that the test is skipped.
+fn redis_url(test: &str) -> Option<String> {
+    let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("SKIPPED {test}: REDIS_URL is not set (CI sets it)");
+    }
+    url
+}
+
+/// A key prefix no other test (or test run) uses.
+fn unique_prefix(test: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("tb-test:{test}:{}-{nanos}-{n}", std::process::id())
+}
+
+/// A Redis store under a fresh prefix; its keys are deleted when the guard drops.
+struct RedisUnderTest {
+    url: String,
+    prefix: String,
+}
+
+impl RedisUnderTest {
+    fn new(test: &str) -> Option<RedisUnderTest> {
+        Some(RedisUnderTest {
+            url: redis_url(test)?,
+            prefix: unique_prefix(test),
+        })
+    }
+
+    fn options(&self) -> RedisStoreOptions {
+        RedisStoreOptions::new().prefix(self.prefix.clone())
+    }
+
+    async fn store(&self) -> RedisBudgetStore {
+        RedisBudgetStore::connect_with(&self.url, self.options())
+            .await
+            .expect("connect to REDIS_URL")
+    }
+}
+
+impl Drop for RedisUnderTest {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let pattern = format!("{{{}}}:*", self.prefix);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+macro_rules! on_every_store {
+    ($($case:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::store_suite::$case(budget_core::store::MemoryBudgetStore::new()).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(redis) = super::RedisUnderTest::new(stringify!($case)) else {
+                        return;
+                    };
+                    super::store_suite::$case(redis.store().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    all_or_nothing,
+    settle_refunds_and_records_overshoot,
+    elastic_grants_with_exact_money,
+    rolling_windows_age_out,
+    calendar_windows_roll_over,
+    forgetting_a_task_drops_its_counters,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_concurrent_reservers_never_exceed_the_cap() {
+    store_suite::concurrent_reservers_never_exceed_the_cap(Arc::new(MemoryBudgetStore::new()), 64)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_concurrent_reservers_never_exceed_the_cap() {
+    let Some(redis) = RedisUnderTest::new("concurrent") else {
+        return;
+    };
+    store_suite::concurrent_reservers_never_exceed_the_cap(redis.store().await, 64).await;
+}
+
+/// Random operations on a memory store and a Redis store side by side: every outcome and every
+/// counter must be identical (ticket ids aside). The scripts re-implement admission in Lua, with
+/// money in decimal limbs; this holds them to the Rust original.
+#[tokio::test]
+async fn redis_decides_exactly_as_memory_does() {
+    let Some(redis) = RedisUnderTest::new("differential") else {
+        return;
+    };
+    // Leases longer than the run: the memory store has none.
+    let shared = RedisBudgetStore::connect_with(
+        &redis.url,
+        redis.options().lease(Duration::from_secs(30 * 24 * 3600)),
+    )
+    .await
+    .unwrap();
+    let memory = MemoryBudgetStore::new();
+    let price = Money::per_million_tokens("2.5").unwrap();
+    let limits = [
+        Arc::new(limit("task", Window::PerTask).tokens(60_000)),
+        Arc::new(
+            limit("day", Window::Calendar(Period::Day))
+                .money(Money::from_units(2_000_000_000_000_000_000_000_000_000_001)),
+        ),
+        Arc::new(
+            limit("hour", Window::Rolling(SignedDuration::from_mins(60)))
+                .tokens(150_000)
+                .money(price.saturating_mul_tokens(120_000)),
+        ),
+        Arc::new(
+            limit("week-soft", Window::Calendar(Period::Week))
+                .tokens(1_000)
+                .soft(),
+        ),
+    ];
+    for seed in 1..=4u64 {
+        let mut rng = Rng::new(seed);
+        // Each seed starts where time is later than every earlier one: a rolling window's running
+        // total assumes its clock does not go back by more than a slot.
+        let mut now = at("2026-06-30T22:00:00Z") + SignedDuration::from_hours(48 * seed as i64);
+        let mut held: Vec<(Ticket, Ticket)> = Vec::new();
+        let (mut granted, mut refused, mut settled) = (0, 0, 0);
+        let specs_at = |now: Timestamp, task: &str| -> Vec<CounterSpec> {
+            limits
+                .iter()
+                .map(|l| spec(l, matches!(l.window, Window::PerTask).then_some(task), now))
+                .collect()
+        };
+        for step in 0..400 {
+            let task = format!("s{seed}-t{}", rng.below(3));
+            let specs = specs_at(now, &task);
+            match rng.below(20) {
+                0 | 19 => now += SignedDuration::from_secs(rng.below(1_800) as i64),
+                1..=11 => {
+                    let request = ReserveRequest {
+                        base: Amount::new(
+                            rng.below(3_000),
+                            price.saturating_mul_tokens(rng.below(3_000)),
+                        ),
+                        per_unit: Amount::new(
+                            rng.below(2),
+                            price.saturating_mul_tokens(rng.below(4)),
+                        ),
+                        min_units: rng.below(50),
+                        max_units: rng.below(4_000),
+                    };
+                    let a = memory.reserve(&specs, &request, now).await.unwrap();
+                    let b = shared.reserve(&specs, &request, now).await.unwrap();
+                    match (a, b) {
+                        (ReserveOutcome::Reserved(a), ReserveOutcome::Reserved(b)) => {
+                            assert_eq!(
+                                (a.units(), a.amount(), a.keys()),
+                                (b.units(), b.amount(), b.keys()),
+                                "seed {seed} step {step}"
+                            );
+                            held.push((a, b));
+                            granted += 1;
+                        }
+                        (ReserveOutcome::Denied(a), ReserveOutcome::Denied(b)) => {
+                            assert_eq!(a, b, "seed {seed} step {step}");
+                            refused += 1;
+                        }
+                        (a, b) => panic!("seed {seed} step {step}: memory {a:?}, redis {b:?}"),
+                    }
+                }
+                12..=17 if !held.is_empty() => {
+                    let (a, b) = held.swap_remove(rng.below(held.len() as u64) as usize);
+                    let scale = rng.below(150);
+                    let actual = Amount::new(
+                        a.amount().tokens * scale / 100,
+                        Money::from_units(a.amount().money.units() * i128::from(scale) / 100 + 1),
+                    );
+                    let specs = specs_at(
+                        now,
+                        a.keys()
+                            .iter()
+                            .find_map(|k| k.task.as_ref())
+                            .map_or("none", |t| t.as_str()),
+                    );
+                    let ua = memory.settle(a, &specs, actual, now).await.unwrap();
+                    let ub = shared.settle(b, &specs, actual, now).await.unwrap();
+                    assert_eq!(ua, ub, "seed {seed} step {step}");
+                    settled += 1;
+                }
+                18 if !held.is_empty() => {
+                    let (a, b) = held.swap_remove(rng.below(held.len() as u64) as usize);
+                    memory.release(a);
+                    shared.release(b);
+                    // Redis releases in the background; let it land before comparing again.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => {
+                    let ua = memory.usage(&specs, now).await.unwrap();
+                    let ub = shared.usage(&specs, now).await.unwrap();
+                    assert_eq!(ua, ub, "seed {seed} step {step}");
+                }
+            }
+        }
+        eprintln!("seed {seed}: {granted} granted, {refused} refused, {settled} settled");
+        assert!(
+            granted > 40 && refused > 20 && settled > 40,
+            "seed {seed}: {granted} granted, {refused} refused, {settled} settled"
+        );
+        for (a, b) in held.drain(..) {
+            memory.release(a);
+            shared.release(b);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut sa = memory.snapshot(now).await.unwrap();
+        let mut sb = shared.snapshot(now).await.unwrap();
+        // Memory keeps a rolling counter's slot state; compare what both report as in use.
+        sa.retain(|(_, u)| *u != CounterUsage::default());
+        sb.retain(|(_, u)| *u != CounterUsage::default());
+        assert_eq!(sa, sb, "seed {seed}: snapshots");
+    }
+}
+
+/// A process that dies holding a reservation gives it back when its lease runs out; a settle
+/// that arrives after that still counts its usage, as overshoot, and nothing is taken twice.
+#[tokio::test]
+async fn expired_leases_give_reservations_back() {
+    let Some(redis) = RedisUnderTest::new("leases") else {
+        return;
+    };
+    let store =
+        RedisBudgetStore::connect_with(&redis.url, redis.options().lease(Duration::from_secs(60)))
+            .await
+            .unwrap();
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(100));
+    let t0 = at("2026-02-02T10:00:00Z");
+    let specs = [spec(&daily, None, t0)];
+    let dead = reserve(&store, &specs, ReserveRequest::fixed(tokens(70)), t0)
+        .await
+        .unwrap();
+    let late = reserve(&store, &specs, ReserveRequest::fixed(tokens(30)), t0)
+        .await
+        .unwrap();
+    assert!(
+        reserve(&store, &specs, ReserveRequest::fixed(tokens(1)), t0)
+            .await
+            .is_err()
+    );
+    std::mem::forget(dead); // its process "died": never settled, never released
+    let t1 = t0 + SignedDuration::from_secs(61);
+    let u = usage(&store, &specs, t1).await[0];
+    assert_eq!(
+        (u.reserved, u.in_flight),
+        (tokens(0), 0),
+        "both leases ran out"
+    );
+    let after = store.settle(late, &specs, tokens(25), t1).await.unwrap();
+    assert_eq!(after[0].committed, tokens(25));
+    assert_eq!(
+        after[0].admitted,
+        tokens(0),
+        "its reservation had lapsed: overshoot"
+    );
+    assert_eq!(after[0].reserved, tokens(0), "not given back twice");
+    reserve(&store, &specs, ReserveRequest::fixed(tokens(75)), t1)
+        .await
+        .unwrap();
+}
+
+/// Unreachable Redis at start: a typed error naming the store, with no password in it.
+#[tokio::test]
+async fn unreachable_redis_is_a_typed_error_naming_the_store() {
+    let port = free_port().await;
+    let url = format!("redis://user:hunter2@127.0.0.1:{port}/0");
+    let options = RedisStoreOptions::new().timeout(Duration::from_millis(500));
+    let error = RedisBudgetStore::connect_with(&url, options)
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let bad = RedisBudgetStore::connect("http://nope").await.unwrap_err();
+    assert!(bad.to_string().contains("not a Redis URL"), "{bad}");
+    let prefix = RedisBudgetStore::connect_with(&url, RedisStoreOptions::new().prefix("a{b}"))
+        .await
+        .unwrap_err();
+    assert!(prefix.to_string().contains("prefix"), "{prefix}");
+}
+
+/// Redis goes away mid-run: reserves fail closed with a typed error (or, opted in, admit
+/// without a budget); a settle made meanwhile is retried and lands exactly once when Redis is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_mid_run_fails_closed_and_loses_no_settle() {
+    let Some(redis) = RedisUnderTest::new("outage") else {
+        return;
+    };
+    let proxy = Proxy::start(&redis.url).await;
+    let options = redis.options().timeout(Duration::from_millis(300));
+    let closed = RedisBudgetStore::connect_with(&proxy.url, options.clone())
+        .await
+        .unwrap();
+    let open = RedisBudgetStore::connect_with(&proxy.url, options.fail_open(true))
+        .await
+        .unwrap();
+    let direct = redis.store().await;
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let now = Timestamp::now();
+    let specs = [spec(&daily, None, now)];
+    let ticket = reserve(&closed, &specs, ReserveRequest::fixed(tokens(100)), now)
+        .await
+        .unwrap();
+
+    proxy.cut();
+    let error = closed
+        .reserve(&specs, &ReserveRequest::fixed(tokens(1)), now)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("redis redis://127.0.0.1"),
+        "{error}"
+    );
+    match open
+        .reserve(&specs, &ReserveRequest::fixed(tokens(5)), now)
+        .await
+        .unwrap()
+    {
+        ReserveOutcome::Reserved(t) => {
+            assert!(t.keys().is_empty(), "admitted without a reservation")
+        }
+        other => panic!("fail-open admits: {other:?}"),
+    }
+    assert_eq!(open.failed_open(), 1);
+    let error = closed
+        .settle(ticket, &specs, tokens(80), now)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("queued for retry"), "{error}");
+    let before = usage(&direct, &specs, now).await[0];
+    assert_eq!(
+        before.committed,
+        tokens(0),
+        "not applied while Redis was unreachable"
+    );
+
+    proxy.restore();
+    for _ in 0..100 {
+        let u = usage(&direct, &specs, now).await[0];
+        if u.committed == tokens(80) {
+            assert_eq!(
+                (u.admitted, u.reserved, u.in_flight),
+                (tokens(80), tokens(0), 0)
+            );
+            // Let another retry round pass: still counted once.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert_eq!(usage(&direct, &specs, now).await[0].committed, tokens(80));
+            reserve(&closed, &specs, ReserveRequest::fixed(tokens(920)), now)
+                .await
+                .unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the queued settle never landed");
+}
+
+/// A whole budget on Redis: when Redis goes away between reserve and commit, the commit still
+/// lands in the ledger, the error says the store is behind, and the retried settle catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_on_redis_never_drops_usage_in_an_outage() {
+    let Some(redis) = RedisUnderTest::new("budget-outage") else {
+        return;
+    };
+    let proxy = Proxy::start(&redis.url).await;
+    let store = RedisBudgetStore::connect_with(
+        &proxy.url,
+        redis.options().timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let budget = Budget::builder()
+        .limits([limit("agents/day", Window::Calendar(Period::Day)).tokens(50_000)])
+        .store(store.clone())
+        .ledger(MemoryLedger::new())
+        .build()
+        .unwrap();
+    let who = Attribution::agent("researcher");
+    let held = budget
+        .reserve(&who, "gpt-4o", Estimate::new(1_000, 500))
+        .await
+        .unwrap();
+    proxy.cut();
+    let error = held.commit(Usage::new(1_000, 420)).await.unwrap_err();
+    let BudgetError::Unsettled { event, source } = error else {
+        panic!("expected Unsettled, got {error:?}");
+    };
+    assert!(source.to_string().contains("queued for retry"), "{source}");
+    assert_eq!(
+        budget.ledger().events(),
+        vec![*event],
+        "the ledger has the event"
+    );
+    let refused = budget
+        .reserve(&who, "gpt-4o", Estimate::new(10, 10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, BudgetError::Store(_)),
+        "fail closed: {refused:?}"
+    );
+    proxy.restore();
+    for _ in 0..100 {
+        let status = budget.status().await.unwrap();
+        if status.iter().any(|s| s.usage.committed.tokens == 1_420) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the store never caught up with the ledger");
+}
+
+/// Several store instances, each with its own connection, share one Redis budget under
+/// concurrent load: the cap holds across all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_instances_share_one_hard_limit() {
+    let Some(redis) = RedisUnderTest::new("instances") else {
+        return;
+    };
+    let now = Timestamp::now();
+    let cap = 20_000;
+    let daily = Arc::new(limit("fleet", Window::Calendar(Period::Day)).tokens(cap));
+    let specs = Arc::new([spec(&daily, None, now)]);
+    let mut handles = Vec::new();
+    for instance in 0..4u64 {
+        let store = redis.store().await;
+        for worker in 0..16u64 {
+            let (store, specs) = (store.clone(), specs.clone());
+            handles.push(tokio::spawn(async move {
+                let seed = instance * 100 + worker + 1;
+                store_suite::spend_randomly(&store, &specs[..], now, cap, seed, 60, 200).await
+            }));
+        }
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    let u = usage(&redis.store().await, &specs[..], now).await[0];
+    assert_eq!(u.committed.tokens, total);
+    assert!(total <= cap, "{total} > {cap}");
+    assert!(total > cap * 3 / 4, "contended to the end: {total}");
+}
+
+const CHILD_ENV: &str = "TOKEN_BUDGET_STORE_CHILD";
+
+/// Not a test on its own: with `CHILD_ENV` set (`url prefix cap`), this is one of the processes
+/// of [`separate_processes_share_one_hard_limit`]; it prints what it committed.
+#[test]
+fn store_child_process() {
+    let Ok(args) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = args.split(' ');
+    let (url, prefix, cap, seed) = (
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().parse::<u64>().unwrap(),
+        parts.next().unwrap().parse::<u64>().unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let total = rt.block_on(async move {
+        let store = RedisBudgetStore::connect_with(&url, RedisStoreOptions::new().prefix(prefix))
+            .await
+            .unwrap();
+        let now = at("2026-09-09T09:09:09Z");
+        let daily = Arc::new(limit("procs", Window::Calendar(Period::Day)).tokens(cap));
+        let specs = Arc::new([spec(&daily, None, now)]);
+        let mut handles = Vec::new();
+        for worker in 0..8 {
+            let (store, specs) = (store.clone(), specs.clone());
+            handles.push(tokio::spawn(async move {
+                let seed = seed * 1000 + worker;
+                store_suite::spend_randomly(&store, &specs[..], now, cap, seed, 80, 120).await
+            }));
+        }
+        let mut total = 0;
+        for h in handles {
+            total += h.await.unwrap();
+        }
+        total
+    });
+    println!("committed {total}");
+}
+
+/// Separate OS processes, each with its own connections, on one Redis budget.
+#[test]
+fn separate_processes_share_one_hard_limit() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let Some(redis) = RedisUnderTest::new("processes") else {
+        return;
+    };
+    let cap = 12_000;
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|seed| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "store_child_process",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(
+                    CHILD_ENV,
+                    format!("{} {} {cap} {seed}", redis.url, redis.prefix),
+                )
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut total = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "child failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        total += text
+            .lines()
+            .find_map(|l| l.split("committed ").nth(1))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("child said nothing: {text}"));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let committed = rt.block_on(async {
+        let store = redis.store().await;
+        let now = at("2026-09-09T09:09:09Z");
+        let daily = Arc::new(limit("procs", Window::Calendar(Period::Day)).tokens(cap));
+        usage(&store, &[spec(&daily, None, now)], now).await[0]
+    });
+    assert_eq!(
+        committed.committed.tokens, total,
+        "every process's commits, once"
+    );
+    assert!(total <= cap, "{total} > {cap}");
+    assert!(total > cap / 2, "the processes really contended: {total}");
+    assert_eq!(committed.reserved, tokens(0));
+}
+
+async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A TCP proxy in front of Redis that can cut every connection and refuse new ones, to play an
+/// outage without stopping the shared server.
+struct Proxy {
+    url: String,
+    up: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    async fn start(redis_url: &str) -> Proxy {
+        let target = redis_url
+            .split_once("://")
+            .map(|(_, rest)| {
+                rest.split('/')
+                    .next()
+                    .unwrap()
+                    .rsplit('@')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/", listener.local_addr().unwrap());
+        let (up, _) = tokio::sync::watch::channel(true);
+        let up = Arc::new(up);
+        let accept_up = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*accept_up.borrow() {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let mut state = accept_up.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Proxy { url, up }
+    }
+
+    fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
