@@ -315,6 +315,55 @@ async fn expired_leases_give_reservations_back() {
         .unwrap();
 }
 
+/// Callers that give up on a reserve (a timeout drops the future) do not leave reservations
+/// behind: the batcher releases what was reserved for a caller that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_reserves_are_released() {
+    let Some(redis) = RedisUnderTest::new("abandoned") else {
+        return;
+    };
+    let store = redis.store().await;
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000_000));
+    let now = Timestamp::now();
+    let specs = Arc::new([spec(&daily, None, now)]);
+    let mut abandoned = 0;
+    for round in 0..50u64 {
+        let mut calls = Vec::new();
+        for _ in 0..32 {
+            let (store, specs) = (store.clone(), specs.clone());
+            calls.push(tokio::spawn(async move {
+                let request = ReserveRequest::fixed(tokens(10));
+                tokio::time::timeout(
+                    Duration::from_micros(50 + round * 20),
+                    store.reserve(&specs[..], &request, now),
+                )
+                .await
+            }));
+        }
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(outcome) => match outcome.unwrap() {
+                    ReserveOutcome::Reserved(ticket) => store.release(ticket),
+                    ReserveOutcome::Denied(d) => panic!("{d:?}"),
+                },
+                Err(_elapsed) => abandoned += 1,
+            }
+        }
+    }
+    assert!(abandoned > 0, "no caller gave up; the test proved nothing");
+    for _ in 0..100 {
+        let u = usage(&store, &specs[..], now).await[0];
+        if u.reserved == tokens(0) && u.in_flight == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{abandoned} abandoned reserves left {:?}",
+        usage(&store, &specs[..], now).await[0]
+    );
+}
+
 /// Unreachable Redis at start: a typed error naming the store, with no password in it.
 #[tokio::test]
 async fn unreachable_redis_is_a_typed_error_naming_the_store() {
@@ -360,6 +409,9 @@ async fn redis_down_mid_run_fails_closed_and_loses_no_settle() {
         .unwrap();
 
     proxy.cut();
+    // Let the proxy drop its connections first: a request already on its way when Redis
+    // vanishes may run with its reply lost (its reservation then waits for its lease).
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let error = closed
         .reserve(&specs, &ReserveRequest::fixed(tokens(1)), now)
         .await
@@ -438,6 +490,7 @@ async fn a_budget_on_redis_never_drops_usage_in_an_outage() {
         .await
         .unwrap();
     proxy.cut();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let error = held.commit(Usage::new(1_000, 420)).await.unwrap_err();
     let BudgetError::Unsettled { event, source } = error else {
         panic!("expected Unsettled, got {error:?}");

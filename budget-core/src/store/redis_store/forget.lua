@@ -8,7 +8,8 @@ for i = 1, #KEYS / 2 do
   purge(u, L, ARGV[1])
   if u.n == 0 then
     deleted = deleted + redis.call('DEL', H, L)
-  elseif not u.new then
+    u.deleted = true
+  else
     save(u)
   end
 end

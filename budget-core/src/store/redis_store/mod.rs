@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use self::keys::KeySpace;
 use self::wire::{Reply, clamp_tokens, money_arg};
@@ -105,9 +105,10 @@ impl RedisStoreOptions {
 /// The shared store: budget counters in Redis, decided by server-side Lua scripts.
 ///
 /// Every instance of a service that points at the same Redis and key prefix shares one set of
-/// counters, so three replicas cannot each spend the whole budget. Each operation is one script
-/// call, so one network round trip, and Redis runs scripts one at a time: a reserve checks every
-/// counter a call touches and reserves on all or none, exactly as
+/// counters, so three replicas cannot each spend the whole budget. Each operation runs inside a
+/// script call, so it costs one network round trip (operations that queue while Redis is busy
+/// share one call), and Redis runs scripts one at a time: a reserve checks every counter a
+/// call touches and reserves on all or none, exactly as
 /// [`MemoryBudgetStore`](super::MemoryBudgetStore) does under its lock (the scripts implement
 /// [`admission::fit`](crate::admission::fit) and are tested against it).
 ///
@@ -115,7 +116,8 @@ impl RedisStoreOptions {
 ///   key carries a TTL past its window's end: no reset job, nothing to drift.
 /// - **Leases**: a reservation expires after [`RedisStoreOptions::lease`]. A process that dies
 ///   holding reservations gives them back when they run out; a settle arriving after that
-///   still commits its usage, counted as overshoot.
+///   still commits its usage, counted as overshoot. (So does a reserve whose reply was lost in
+///   a network failure: the caller saw an error, and the reservation waits for its lease.)
 /// - **Exactly once**: a settle retried after a lost reply is recognised (by its lease, or by a
 ///   marker for unreserved usage) and not counted twice. Settles that fail because Redis is
 ///   unreachable are queued and retried in the background for up to
@@ -144,6 +146,8 @@ struct Inner {
     name: String,
     keys: KeySpace,
     options: RedisStoreOptions,
+    /// Operations waiting for the next batch.
+    ops: mpsc::Sender<Pending>,
     retries: mpsc::Sender<(Call, Instant)>,
     /// Makes unreserved settle markers unique across processes.
     instance: u64,
@@ -192,11 +196,14 @@ impl RedisBudgetStore {
         .map_err(|_| fail("timed out connecting".into()))?
         .map_err(|e| fail(format!("cannot connect: {e}")))?;
         let (retries, pending) = mpsc::channel(1024);
+        let (ops, queued) = mpsc::channel(OP_QUEUE);
+        tokio::spawn(run_batches(conn.clone(), queued, ops.downgrade()));
         let inner = Arc::new(Inner {
             conn,
             name,
             keys,
             options,
+            ops,
             retries,
             instance: instance_id(),
             unreserved: AtomicU64::new(0),
@@ -263,8 +270,24 @@ impl RedisBudgetStore {
         Ok(())
     }
 
-    async fn run(&self, call: &Call) -> Result<Reply, RedisError> {
-        call.run(&mut self.inner.conn.clone()).await.map(Reply::new)
+    /// Runs `call` in the next batch; gives the call back with its reply.
+    async fn run(&self, call: Call) -> (Call, Result<Reply, OpError>) {
+        let (reply, answer) = oneshot::channel();
+        if let Err(refused) = self
+            .inner
+            .ops
+            .send(Pending {
+                call,
+                reply: Some(reply),
+            })
+            .await
+        {
+            return (refused.0.call, Err(OpError::closed()));
+        }
+        match answer.await {
+            Ok((call, result)) => (call, result.map(Reply::new)),
+            Err(_) => (Call::new(Which::Usage), Err(OpError::closed())),
+        }
     }
 
     async fn reserve_in_redis(
@@ -316,9 +339,9 @@ impl RedisBudgetStore {
             )
             .arg(cap.money.map(money_arg).unwrap_or_default());
         }
-        let mut reply = match self.run(&call).await {
+        let mut reply = match self.run(call).await.1 {
             Ok(reply) => reply,
-            Err(e) if self.inner.options.fail_open && unreachable(&e) => {
+            Err(e) if self.inner.options.fail_open && e.unreachable => {
                 self.inner.failed_open.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(store = %self.inner.name, error = %e, "Redis unreachable: admitting a call without a budget (fail-open)");
                 return Ok(ReserveOutcome::Reserved(Ticket::new(
@@ -432,7 +455,7 @@ impl RedisBudgetStore {
                 WindowSpan::Task => call.arg("t").arg(0),
             };
         }
-        let mut reply = self.run(&call).await.map_err(|e| self.error("usage", e))?;
+        let mut reply = self.run(call).await.1.map_err(|e| self.error("usage", e))?;
         counters
             .iter()
             .map(|_| reply.usage())
@@ -525,7 +548,7 @@ impl RedisBudgetStore {
                     call.key(name.clone()).key(leases);
                 }
             }
-            self.run(&call).await?;
+            self.run(call).await.1?;
         }
         Ok(())
     }
@@ -569,9 +592,10 @@ impl BudgetStore for RedisBudgetStore {
         now: Timestamp,
     ) -> Result<Vec<CounterUsage>, StoreError> {
         let call = self.settle_call(&ticket, counters, actual, now.as_millisecond())?;
-        let mut reply = match self.run(&call).await {
+        let (call, result) = self.run(call).await;
+        let mut reply = match result {
             Ok(reply) => reply,
-            Err(e) if unreachable(&e) => {
+            Err(e) if e.unreachable => {
                 let queued = self.inner.retries.try_send((call, Instant::now())).is_ok();
                 let what = if queued {
                     "settle (queued for retry)"
@@ -601,11 +625,16 @@ impl BudgetStore for RedisBudgetStore {
         call.arg(lease_member(ticket.id(), ticket.amount()))
             .arg(clamp_tokens(ticket.amount().tokens))
             .arg(money_arg(ticket.amount().money));
-        let mut conn = self.inner.conn.clone();
-        self.spawn(
-            "release",
-            async move { call.run(&mut conn).await.map(drop) },
-        );
+        // Queued without waiting: release must not block. If the queue is full, the lease
+        // gives the reservation back when it runs out.
+        if self
+            .inner
+            .ops
+            .try_send(Pending { call, reply: None })
+            .is_err()
+        {
+            tracing::warn!(store = %self.inner.name, "release queue full; the lease will give the reservation back");
+        }
     }
 
     fn usage(
@@ -690,8 +719,8 @@ async fn retry_settles(
     }
 }
 
-/// Which script a call runs.
-#[derive(Debug, Clone, Copy)]
+/// Which operation a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
     Reserve,
     Settle,
@@ -700,25 +729,227 @@ enum Which {
     Forget,
 }
 
-struct Scripts {
-    reserve: Script,
-    settle: Script,
-    release: Script,
-    usage: Script,
-    forget: Script,
+impl Which {
+    /// The operation's code in the batch script.
+    fn code(self) -> &'static str {
+        match self {
+            Which::Reserve => "r",
+            Which::Settle => "s",
+            Which::Release => "l",
+            Which::Usage => "u",
+            Which::Forget => "f",
+        }
+    }
 }
 
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
-    const PRELUDE: &str = include_str!("prelude.lua");
-    let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
-    Scripts {
-        reserve: script(include_str!("reserve.lua")),
-        settle: script(include_str!("settle.lua")),
-        release: script(include_str!("release.lua")),
-        usage: script(include_str!("usage.lua")),
-        forget: script(include_str!("forget.lua")),
-    }
+/// The one script: the shared prelude, each operation as a function, and the batch loop.
+static BATCH: LazyLock<Script> = LazyLock::new(|| {
+    let op =
+        |name: &str, body: &str| format!("local function op_{name}(KEYS, ARGV)\n{body}\nend\n");
+    Script::new(
+        &[
+            include_str!("prelude.lua").to_owned(),
+            op("reserve", include_str!("reserve.lua")),
+            op("settle", include_str!("settle.lua")),
+            op("release", include_str!("release.lua")),
+            op("usage", include_str!("usage.lua")),
+            op("forget", include_str!("forget.lua")),
+            include_str!("batch.lua").to_owned(),
+        ]
+        .concat(),
+    )
 });
+
+/// Operations waiting for the batcher, at most; beyond, callers wait (and releases are left
+/// to their leases).
+const OP_QUEUE: usize = 4096;
+
+/// Operations per script call, at most.
+const MAX_BATCH: usize = 128;
+
+/// Batches on their way at once per store: while Redis runs one, the next is on the wire.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// An operation handed to the batcher, and where its reply goes (nowhere for a release).
+struct Pending {
+    call: Call,
+    reply: Option<oneshot::Sender<(Call, Result<Value, OpError>)>>,
+}
+
+/// Why an operation got no reply.
+#[derive(Debug, Clone)]
+struct OpError {
+    /// Redis could not be reached (as opposed to a script that refused).
+    unreachable: bool,
+    message: String,
+}
+
+impl OpError {
+    fn from_redis(e: &RedisError) -> OpError {
+        OpError {
+            unreachable: unreachable(e),
+            message: e.to_string(),
+        }
+    }
+
+    fn closed() -> OpError {
+        OpError {
+            unreachable: false,
+            message: "the store's batcher has stopped".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<OpError> for RedisError {
+    fn from(e: OpError) -> RedisError {
+        RedisError::from((redis::ErrorKind::Io, "batched operation failed", e.message))
+    }
+}
+
+/// Sends the operations of many concurrent callers to Redis together: whatever queued while
+/// the previous batch ran goes in the next script call. Redis's time goes into the budget
+/// decisions rather than into starting scripts, and a counter many calls share (an agent's
+/// day, the fleet's hour) is read and written once per batch instead of once per call.
+///
+/// A reserve whose caller went away before its reply came (a dropped future) is released in
+/// the next batch, so cancelled callers do not hold budget until their lease runs out.
+async fn run_batches(
+    conn: ConnectionManager,
+    mut queued: mpsc::Receiver<Pending>,
+    requeue: mpsc::WeakSender<Pending>,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queued.recv().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queued.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let (mut conn, requeue) = (conn.clone(), requeue.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            for orphan in run_and_answer(&mut conn, batch).await {
+                let queued = requeue.upgrade().is_some_and(|ops| {
+                    ops.try_send(Pending {
+                        call: orphan,
+                        reply: None,
+                    })
+                    .is_ok()
+                });
+                if !queued {
+                    tracing::warn!(
+                        "could not queue the release of an abandoned reservation; its lease will"
+                    );
+                }
+            }
+        });
+    }
+}
+
+/// Runs one batch and hands each caller its reply; returns the releases of reserves whose
+/// caller is gone.
+async fn run_and_answer(conn: &mut ConnectionManager, batch: Vec<Pending>) -> Vec<Call> {
+    let calls: Vec<&Call> = batch.iter().map(|p| &p.call).collect();
+    let result = run_batch(conn, &calls).await;
+    let mut replies = match result {
+        Ok(values) if values.len() == batch.len() => values.into_iter().map(Ok).collect(),
+        Ok(values) => {
+            let e = OpError {
+                unreachable: false,
+                message: format!("{} replies for {} operations", values.len(), batch.len()),
+            };
+            vec![Err(e); batch.len()]
+        }
+        Err(e) => vec![Err(OpError::from_redis(&e)); batch.len()],
+    }
+    .into_iter();
+    let mut orphans = Vec::new();
+    for pending in batch {
+        let result = replies.next().unwrap_or_else(|| Err(OpError::closed()));
+        let Some(reply) = pending.reply else {
+            continue;
+        };
+        if let Err((call, Ok(value))) = reply.send((pending.call, result)) {
+            orphans.extend(release_for_orphan(&call, &value));
+        }
+    }
+    orphans
+}
+
+/// The release of a reserve that succeeded after its caller went away.
+fn release_for_orphan(reserve: &Call, reply: &Value) -> Option<Call> {
+    if reserve.script != Which::Reserve {
+        return None;
+    }
+    let Value::Array(values) = reply else {
+        return None;
+    };
+    let int = |i: usize| match values.get(i) {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    if int(0)? != 1 {
+        return None;
+    }
+    let (id, tokens) = (int(1)?, int(3)?);
+    let money = match values.get(4)? {
+        Value::BulkString(text) => String::from_utf8(text.clone()).ok()?,
+        _ => return None,
+    };
+    let mut call = Call::new(Which::Release);
+    // The reserve's keys: the sequence, then (counter, leases) pairs.
+    for key in reserve.keys.iter().skip(1) {
+        call.key(key.clone());
+    }
+    call.arg(format!("{id}|{tokens}|{money}"))
+        .arg(tokens)
+        .arg(money);
+    Some(call)
+}
+
+/// One script call running `calls` in order.
+async fn run_batch(
+    conn: &mut ConnectionManager,
+    calls: &[&Call],
+) -> Result<Vec<Value>, RedisError> {
+    let mut invocation = BATCH.prepare_invoke();
+    invocation.arg(calls.len());
+    for call in calls {
+        invocation
+            .arg(call.script.code())
+            .arg(call.keys.len())
+            .arg(call.args.len());
+        for key in &call.keys {
+            invocation.key(key);
+        }
+        for arg in &call.args {
+            invocation.arg(arg);
+        }
+    }
+    match invocation.invoke_async(conn).await? {
+        Value::Array(values) => Ok(values),
+        other => Err(RedisError::from((
+            redis::ErrorKind::Parse,
+            "the batch script answered with no list",
+            format!("{other:?}"),
+        ))),
+    }
+}
 
 /// A script call with owned keys and arguments, so that it can be run again.
 #[derive(Debug)]
@@ -747,23 +978,11 @@ impl Call {
         self
     }
 
+    /// Runs this call alone (the settle retries, which must not wait behind a batch).
     async fn run(&self, conn: &mut ConnectionManager) -> Result<Value, RedisError> {
-        let scripts = &*SCRIPTS;
-        let script = match self.script {
-            Which::Reserve => &scripts.reserve,
-            Which::Settle => &scripts.settle,
-            Which::Release => &scripts.release,
-            Which::Usage => &scripts.usage,
-            Which::Forget => &scripts.forget,
-        };
-        let mut invocation = script.prepare_invoke();
-        for key in &self.keys {
-            invocation.key(key);
-        }
-        for arg in &self.args {
-            invocation.arg(arg);
-        }
-        invocation.invoke_async(conn).await
+        run_batch(conn, &[self]).await?.pop().ok_or_else(|| {
+            RedisError::from((redis::ErrorKind::Parse, "the batch script answered nothing"))
+        })
     }
 }
 
@@ -850,8 +1069,9 @@ mod tests {
                 now.as_millisecond(),
             )
             .unwrap();
+        let mut conn = store.inner.conn.clone();
         for call in [&reserved, &reserved, &unreserved, &unreserved] {
-            store.run(call).await.unwrap();
+            call.run(&mut conn).await.unwrap();
         }
         let usage = store.usage(&specs, now).await.unwrap()[0];
         assert_eq!(usage.committed, tokens(45));

@@ -270,7 +270,7 @@ local counters = {}
 -- Loads counter H (once per script) and, for a rolling window, drops the slots that left it.
 local function load(H, kind, slot)
   local u = counters[H]
-  if u then return u end
+  if u and not u.deleted then return u end
   local v = redis.call('HMGET', H, 'rt', 'rm', 'n', 'ct', 'cm', 'at', 'am', 'kind', 'lo')
   -- kind is nil where only the reserved part is touched (a lease on an older window).
   u = {
@@ -337,34 +337,50 @@ local function commit_on(u, ct, cm, at, am)
   end
 end
 
--- Writes back what changed; a new counter records what it is, and a task or rolling counter
--- (or a new one) lives ttl ms more.
+-- Marks a counter to be written back when the script ends. With a ttl the counter is created
+-- if new (recording what it is) and, for task and rolling windows, kept ttl ms more; without,
+-- only an existing counter's changes are kept.
+local pending = {}
+
 local function save(u, sn, ttl, e)
-  local f = {}
-  if u.reserved_dirty then
-    f[#f + 1] = 'rt'; f[#f + 1] = u.rt
-    f[#f + 1] = 'rm'; f[#f + 1] = bigstr(u.rm)
-    f[#f + 1] = 'n'; f[#f + 1] = u.n
+  if ttl then
+    u.create, u.sn, u.ttl, u.e = true, sn, ttl, e
   end
-  if u.committed_dirty then
-    f[#f + 1] = 'ct'; f[#f + 1] = u.ct
-    f[#f + 1] = 'cm'; f[#f + 1] = bigstr(u.cm)
-    f[#f + 1] = 'at'; f[#f + 1] = u.at
-    f[#f + 1] = 'am'; f[#f + 1] = bigstr(u.am)
+  if not u.queued then
+    u.queued = true
+    pending[#pending + 1] = u
   end
-  if u.kind == 'r' then
-    f[#f + 1] = 'lo'; f[#f + 1] = u.lo
-  end
-  if u.new and u.kind then
-    f[#f + 1] = 'kind'; f[#f + 1] = u.kind
-    f[#f + 1] = 'sn'; f[#f + 1] = sn
-    f[#f + 1] = 'e'; f[#f + 1] = e
-    u.new = false
-  end
-  if #f > 0 then redis.call('HSET', u.H, unpack(f)) end
-  u.reserved_dirty, u.committed_dirty = false, false
-  if ttl and u.kind and (u.kind ~= 'c' or u.created) then
-    redis.call('PEXPIRE', u.H, ttl)
+end
+
+-- Writes back every marked counter once: only the fields that changed, one HSET.
+local function flush()
+  for _, u in ipairs(pending) do
+    if not u.deleted and (not u.new or u.create) then
+      local f = {}
+      if u.reserved_dirty then
+        f[#f + 1] = 'rt'; f[#f + 1] = u.rt
+        f[#f + 1] = 'rm'; f[#f + 1] = bigstr(u.rm)
+        f[#f + 1] = 'n'; f[#f + 1] = u.n
+      end
+      if u.committed_dirty then
+        f[#f + 1] = 'ct'; f[#f + 1] = u.ct
+        f[#f + 1] = 'cm'; f[#f + 1] = bigstr(u.cm)
+        f[#f + 1] = 'at'; f[#f + 1] = u.at
+        f[#f + 1] = 'am'; f[#f + 1] = bigstr(u.am)
+      end
+      if u.kind == 'r' then
+        f[#f + 1] = 'lo'; f[#f + 1] = u.lo
+      end
+      if u.new and u.kind then
+        f[#f + 1] = 'kind'; f[#f + 1] = u.kind
+        f[#f + 1] = 'sn'; f[#f + 1] = u.sn
+        f[#f + 1] = 'e'; f[#f + 1] = u.e
+      end
+      if #f > 0 then redis.call('HSET', u.H, unpack(f)) end
+      if u.ttl and u.kind and (u.kind ~= 'c' or u.created) then
+        redis.call('PEXPIRE', u.H, u.ttl)
+      end
+    end
   end
 end
 

@@ -34,9 +34,7 @@ for i = 1, n do
       end
     end
     -- Keep what purging and ageing changed; create nothing.
-    for j = 1, i do
-      if not us[j].new then save(us[j]) end
-    end
+    for j = 1, i do save(us[j]) end
     local never = 0
     if verdict == 'never' then never = 1 end
     return { 0, i, never, cap_kind, it, bigstr(im), frees }

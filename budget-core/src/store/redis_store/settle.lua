@@ -43,6 +43,6 @@ for j = 1, m do
   usage_reply(out, u)
 end
 for i = 1, r do
-  if not reserved[i].new then save(reserved[i]) end
+  save(reserved[i])
 end
 return out

@@ -6,7 +6,7 @@ local out = {}
 for i = 1, #KEYS / 2 do
   local u = load(KEYS[2 * i - 1], ARGV[2 * i], tonumber(ARGV[2 * i + 1]))
   purge(u, KEYS[2 * i], now)
-  if not u.new then save(u) end
+  save(u)
   usage_reply(out, u)
 end
 return out
