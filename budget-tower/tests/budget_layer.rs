@@ -5,119 +5,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use budget_core::scope::TaskScope;
-use budget_core::{
-    Attribution, Budget, BudgetError, Limit, Selector, TaskId, TokenCount, Usage, Window,
-    count_text,
-};
+use budget_core::{Attribution, Budget, BudgetError, TokenCount, Usage, count_text};
 use budget_tower::budget::Cutoff;
 use budget_tower::{
-    Attributed, BudgetLayer, BudgetLayerError, ChunkStream, LlmChunk, LlmRequest, LlmResponse,
+    Attributed, BudgetLayer, BudgetLayerError, ChunkStream, LlmRequest, LlmResponse,
 };
 use futures::StreamExt;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder};
 
-/// A user's own request type.
-#[derive(Debug, Clone)]
-struct Ask {
-    model: &'static str,
-    prompt: String,
-    cap: Option<u64>,
-    stream: bool,
-}
-
-impl Ask {
-    fn new(prompt: &str, cap: Option<u64>) -> Ask {
-        Ask {
-            model: "gpt-4o-mini",
-            prompt: prompt.into(),
-            cap,
-            stream: false,
-        }
-    }
-}
-
-impl LlmRequest for Ask {
-    fn model(&self) -> &str {
-        self.model
-    }
-    fn count_prompt(&self) -> TokenCount {
-        count_text(self.model, &self.prompt)
-    }
-    fn max_output_tokens(&self) -> Option<u64> {
-        self.cap
-    }
-    fn set_max_output_tokens(&mut self, cap: u64) {
-        self.cap = Some(cap);
-    }
-    fn is_stream(&self) -> bool {
-        self.stream
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Piece {
-    text: String,
-    usage: Option<Usage>,
-}
-
-impl LlmChunk for Piece {
-    fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-    fn output_text(&self) -> String {
-        self.text.clone()
-    }
-    fn served_model(&self) -> Option<&str> {
-        None
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum PieceError {
-    #[error("provider broke")]
-    Broken,
-    #[error(transparent)]
-    Cutoff(#[from] Cutoff),
-}
-
-/// A user's own response type.
-enum Answer {
-    Full { text: String, usage: Option<Usage> },
-    Stream(ChunkStream<Piece, PieceError>),
-}
-
-impl LlmResponse for Answer {
-    type Chunk = Piece;
-    type StreamError = PieceError;
-    fn is_stream(&self) -> bool {
-        matches!(self, Answer::Stream(_))
-    }
-    fn usage(&self) -> Option<Usage> {
-        match self {
-            Answer::Full { usage, .. } => *usage,
-            Answer::Stream(_) => None,
-        }
-    }
-    fn served_model(&self) -> Option<&str> {
-        None
-    }
-    fn output_text(&self) -> String {
-        match self {
-            Answer::Full { text, .. } => text.clone(),
-            Answer::Stream(_) => String::new(),
-        }
-    }
-    fn map_stream<F>(self, wrap: F) -> Self
-    where
-        F: FnOnce(ChunkStream<Piece, PieceError>) -> ChunkStream<Piece, PieceError>,
-    {
-        match self {
-            Answer::Stream(s) => Answer::Stream(wrap(s)),
-            full => full,
-        }
-    }
-}
+mod support;
+use support::{
+    Answer, Ask, Piece, PieceError, agent_day, budget_of, no_limits, no_reservations_left,
+    per_task, scope, send,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("provider failed")]
@@ -191,9 +91,9 @@ impl Service<Ask> for Provider {
                         })
                     }))
                     .collect();
-                return Ok(Answer::Stream(Box::pin(futures::stream::iter(pieces))));
+                return Ok(Answer::stream_of(pieces));
             }
-            Ok(Answer::Full {
+            Ok(Answer::Complete {
                 text: " cat".repeat(n as usize),
                 usage: this.report_usage.then(|| Usage::new(prompt, n)),
             })
@@ -209,13 +109,9 @@ async fn stream_through(
     cap: u64,
 ) -> (u64, ChunkStream<Piece, PieceError>) {
     let mut service = BudgetLayer::new(budget.clone()).layer(provider);
-    let mut ask = Ask::new("Stream please.", Some(cap));
-    ask.stream = true;
+    let ask = Ask::new("Stream please.").with_cap(Some(cap)).streamed();
     let prompt = ask.count_prompt().tokens;
-    let reply = scope("t")
-        .run(async { service.ready().await.unwrap().call(ask).await })
-        .await
-        .unwrap();
+    let reply = scope("t").run(send(&mut service, ask)).await.unwrap();
     let Answer::Stream(stream) = reply else {
         panic!("expected a stream")
     };
@@ -223,14 +119,7 @@ async fn stream_through(
 }
 
 fn budget(task_cap: u64) -> Budget {
-    Budget::builder()
-        .limit(Limit::new("task", Selector::agent("agent"), Window::PerTask).tokens(task_cap))
-        .build()
-        .unwrap()
-}
-
-fn scope(task: &str) -> TaskScope {
-    TaskScope::new(Attribution::agent("agent").with_task(TaskId::new(task)))
+    budget_of([per_task(task_cap)])
 }
 
 #[tokio::test]
@@ -240,12 +129,9 @@ async fn commits_reported_usage_and_clamps_the_cap() {
     let mut service = ServiceBuilder::new()
         .layer(BudgetLayer::new(budget.clone()))
         .service(provider.clone());
-    let ask = Ask::new("Tell me about cats.", Some(500));
+    let ask = Ask::new("Tell me about cats.").with_cap(Some(500));
     let prompt = ask.count_prompt().tokens;
-    let reply = scope("t1")
-        .run(async { service.ready().await.unwrap().call(ask).await })
-        .await
-        .unwrap();
+    let reply = scope("t1").run(send(&mut service, ask)).await.unwrap();
     assert!(!reply.is_stream());
     // The cap was clamped to what the task budget allows: 200 − prompt.
     assert_eq!(provider.caps_seen.lock()[0], Some(200 - prompt));
@@ -263,14 +149,7 @@ async fn denied_calls_never_reach_the_provider() {
     let mut service = BudgetLayer::new(budget.clone()).layer(provider.clone());
     let long = "word ".repeat(150);
     let err = scope("t")
-        .run(async {
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(Ask::new(&long, Some(10)))
-                .await
-        })
+        .run(send(&mut service, Ask::new(&long).with_cap(Some(10))))
         .await
         .err()
         .unwrap();
@@ -280,16 +159,8 @@ async fn denied_calls_never_reach_the_provider() {
     );
     assert_eq!(provider.calls(), 0);
     // Unknown models are refused too, before any request leaves.
-    let mut ask = Ask::new("hi", Some(5));
-    ask.model = "no-such-model";
-    let err = service
-        .ready()
-        .await
-        .unwrap()
-        .call(ask)
-        .await
-        .err()
-        .unwrap();
+    let ask = Ask::new("hi").with_cap(Some(5)).on("no-such-model");
+    let err = send(&mut service, ask).await.err().unwrap();
     assert!(
         matches!(err.as_budget(), Some(BudgetError::Pricing(_))),
         "{err}"
@@ -302,12 +173,9 @@ async fn missing_usage_is_counted_and_flagged_estimated() {
     let budget = budget(10_000);
     let provider = Provider::default(); // reports no usage
     let mut service = BudgetLayer::new(budget.clone()).layer(provider);
-    let ask = Ask::new("Count me.", Some(12));
+    let ask = Ask::new("Count me.").with_cap(Some(12));
     let prompt = ask.count_prompt().tokens;
-    scope("t")
-        .run(async { service.ready().await.unwrap().call(ask).await })
-        .await
-        .unwrap();
+    scope("t").run(send(&mut service, ask)).await.unwrap();
     let event = &budget.ledger().events()[0];
     assert!(event.estimated);
     assert_eq!(
@@ -325,14 +193,7 @@ async fn errors_and_timeouts_release_their_reservations() {
     };
     let mut service = BudgetLayer::new(budget.clone()).layer(failing.clone());
     let err = scope("t")
-        .run(async {
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(Ask::new("x", Some(100)))
-                .await
-        })
+        .run(send(&mut service, Ask::new("x").with_cap(Some(100))))
         .await
         .err()
         .unwrap();
@@ -347,14 +208,7 @@ async fn errors_and_timeouts_release_their_reservations() {
         .layer(BudgetLayer::new(budget.clone()))
         .service(slow.clone());
     let err = scope("t")
-        .run(async {
-            timed
-                .ready()
-                .await
-                .unwrap()
-                .call(Ask::new("x", Some(100)))
-                .await
-        })
+        .run(send(&mut timed, Ask::new("x").with_cap(Some(100))))
         .await
         .err()
         .unwrap();
@@ -365,25 +219,18 @@ async fn errors_and_timeouts_release_their_reservations() {
         "the call reached the provider before the timeout"
     );
 
+    no_reservations_left(&budget).await;
     let status = budget.status().await.unwrap();
-    assert!(
-        status.iter().all(|s| s.usage.reserved.is_zero()),
-        "{status:?}"
-    );
     assert!(status.iter().all(|s| s.usage.committed.is_zero()));
     assert!(budget.ledger().is_empty());
 }
 
 #[tokio::test]
 async fn attribution_comes_from_the_scope_else_the_request_else_nobody() {
-    let budget = Budget::builder().build().unwrap();
+    let budget = no_limits();
     let provider = Provider::reporting();
     let mut plain = BudgetLayer::new(budget.clone()).layer(provider.clone());
-    plain
-        .ready()
-        .await
-        .unwrap()
-        .call(Ask::new("a", Some(3)))
+    send(&mut plain, Ask::new("a").with_cap(Some(3)))
         .await
         .unwrap();
 
@@ -414,22 +261,12 @@ async fn attribution_comes_from_the_scope_else_the_request_else_nobody() {
     let inner = tower::service_fn(move |t: Tagged| provider2.call(t.0.request));
     let mut tagged = BudgetLayer::new(budget.clone()).layer(inner);
     let who = Attribution::agent("billing").with_user("alice");
-    tagged
-        .ready()
-        .await
-        .unwrap()
-        .call(Tagged(Attributed::new(Ask::new("b", Some(3)), who)))
+    let ask = Ask::new("b").with_cap(Some(3));
+    send(&mut tagged, Tagged(Attributed::new(ask, who)))
         .await
         .unwrap();
     scope("t9")
-        .run(async {
-            plain
-                .ready()
-                .await
-                .unwrap()
-                .call(Ask::new("c", Some(3)))
-                .await
-        })
+        .run(send(&mut plain, Ask::new("c").with_cap(Some(3))))
         .await
         .unwrap();
 
@@ -462,14 +299,7 @@ async fn cancelled_tasks_and_paused_agents_are_refused() {
     let s = scope("doomed");
     s.cancel_token().cancel();
     let err = s
-        .run(async {
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(Ask::new("x", Some(5)))
-                .await
-        })
+        .run(send(&mut service, Ask::new("x").with_cap(Some(5))))
         .await
         .err()
         .unwrap();
@@ -479,14 +309,7 @@ async fn cancelled_tasks_and_paused_agents_are_refused() {
     ));
     budget.controls().pause_agent("agent");
     let err = scope("other")
-        .run(async {
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(Ask::new("x", Some(5)))
-                .await
-        })
+        .run(send(&mut service, Ask::new("x").with_cap(Some(5))))
         .await
         .err()
         .unwrap();
@@ -542,11 +365,7 @@ async fn streams_end_with_the_reported_usage() {
     assert_eq!(event.usage, Usage::new(prompt, 20));
     assert!(!event.estimated);
     // The task is over: its counters are gone, nothing is left reserved.
-    let status = budget.status().await.unwrap();
-    assert!(
-        status.iter().all(|s| s.usage.reserved.is_zero()),
-        "{status:?}"
-    );
+    no_reservations_left(&budget).await;
 }
 
 #[tokio::test]
@@ -567,17 +386,7 @@ async fn a_stream_dropped_half_way_is_committed_not_released() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_never_exceed_the_hard_limit() {
     const CAP: u64 = 5_000;
-    let budget = Budget::builder()
-        .limit(
-            Limit::new(
-                "agent/day",
-                Selector::agent("agent"),
-                Window::Calendar(budget_core::Period::Day),
-            )
-            .tokens(CAP),
-        )
-        .build()
-        .unwrap();
+    let budget = budget_of([agent_day("agent", CAP)]);
     let provider = Provider {
         delay: Some(Duration::from_millis(5)),
         ..Provider::reporting()
@@ -588,8 +397,8 @@ async fn concurrent_calls_never_exceed_the_hard_limit() {
             let mut service = service.clone();
             let s = scope(&format!("t{i}"));
             tokio::spawn(s.run(async move {
-                let ask = Ask::new("How many tokens may I use today?", Some(100));
-                service.ready().await.unwrap().call(ask).await.map(|_| ())
+                let ask = Ask::new("How many tokens may I use today?").with_cap(Some(100));
+                send(&mut service, ask).await.map(|_| ())
             }))
         })
         .collect();

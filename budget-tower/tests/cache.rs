@@ -1,204 +1,27 @@
 //! The response cache layer, around providers of the test's own request and response types
 //! (and, at the end, end to end: async-openai -> CacheLayer -> BudgetLayer -> local server).
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use budget_core::conversation::{Role, Turn};
-use budget_core::scope::TaskScope;
 use budget_core::{
-    Attribution, Budget, BudgetError, EventKind, Limit, Money, Period, Selector, TaskId,
-    TokenCount, Usage, Window, count_text,
+    Budget, BudgetError, EventKind, MemoryBudgetStore, MemoryLedger, Money, Usage, count_text,
 };
-use budget_tower::budget::Cutoff;
-use budget_tower::cache::{CacheLayer, CacheableResponse};
-use budget_tower::llm::ChatRequest;
+use budget_tower::cache::{CacheLayer, CacheService, CacheableResponse, DeterministicKey};
 use budget_tower::rate_limit::{LimitKind, RateLimitError, RateLimitLayer};
-use budget_tower::{BudgetLayer, BudgetLayerError, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
-use futures::StreamExt;
-use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
+use budget_tower::{BudgetLayer, BudgetLayerError, BudgetService, LlmRequest, LlmResponse};
+use tower::{BoxError, Layer, Service, ServiceBuilder};
+
+mod support;
+use support::{Answer, Ask, Piece, budget_of, global_day, send, task_scope};
 
 // ---------------------------------------------------------------------------------------------
-// The test's own request and response types.
-
-#[derive(Debug, Clone)]
-struct Ask {
-    model: &'static str,
-    prompt: String,
-    cap: Option<u64>,
-    stream: bool,
-    /// `cache_key` is `None` unless set (like temperature > 0 without a seed).
-    deterministic: bool,
-}
-
-impl Ask {
-    fn new(prompt: &str) -> Ask {
-        Ask {
-            model: "gpt-4o-mini",
-            prompt: prompt.into(),
-            cap: Some(200),
-            stream: false,
-            deterministic: true,
-        }
-    }
-
-    fn streamed(self) -> Ask {
-        Ask {
-            stream: true,
-            ..self
-        }
-    }
-
-    fn sampled(self) -> Ask {
-        Ask {
-            deterministic: false,
-            ..self
-        }
-    }
-
-    fn on(self, model: &'static str) -> Ask {
-        Ask { model, ..self }
-    }
-
-    /// What changes the answer: model, prompt, cap (not `stream`).
-    fn content_key(&self) -> u128 {
-        let mut h = DefaultHasher::new();
-        (self.model, &self.prompt, self.cap).hash(&mut h);
-        u128::from(h.finish())
-    }
-}
-
-impl LlmRequest for Ask {
-    fn model(&self) -> &str {
-        self.model
-    }
-    fn count_prompt(&self) -> TokenCount {
-        count_text(self.model, &self.prompt)
-    }
-    fn max_output_tokens(&self) -> Option<u64> {
-        self.cap
-    }
-    fn set_max_output_tokens(&mut self, cap: u64) {
-        self.cap = Some(cap);
-    }
-    fn is_stream(&self) -> bool {
-        self.stream
-    }
-    fn latest_input(&self) -> Option<String> {
-        Some(self.prompt.clone())
-    }
-}
-
-impl ChatRequest for Ask {
-    fn turns(&self) -> Vec<Turn> {
-        vec![Turn::new(Role::User, self.prompt.clone())]
-    }
-    fn set_turns(&mut self, turns: &[Turn]) {
-        self.prompt = turns.iter().map(|t| t.text.as_str()).collect();
-    }
-    fn set_model(&mut self, _: &str) {}
-    fn cache_key(&self) -> Option<u128> {
-        self.deterministic.then(|| self.content_key())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Piece {
-    text: String,
-    usage: Option<Usage>,
-}
-
-impl LlmChunk for Piece {
-    fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-    fn output_text(&self) -> String {
-        self.text.clone()
-    }
-    fn served_model(&self) -> Option<&str> {
-        None
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum PieceError {
-    #[error(transparent)]
-    Cutoff(#[from] Cutoff),
-}
-
-enum Answer {
-    Complete { text: String, usage: Option<Usage> },
-    Stream(ChunkStream<Piece, PieceError>),
-}
-
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Answer::Complete { text, usage } => f
-                .debug_struct("Complete")
-                .field("text", text)
-                .field("usage", usage)
-                .finish(),
-            Answer::Stream(_) => f.write_str("Stream(..)"),
-        }
-    }
-}
-
-impl Answer {
-    fn text(&self) -> &str {
-        match self {
-            Answer::Complete { text, .. } => text,
-            Answer::Stream(_) => panic!("a stream, not a complete answer"),
-        }
-    }
-
-    async fn pieces(self) -> Vec<Piece> {
-        match self {
-            Answer::Stream(s) => s.map(|p| p.unwrap()).collect().await,
-            Answer::Complete { .. } => panic!("a complete answer, not a stream"),
-        }
-    }
-}
-
-impl LlmResponse for Answer {
-    type Chunk = Piece;
-    type StreamError = PieceError;
-
-    fn is_stream(&self) -> bool {
-        matches!(self, Answer::Stream(_))
-    }
-    fn usage(&self) -> Option<Usage> {
-        match self {
-            Answer::Complete { usage, .. } => *usage,
-            Answer::Stream(_) => None,
-        }
-    }
-    fn served_model(&self) -> Option<&str> {
-        None
-    }
-    fn output_text(&self) -> String {
-        match self {
-            Answer::Complete { text, .. } => text.clone(),
-            Answer::Stream(_) => String::new(),
-        }
-    }
-    fn map_stream<F>(self, wrap: F) -> Self
-    where
-        F: FnOnce(ChunkStream<Piece, PieceError>) -> ChunkStream<Piece, PieceError>,
-    {
-        match self {
-            Answer::Stream(s) => Answer::Stream(wrap(s)),
-            complete => complete,
-        }
-    }
-}
+// The test's own response type (tests/support), stored.
 
 /// The stored form: the text and the usage it cost.
 #[derive(Debug, Clone)]
-struct Stored {
+pub struct Stored {
     text: String,
     usage: Usage,
 }
@@ -236,7 +59,7 @@ impl CacheableResponse for Answer {
                 usage: Some(cached.usage),
             },
         ];
-        Answer::Stream(Box::pin(futures::stream::iter(pieces.into_iter().map(Ok))))
+        Answer::stream_of(pieces.into_iter().map(Ok))
     }
 }
 
@@ -291,7 +114,7 @@ impl Service<Ask> for Provider {
                     usage: (!self.no_usage).then_some(usage),
                 },
             ];
-            Answer::Stream(Box::pin(futures::stream::iter(pieces.into_iter().map(Ok))))
+            Answer::stream_of(pieces.into_iter().map(Ok))
         } else {
             Answer::Complete {
                 text,
@@ -303,18 +126,22 @@ impl Service<Ask> for Provider {
 }
 
 fn budget() -> Budget {
-    Budget::builder()
-        .limit(Limit::new("day", Selector::Global, Window::Calendar(Period::Day)).tokens(1_000_000))
-        .build()
-        .unwrap()
+    budget_of([global_day(1_000_000)])
 }
 
-fn scope(agent: &str, task: &str) -> TaskScope {
-    TaskScope::new(Attribution::agent(agent).with_task(TaskId::new(task)))
-}
+/// `inner` behind the cache layer, with the budget layer in between (both on `budget`).
+type Cached<S> = CacheService<
+    BudgetService<S, MemoryBudgetStore, MemoryLedger>,
+    MemoryBudgetStore,
+    MemoryLedger,
+    DeterministicKey,
+>;
 
-async fn send<S: Service<Ask>>(service: &mut S, ask: Ask) -> Result<S::Response, S::Error> {
-    service.ready().await?.call(ask).await
+fn cached_and_budgeted<S>(budget: &Budget, inner: S) -> Cached<S> {
+    ServiceBuilder::new()
+        .layer(CacheLayer::new(budget.clone()))
+        .layer(BudgetLayer::new(budget.clone()))
+        .service(inner)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,12 +150,9 @@ async fn send<S: Service<Ask>>(service: &mut S, ask: Ask) -> Result<S::Response,
 async fn a_hit_skips_the_provider_and_is_recorded_at_zero_cost_with_what_it_saved() {
     let budget = budget();
     let provider = Provider::default();
-    let mut service = ServiceBuilder::new()
-        .layer(CacheLayer::new(budget.clone()))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider.clone());
+    let mut service = cached_and_budgeted(&budget, provider.clone());
 
-    let (first, again) = scope("researcher", "t1")
+    let (first, again) = task_scope("researcher", "t1")
         .run(async {
             let first = send(&mut service, Ask::new("What is a token?"))
                 .await
@@ -371,7 +195,7 @@ async fn a_hit_is_attributed_to_whoever_received_it() {
     send(&mut service, Ask::new("shared question"))
         .await
         .unwrap();
-    scope("writer", "t2")
+    task_scope("writer", "t2")
         .run(send(&mut service, Ask::new("shared question")))
         .await
         .unwrap();
@@ -474,10 +298,7 @@ async fn the_cache_holds_at_most_max_entries() {
 async fn a_streaming_request_is_served_as_a_stream_from_a_cached_complete_response() {
     let budget = budget();
     let provider = Provider::default();
-    let mut service = ServiceBuilder::new()
-        .layer(CacheLayer::new(budget.clone()))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider.clone());
+    let mut service = cached_and_budgeted(&budget, provider.clone());
 
     let complete = send(&mut service, Ask::new("stream me")).await.unwrap();
     let streamed = send(&mut service, Ask::new("stream me").streamed())
@@ -574,13 +395,10 @@ async fn a_response_without_usage_is_not_stored() {
 async fn a_hit_in_a_cancelled_task_is_refused_by_the_budget_layer_inside() {
     let budget = budget();
     let provider = Provider::default();
-    let mut service = ServiceBuilder::new()
-        .layer(CacheLayer::new(budget.clone()))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider.clone());
+    let mut service = cached_and_budgeted(&budget, provider.clone());
 
     send(&mut service, Ask::new("cached")).await.unwrap();
-    let task = scope("agent", "doomed");
+    let task = task_scope("agent", "doomed");
     task.cancel();
     let refused = task
         .run(send(&mut service, Ask::new("cached")))
@@ -601,12 +419,9 @@ async fn a_hit_in_a_cancelled_task_is_refused_by_the_budget_layer_inside() {
 async fn an_agent_looping_on_a_cached_answer_is_still_stopped_as_a_runaway() {
     let budget = budget();
     let provider = Provider::default();
-    let mut service = ServiceBuilder::new()
-        .layer(CacheLayer::new(budget.clone()))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider.clone());
+    let mut service = cached_and_budgeted(&budget, provider.clone());
 
-    let task = scope("looper", "loop");
+    let task = task_scope("looper", "loop");
     let stopped = task
         .clone()
         .run(async {
@@ -632,14 +447,11 @@ async fn an_agent_looping_on_a_cached_answer_is_still_stopped_as_a_runaway() {
 async fn a_hit_for_a_paused_agent_is_not_served() {
     let budget = budget();
     let provider = Provider::default();
-    let mut service = ServiceBuilder::new()
-        .layer(CacheLayer::new(budget.clone()))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider.clone());
+    let mut service = cached_and_budgeted(&budget, provider.clone());
 
     send(&mut service, Ask::new("cached")).await.unwrap();
     budget.controls().pause_agent("sleepy");
-    let refused = scope("sleepy", "t")
+    let refused = task_scope("sleepy", "t")
         .run(send(&mut service, Ask::new("cached")))
         .await
         .unwrap_err();
@@ -675,7 +487,7 @@ async fn hits_count_against_rate_limits_placed_outside_the_cache_only() {
         .layer(RateLimitLayer::new().agent_rpm("agent", 2))
         .layer(CacheLayer::new(budget.clone()))
         .service(provider.clone());
-    let refused = scope("agent", "t")
+    let refused = task_scope("agent", "t")
         .run(async {
             send(&mut outside, Ask::new("q")).await.unwrap();
             send(&mut outside, Ask::new("q")).await.unwrap();
@@ -697,7 +509,7 @@ async fn hits_count_against_rate_limits_placed_outside_the_cache_only() {
         .layer(CacheLayer::new(budget.clone()))
         .layer(RateLimitLayer::new().agent_rpm("agent", 2))
         .service(provider.clone());
-    scope("agent", "t2")
+    task_scope("agent", "t2")
         .run(async {
             for _ in 0..5 {
                 send(&mut inside, Ask::new("q")).await.unwrap();
@@ -726,46 +538,32 @@ async fn the_layer_composes_with_boxed_errors() {
 
 #[cfg(all(feature = "openai", feature = "local-server"))]
 mod openai_e2e {
-    use async_openai::config::OpenAIConfig;
-    use async_openai::types::chat::{
-        ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
-        CreateChatCompletionRequestArgs,
-    };
-    use budget_tower::local_server::{LocalServer, RunningServer};
+    use async_openai::types::chat::CreateChatCompletionRequest;
+    use budget_tower::LlmChunk;
+    use budget_tower::local_server::RunningServer;
     use budget_tower::openai::{ChatReply, OpenAiService, usage_of};
+    use futures::StreamExt;
 
+    use super::support::chat::user_request;
+    use super::support::server::{openai_service, start_server};
     use super::*;
 
     fn request(text: &str, temperature: f32, stream: bool) -> CreateChatCompletionRequest {
-        let mut args = CreateChatCompletionRequestArgs::default();
-        args.model("gpt-4o")
-            .temperature(temperature)
-            .max_completion_tokens(100u32)
-            .messages([ChatCompletionRequestUserMessageArgs::default()
-                .content(text)
-                .build()
-                .unwrap()
-                .into()]);
+        let mut args = user_request("gpt-4o", text);
+        args.temperature(temperature).max_completion_tokens(100u32);
         if stream {
             args.stream(true);
         }
         args.build().unwrap()
     }
 
-    fn provider(server: &RunningServer) -> OpenAiService {
-        OpenAiService::new(
-            OpenAIConfig::new()
-                .with_api_base(server.base_url())
-                .with_api_key("test"),
-        )
-    }
-
-    async fn send<S>(service: &mut S, req: CreateChatCompletionRequest) -> S::Response
-    where
-        S: Service<CreateChatCompletionRequest>,
-        S::Error: std::fmt::Debug,
-    {
-        service.ready().await.unwrap().call(req).await.unwrap()
+    /// The local server, replying with `reply_tokens` tokens, and a fresh budget with
+    /// async-openai behind the cache and budget layers.
+    async fn start(reply_tokens: u64) -> (RunningServer, Budget, Cached<OpenAiService>) {
+        let server = start_server(reply_tokens).await;
+        let budget = budget();
+        let service = cached_and_budgeted(&budget, openai_service(&server));
+        (server, budget, service)
     }
 
     async fn collect_stream(reply: ChatReply) -> (String, Option<Usage>, usize) {
@@ -784,21 +582,16 @@ mod openai_e2e {
 
     #[tokio::test]
     async fn the_second_identical_deterministic_request_never_reaches_the_server() {
-        let server = LocalServer::builder()
-            .reply_tokens(12)
-            .start()
-            .await
-            .unwrap();
-        let budget = budget();
-        let mut service = ServiceBuilder::new()
-            .layer(CacheLayer::new(budget.clone()))
-            .layer(BudgetLayer::new(budget.clone()))
-            .service(provider(&server));
+        let (server, budget, mut service) = start(12).await;
 
-        let (first, again) = scope("researcher", "e2e")
+        let (first, again) = task_scope("researcher", "e2e")
             .run(async {
-                let first = send(&mut service, request("What is a token?", 0.0, false)).await;
-                let again = send(&mut service, request("What is a token?", 0.0, false)).await;
+                let first = send(&mut service, request("What is a token?", 0.0, false))
+                    .await
+                    .unwrap();
+                let again = send(&mut service, request("What is a token?", 0.0, false))
+                    .await
+                    .unwrap();
                 (first, again)
             })
             .await;
@@ -821,30 +614,28 @@ mod openai_e2e {
         assert!(events[1].saved.money > Money::ZERO);
 
         // A sampled request (temperature above 0, no seed) is not cached.
-        send(&mut service, request("What is a token?", 0.7, false)).await;
-        send(&mut service, request("What is a token?", 0.7, false)).await;
+        send(&mut service, request("What is a token?", 0.7, false))
+            .await
+            .unwrap();
+        send(&mut service, request("What is a token?", 0.7, false))
+            .await
+            .unwrap();
         assert_eq!(server.requests_received(), 3);
         server.shutdown().await.unwrap();
     }
 
     #[tokio::test]
     async fn a_cached_complete_reply_is_served_as_openais_chunk_sequence() {
-        let server = LocalServer::builder()
-            .reply_tokens(7)
-            .start()
-            .await
-            .unwrap();
-        let budget = budget();
-        let mut service = ServiceBuilder::new()
-            .layer(CacheLayer::new(budget.clone()))
-            .layer(BudgetLayer::new(budget.clone()))
-            .service(provider(&server));
+        let (server, _, mut service) = start(7).await;
 
         let complete = send(&mut service, request("Stream it", 0.0, false))
             .await
+            .unwrap()
             .into_complete()
             .unwrap();
-        let streamed = send(&mut service, request("Stream it", 0.0, true)).await;
+        let streamed = send(&mut service, request("Stream it", 0.0, true))
+            .await
+            .unwrap();
         assert_eq!(server.requests_received(), 1);
         let (text, usage, chunks) = collect_stream(streamed).await;
         assert_eq!(
@@ -862,21 +653,17 @@ mod openai_e2e {
 
     #[tokio::test]
     async fn a_streamed_reply_is_assembled_stored_and_served_complete() {
-        let server = LocalServer::builder()
-            .reply_tokens(9)
-            .start()
-            .await
-            .unwrap();
-        let budget = budget();
-        let mut service = ServiceBuilder::new()
-            .layer(CacheLayer::new(budget.clone()))
-            .layer(BudgetLayer::new(budget.clone()))
-            .service(provider(&server));
+        let (server, budget, mut service) = start(9).await;
 
-        let (streamed_text, streamed_usage, _) =
-            collect_stream(send(&mut service, request("Assemble me", 0.0, true)).await).await;
+        let (streamed_text, streamed_usage, _) = collect_stream(
+            send(&mut service, request("Assemble me", 0.0, true))
+                .await
+                .unwrap(),
+        )
+        .await;
         let complete = send(&mut service, request("Assemble me", 0.0, false))
             .await
+            .unwrap()
             .into_complete()
             .unwrap();
         assert_eq!(
@@ -901,24 +688,18 @@ mod openai_e2e {
 
     #[tokio::test]
     async fn a_stream_dropped_half_way_is_not_stored() {
-        let server = LocalServer::builder()
-            .reply_tokens(9)
-            .start()
-            .await
-            .unwrap();
-        let budget = budget();
-        let mut service = ServiceBuilder::new()
-            .layer(CacheLayer::new(budget.clone()))
-            .layer(BudgetLayer::new(budget.clone()))
-            .service(provider(&server));
+        let (server, _, mut service) = start(9).await;
 
         let mut stream = send(&mut service, request("Half", 0.0, true))
             .await
+            .unwrap()
             .into_stream()
             .unwrap();
         stream.next().await.unwrap().unwrap();
         drop(stream);
-        send(&mut service, request("Half", 0.0, false)).await;
+        send(&mut service, request("Half", 0.0, false))
+            .await
+            .unwrap();
         assert_eq!(server.requests_received(), 2);
         server.shutdown().await.unwrap();
     }

@@ -1,67 +1,40 @@
 //! Context compression end to end: async-openai request -> CompressLayer -> BudgetLayer ->
 //! OpenAiService -> the local server.
 
-use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
-    ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
-    CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
+    ChatCompletionRequestMessage, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
 };
-use budget_core::{
-    Attribution, Budget, CommitDetails, EventKind, Limit, Period, Selector, Usage, Window,
-};
-use budget_tower::local_server::{LocalServer, RunningServer};
+use budget_core::{Attribution, Budget, EventKind, MemoryBudgetStore, MemoryLedger};
+use budget_tower::local_server::RunningServer;
 use budget_tower::openai::OpenAiService;
-use budget_tower::{Attributed, BudgetLayer, CompressLayer, CompressLayerError, LlmRequest};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use budget_tower::{
+    Attributed, BudgetLayer, BudgetService, CompressLayer, CompressLayerError, CompressService,
+    LlmRequest,
+};
+use tower::ServiceBuilder;
+
+mod support;
+use support::chat::{assistant_message, system_message, user_message};
+use support::server::{openai_service, start_server};
+use support::{agent_day_at, send};
 
 const SYSTEM: &str = "You are the analytics agent. Answer with numbers.";
 
 /// A long conversation: a system prompt, a greeting exchange, `rounds` long question/answer
 /// pairs, and a final question.
 fn conversation(rounds: usize) -> Vec<ChatCompletionRequestMessage> {
-    let mut messages: Vec<ChatCompletionRequestMessage> = vec![
-        ChatCompletionRequestSystemMessageArgs::default()
-            .content(SYSTEM)
-            .build()
-            .unwrap()
-            .into(),
-        ChatCompletionRequestUserMessageArgs::default()
-            .content("Hi!")
-            .build()
-            .unwrap()
-            .into(),
-        ChatCompletionRequestAssistantMessageArgs::default()
-            .content("Hello!")
-            .build()
-            .unwrap()
-            .into(),
+    let mut messages = vec![
+        system_message(SYSTEM),
+        user_message("Hi!"),
+        assistant_message("Hello!"),
     ];
     for i in 0..rounds {
         let long = format!("Round {i}: ")
             + &"the spend per agent rose again because the context grew ".repeat(12);
-        messages.push(
-            ChatCompletionRequestUserMessageArgs::default()
-                .content(long.clone())
-                .build()
-                .unwrap()
-                .into(),
-        );
-        messages.push(
-            ChatCompletionRequestAssistantMessageArgs::default()
-                .content(long)
-                .build()
-                .unwrap()
-                .into(),
-        );
+        messages.push(user_message(&long));
+        messages.push(assistant_message(&long));
     }
-    messages.push(
-        ChatCompletionRequestUserMessageArgs::default()
-            .content("So what should we cut first?")
-            .build()
-            .unwrap()
-            .into(),
-    );
+    messages.push(user_message("So what should we cut first?"));
     messages
 }
 
@@ -75,63 +48,32 @@ fn request(messages: Vec<ChatCompletionRequestMessage>) -> Attributed<CreateChat
     Attributed::new(request, Attribution::agent("analyst"))
 }
 
-fn provider(server: &RunningServer) -> OpenAiService {
-    OpenAiService::new(
-        OpenAIConfig::new()
-            .with_api_base(server.base_url())
-            .with_api_key("test"),
-    )
-}
+type Stack = CompressService<
+    BudgetService<OpenAiService, MemoryBudgetStore, MemoryLedger>,
+    MemoryBudgetStore,
+    MemoryLedger,
+>;
 
-/// A budget with the analyst at `used` of 100,000 tokens today.
-async fn budget_at(used: u64) -> Budget {
-    let budget = Budget::builder()
-        .limit(
-            Limit::new(
-                "analyst/day",
-                Selector::agent("analyst"),
-                Window::Calendar(Period::Day),
-            )
-            .tokens(100_000),
-        )
-        .build()
-        .unwrap();
-    if used > 0 {
-        budget
-            .record(
-                &Attribution::agent("analyst"),
-                "gpt-4o",
-                Usage::new(used, 0),
-                CommitDetails::default(),
-            )
-            .await
-            .unwrap();
-    }
-    budget
-}
-
-async fn send<S>(
-    service: &mut S,
-    req: Attributed<CreateChatCompletionRequest>,
-) -> Result<S::Response, S::Error>
-where
-    S: Service<Attributed<CreateChatCompletionRequest>>,
-{
-    service.ready().await?.call(req).await
+/// The local server replying with `reply_tokens` tokens, a budget with the analyst at `used` of
+/// 100,000 tokens today, and async-openai behind the compress layer `compress` makes from the
+/// budget and the budget layer.
+async fn start(
+    reply_tokens: u64,
+    used: u64,
+    compress: fn(Budget) -> CompressLayer,
+) -> (RunningServer, Budget, Stack) {
+    let server = start_server(reply_tokens).await;
+    let budget = agent_day_at("analyst", used).await;
+    let service = ServiceBuilder::new()
+        .layer(compress(budget.clone()))
+        .layer(BudgetLayer::new(budget.clone()))
+        .service(openai_service(&server));
+    (server, budget, service)
 }
 
 #[tokio::test]
 async fn without_pressure_the_conversation_goes_as_it_is() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let budget = budget_at(0).await;
-    let mut service = ServiceBuilder::new()
-        .layer(CompressLayer::new(budget.clone()))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider(&server));
+    let (server, budget, mut service) = start(5, 0, CompressLayer::new).await;
     let req = request(conversation(20));
     let before = req.count_prompt().tokens;
     send(&mut service, req).await.unwrap();
@@ -144,16 +86,8 @@ async fn without_pressure_the_conversation_goes_as_it_is() {
 
 #[tokio::test]
 async fn under_pressure_the_prompt_is_cut_to_the_target_and_the_saving_recorded() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let budget = budget_at(91_000).await; // 91% used: target 2,000 prompt tokens
-    let mut service = ServiceBuilder::new()
-        .layer(CompressLayer::new(budget.clone()))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider(&server));
+    // 91% used: target 2,000 prompt tokens
+    let (server, budget, mut service) = start(5, 91_000, CompressLayer::new).await;
     let req = request(conversation(20));
     let before = req.count_prompt().tokens;
     assert!(before > 4_000, "{before}");
@@ -187,16 +121,9 @@ async fn under_pressure_the_prompt_is_cut_to_the_target_and_the_saving_recorded(
 
 #[tokio::test]
 async fn a_summary_call_is_budgeted_and_recorded_as_a_summary() {
-    let server = LocalServer::builder()
-        .reply_tokens(60)
-        .start()
-        .await
-        .unwrap();
-    let budget = budget_at(75_000).await; // 75% used: target 4,000 prompt tokens
-    let mut service = ServiceBuilder::new()
-        .layer(CompressLayer::new(budget.clone()).summarise_with("gpt-4o-mini"))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider(&server));
+    // 75% used: target 4,000 prompt tokens
+    let summarising = |budget: Budget| CompressLayer::new(budget).summarise_with("gpt-4o-mini");
+    let (server, budget, mut service) = start(60, 75_000, summarising).await;
     send(&mut service, request(conversation(30))).await.unwrap();
 
     assert_eq!(
@@ -226,30 +153,10 @@ async fn a_summary_call_is_budgeted_and_recorded_as_a_summary() {
 
 #[tokio::test]
 async fn a_conversation_that_cannot_fit_is_not_sent() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let budget = budget_at(91_000).await;
-    let mut service = ServiceBuilder::new()
-        .layer(CompressLayer::new(budget.clone()))
-        .layer(BudgetLayer::new(budget.clone()))
-        .service(provider(&server));
+    let (server, _, mut service) = start(5, 91_000, CompressLayer::new).await;
     // A system prompt alone larger than the 2,000-token target.
     let huge = "Policy clause that must never be dropped. ".repeat(400);
-    let messages = vec![
-        ChatCompletionRequestSystemMessageArgs::default()
-            .content(huge)
-            .build()
-            .unwrap()
-            .into(),
-        ChatCompletionRequestUserMessageArgs::default()
-            .content("Go.")
-            .build()
-            .unwrap()
-            .into(),
-    ];
+    let messages = vec![system_message(&huge), user_message("Go.")];
     let err = send(&mut service, request(messages)).await.unwrap_err();
     assert!(
         matches!(err, CompressLayerError::CannotFit { target: 2_000, .. }),

@@ -8,8 +8,7 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
 use async_openai::types::chat::{
-    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessageArgs,
-    ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions, ChatCompletionTool,
+    ChatCompletionRequestMessage, ChatCompletionStreamOptions, ChatCompletionTool,
     ChatCompletionTools, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
     CreateChatCompletionResponse, CreateChatCompletionStreamResponse, FinishReason,
     FunctionObjectArgs, Role,
@@ -18,6 +17,10 @@ use budget_core::{ChatMessage, count_chat, count_text};
 use budget_tower::local_server::{Behavior, FailureKind, LocalServer, RunningServer};
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+mod support;
+use support::chat::{system_message, user_message};
+use support::server::start_server;
 
 const SYSTEM: &str = "You are a terse assistant.";
 const USER: &str = "Summarise the plan in three bullet points.";
@@ -31,18 +34,7 @@ fn client(server: &RunningServer) -> Client<OpenAIConfig> {
 }
 
 fn messages(user: &str) -> Vec<ChatCompletionRequestMessage> {
-    vec![
-        ChatCompletionRequestSystemMessageArgs::default()
-            .content(SYSTEM)
-            .build()
-            .unwrap()
-            .into(),
-        ChatCompletionRequestUserMessageArgs::default()
-            .content(user)
-            .build()
-            .unwrap()
-            .into(),
-    ]
+    vec![system_message(SYSTEM), user_message(user)]
 }
 
 fn request(model: &str, max_tokens: Option<u32>) -> CreateChatCompletionRequest {
@@ -141,6 +133,14 @@ fn api_error(error: OpenAIError) -> async_openai::error::ApiErrorResponse {
     }
 }
 
+/// The API error the server answers `request` with.
+async fn api_error_of(
+    client: &Client<OpenAIConfig>,
+    request: CreateChatCompletionRequest,
+) -> async_openai::error::ApiErrorResponse {
+    api_error(client.chat().create(request).await.unwrap_err())
+}
+
 #[tokio::test]
 async fn non_streaming_usage_equals_independent_counts() {
     let server = LocalServer::builder().start().await.unwrap();
@@ -179,11 +179,7 @@ async fn non_streaming_usage_equals_independent_counts() {
 
 #[tokio::test]
 async fn replies_are_deterministic_per_conversation() {
-    let server = LocalServer::builder()
-        .reply_tokens(25)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(25).await;
     let client = client(&server);
     let first = content(&client.chat().create(request("gpt-4o", None)).await.unwrap());
     let again = content(&client.chat().create(request("gpt-4o", None)).await.unwrap());
@@ -250,11 +246,7 @@ async fn max_tokens_are_honoured_and_visible_in_requests() {
 
 #[tokio::test]
 async fn streaming_sends_one_token_per_chunk_and_a_final_usage_chunk() {
-    let server = LocalServer::builder()
-        .reply_tokens(30)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(30).await;
     let client = client(&server);
     let collected = collect(&client, streaming("gpt-4o", None, true)).await;
     assert!(collected.errors.is_empty(), "{:?}", collected.errors);
@@ -293,11 +285,7 @@ async fn streaming_sends_one_token_per_chunk_and_a_final_usage_chunk() {
 
 #[tokio::test]
 async fn streaming_without_include_usage_has_no_usage_chunk() {
-    let server = LocalServer::builder()
-        .reply_tokens(12)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(12).await;
     let client = client(&server);
     let collected = collect(&client, streaming("gpt-4", None, false)).await;
     assert!(collected.errors.is_empty());
@@ -329,11 +317,7 @@ async fn streaming_stops_at_the_cap_with_finish_reason_length() {
 
 #[tokio::test]
 async fn the_sse_wire_format_matches_openai() {
-    let server = LocalServer::builder()
-        .reply_tokens(3)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(3).await;
     let body = json!({
         "model": "gpt-4o",
         "messages": [{"role": "user", "content": "hi"}],
@@ -468,11 +452,7 @@ async fn cached_and_reasoning_tokens_are_reported_inside_the_totals() {
 
 #[tokio::test]
 async fn tools_and_text_parts_are_counted_like_the_client_side_does() {
-    let server = LocalServer::builder()
-        .reply_tokens(2)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(2).await;
     let client = client(&server);
     let tool = ChatCompletionTools::Function(ChatCompletionTool {
         function: FunctionObjectArgs::default()
@@ -532,13 +512,7 @@ async fn rate_limits_and_quota_exhaustion_are_distinguishable() {
         .unwrap();
     let client = client(&server);
 
-    let limited = api_error(
-        client
-            .chat()
-            .create(request("gpt-4o", None))
-            .await
-            .unwrap_err(),
-    );
+    let limited = api_error_of(&client, request("gpt-4o", None)).await;
     assert_eq!(limited.status_code.as_u16(), 429);
     assert_eq!(
         limited.api_error.code.as_deref(),
@@ -549,13 +523,7 @@ async fn rate_limits_and_quota_exhaustion_are_distinguishable() {
         Some("insufficient_quota")
     );
 
-    let quota = api_error(
-        client
-            .chat()
-            .create(request("gpt-4o", None))
-            .await
-            .unwrap_err(),
-    );
+    let quota = api_error_of(&client, request("gpt-4o", None)).await;
     assert_eq!(quota.status_code.as_u16(), 429);
     assert_eq!(
         quota.api_error.r#type.as_deref(),
@@ -600,13 +568,7 @@ async fn server_errors_are_http_500() {
         .await
         .unwrap();
     let client = client(&server);
-    let error = api_error(
-        client
-            .chat()
-            .create(request("gpt-4o", None))
-            .await
-            .unwrap_err(),
-    );
+    let error = api_error_of(&client, request("gpt-4o", None)).await;
     assert_eq!(error.status_code.as_u16(), 500);
     // Failures arrive before streaming starts, as the status of the response.
     let Err(error) = client

@@ -1,37 +1,20 @@
 //! The optimisation view of async-openai's chat request: turns out and back, cache keys.
 
-use async_openai::types::chat::{
-    ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestSystemMessageArgs,
-    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
-    CreateChatCompletionRequestArgs,
-};
+use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionRequestArgs};
 use budget_core::conversation::{Role, Turn};
 use budget_tower::LlmRequest;
 use budget_tower::llm::ChatRequest;
 
+mod support;
+use support::chat::{assistant_message, system_message, user_message};
+
 fn request(temperature: Option<f32>) -> CreateChatCompletionRequest {
     let mut args = CreateChatCompletionRequestArgs::default();
     args.model("gpt-4o").messages([
-        ChatCompletionRequestSystemMessageArgs::default()
-            .content("Be brief.")
-            .build()
-            .unwrap()
-            .into(),
-        ChatCompletionRequestUserMessageArgs::default()
-            .content("Hello there!")
-            .build()
-            .unwrap()
-            .into(),
-        ChatCompletionRequestAssistantMessageArgs::default()
-            .content("Hi! How can I help?")
-            .build()
-            .unwrap()
-            .into(),
-        ChatCompletionRequestUserMessageArgs::default()
-            .content("What is our token spend today?")
-            .build()
-            .unwrap()
-            .into(),
+        system_message("Be brief."),
+        user_message("Hello there!"),
+        assistant_message("Hi! How can I help?"),
+        user_message("What is our token spend today?"),
     ]);
     if let Some(t) = temperature {
         args.temperature(t);

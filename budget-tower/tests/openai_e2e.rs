@@ -3,31 +3,23 @@
 
 use std::time::Duration;
 
-use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
-use async_openai::types::chat::{
-    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
-    CreateChatCompletionRequestArgs,
-};
-use budget_core::scope::TaskScope;
-use budget_core::{
-    Attribution, Budget, BudgetError, Limit, Period, Selector, TaskId, Usage, Window,
-};
+use async_openai::types::chat::CreateChatCompletionRequest;
+use budget_core::{Budget, BudgetError, Usage};
 use budget_tower::budget::Cutoff;
-use budget_tower::local_server::{Behavior, FailureKind, LocalServer, RunningServer};
-use budget_tower::openai::{ChatReply, ChatStreamError, OpenAiService, billed_failure, usage_of};
+use budget_tower::local_server::{Behavior, FailureKind, LocalServer};
+use budget_tower::openai::{ChatReply, ChatStreamError, billed_failure, usage_of};
 use budget_tower::{BudgetLayer, BudgetLayerError, LlmRequest};
 use futures::StreamExt;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder};
+
+mod support;
+use support::chat::user_request;
+use support::server::{openai_service, start_server};
+use support::{agent_day, budget_of, global_day, no_reservations_left, per_task, scope, send};
 
 fn request(text: &str, cap: Option<u32>, stream: bool) -> CreateChatCompletionRequest {
-    let mut args = CreateChatCompletionRequestArgs::default();
-    args.model("gpt-4o")
-        .messages([ChatCompletionRequestUserMessageArgs::default()
-            .content(text)
-            .build()
-            .unwrap()
-            .into()]);
+    let mut args = user_request("gpt-4o", text);
     if let Some(cap) = cap {
         args.max_completion_tokens(cap);
     }
@@ -37,41 +29,8 @@ fn request(text: &str, cap: Option<u32>, stream: bool) -> CreateChatCompletionRe
     args.build().unwrap()
 }
 
-/// Sends one request through `service` (naming the request type, which `OpenAiService` has two
-/// of).
-async fn send<S>(service: &mut S, req: CreateChatCompletionRequest) -> Result<S::Response, S::Error>
-where
-    S: Service<CreateChatCompletionRequest>,
-{
-    service.ready().await?.call(req).await
-}
-
-fn provider(server: &RunningServer) -> OpenAiService {
-    OpenAiService::new(
-        OpenAIConfig::new()
-            .with_api_base(server.base_url())
-            .with_api_key("test"),
-    )
-}
-
 fn budget(task_tokens: u64) -> Budget {
-    Budget::builder()
-        .limit(Limit::new("task", Selector::agent("agent"), Window::PerTask).tokens(task_tokens))
-        .limit(Limit::new("day", Selector::Global, Window::Calendar(Period::Day)).tokens(1_000_000))
-        .build()
-        .unwrap()
-}
-
-fn scope(task: &str) -> TaskScope {
-    TaskScope::new(Attribution::agent("agent").with_task(TaskId::new(task)))
-}
-
-async fn no_reservations_left(budget: &Budget) {
-    let status = budget.status().await.unwrap();
-    assert!(
-        status.iter().all(|s| s.usage.reserved.is_zero()),
-        "{status:?}"
-    );
+    budget_of([per_task(task_tokens), global_day(1_000_000)])
 }
 
 #[tokio::test]
@@ -84,7 +43,7 @@ async fn the_ledger_equals_what_the_server_reported() {
         .await
         .unwrap();
     let budget = budget(100_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     let req = request("What did the fleet spend yesterday?", Some(100), false);
     let reply = scope("t1")
         .run(async { send(&mut service, req).await })
@@ -109,13 +68,9 @@ async fn the_ledger_equals_what_the_server_reported() {
 
 #[tokio::test]
 async fn the_prompt_count_matches_the_server_exactly() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(5).await;
     let budget = budget(100_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     let req = request(
         "Count me exactly, please: ünïcödé, 数字, emoji 🚀.",
         Some(10),
@@ -132,7 +87,7 @@ async fn the_prompt_count_matches_the_server_exactly() {
 async fn denied_calls_never_leave_the_process() {
     let server = LocalServer::builder().start().await.unwrap();
     let budget = budget(30);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     let long = "budget ".repeat(50);
     let err = scope("t")
         .run(async { send(&mut service, request(&long, Some(10), false)).await })
@@ -147,13 +102,9 @@ async fn denied_calls_never_leave_the_process() {
 
 #[tokio::test]
 async fn the_clamped_cap_is_what_the_server_receives() {
-    let server = LocalServer::builder()
-        .reply_tokens(500)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(500).await;
     let budget = budget(200);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     let req = request("Write as much as you can.", Some(4_000), false);
     let prompt = req.count_prompt().tokens;
     scope("t")
@@ -171,12 +122,8 @@ async fn the_clamped_cap_is_what_the_server_receives() {
     assert_eq!(spent, 200, "the task used exactly its budget, no more");
 
     // A request without any cap gets one: what the budget allows.
-    let server2 = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let mut service2 = BudgetLayer::new(budget.clone()).layer(provider(&server2));
+    let server2 = start_server(5).await;
+    let mut service2 = BudgetLayer::new(budget.clone()).layer(openai_service(&server2));
     let req = request("No cap here.", None, false);
     let prompt = req.count_prompt().tokens;
     scope("t2")
@@ -191,13 +138,9 @@ async fn the_clamped_cap_is_what_the_server_receives() {
 
 #[tokio::test]
 async fn streams_are_metered_and_reconciled_with_the_usage_chunk() {
-    let server = LocalServer::builder()
-        .reply_tokens(25)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(25).await;
     let budget = budget(100_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     // The caller did not ask for usage; the layer does.
     let req = request("Stream me a story.", Some(100), true);
     let reply = scope("t")
@@ -228,7 +171,7 @@ async fn a_stream_overrunning_its_grant_is_cut_at_the_right_token() {
         .await
         .unwrap();
     let budget = budget(100_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     let req = request("Stream past your cap.", Some(12), true);
     let prompt = req.count_prompt().tokens;
     let reply = scope("t")
@@ -279,7 +222,7 @@ async fn a_stream_cut_by_the_provider_commits_what_arrived() {
         .await
         .unwrap();
     let budget = budget(100_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     let req = request("Stream, then break.", Some(30), true);
     let prompt = req.count_prompt().tokens;
     let reply = scope("t")
@@ -305,7 +248,7 @@ async fn missing_usage_is_counted_and_flagged() {
         .await
         .unwrap();
     let budget = budget(100_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     let req = request("No usage for you.", Some(50), false);
     let prompt = req.count_prompt().tokens;
     scope("t")
@@ -342,7 +285,7 @@ async fn provider_errors_release_their_reservations() {
         .await
         .unwrap();
     let budget = budget(100_000);
-    let mut service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     for _ in 0..3 {
         let err = scope("t")
             .run(async { send(&mut service, request("x", Some(10), false)).await })
@@ -370,7 +313,7 @@ async fn timeouts_release_their_reservations() {
     let mut service = ServiceBuilder::new()
         .timeout(Duration::from_millis(100))
         .layer(BudgetLayer::new(budget.clone()))
-        .service(provider(&server));
+        .service(openai_service(&server));
     let err = scope("t")
         .run(async { send(&mut service, request("slow", Some(10), false)).await })
         .await
@@ -423,7 +366,7 @@ async fn retries_outside_the_layer_account_every_attempt() {
     let mut service = ServiceBuilder::new()
         .layer(tower::retry::RetryLayer::new(RetryServerErrors(3)))
         .layer(BudgetLayer::new(budget.clone()))
-        .service(provider(&server));
+        .service(openai_service(&server));
     let reply = scope("t")
         .run(async { send(&mut service, request("try again", Some(10), false)).await })
         .await
@@ -444,18 +387,8 @@ async fn sixty_four_concurrent_calls_never_exceed_the_agent_budget() {
         .start()
         .await
         .unwrap();
-    let budget = Budget::builder()
-        .limit(
-            Limit::new(
-                "agent/day",
-                Selector::agent("agent"),
-                Window::Calendar(Period::Day),
-            )
-            .tokens(CAP),
-        )
-        .build()
-        .unwrap();
-    let service = BudgetLayer::new(budget.clone()).layer(provider(&server));
+    let budget = budget_of([agent_day("agent", CAP)]);
+    let service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
     let calls: Vec<_> = (0..64)
         .map(|i| {
             let mut service = service.clone();
@@ -501,7 +434,7 @@ async fn an_unreadable_answer_is_billed_at_worst_case_when_the_layer_is_told_so(
     let budget = budget(100_000);
     let mut service = BudgetLayer::new(budget.clone())
         .billed_failures(billed_failure)
-        .layer(provider(&server));
+        .layer(openai_service(&server));
     let req = request("Answer me in broken JSON.", Some(40), false);
     let prompt = req.count_prompt().tokens;
     let err = scope("t").run(send(&mut service, req)).await.unwrap_err();

@@ -7,133 +7,65 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use budget_core::scope::TaskScope;
-use budget_core::{Attribution, Budget, TokenCount, Usage, count_text};
-use budget_tower::budget::Cutoff;
-use budget_tower::llm::{ChunkStream, LlmChunk, LlmRequest, LlmResponse};
+use budget_core::{Attribution, Usage, count_text};
+use budget_tower::llm::{LlmRequest, LlmResponse};
 use budget_tower::rate_limit::TokioClock;
 use budget_tower::{
     BudgetLayer, BudgetLayerError, LimitKind, Policy, Rate, RateLimitError, RateLimitKey,
     RateLimitLayer,
 };
 use governor::clock::{DefaultClock, FakeRelativeClock};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder};
+
+mod support;
+use support::{Answer, Ask, no_limits, send};
 
 // ---------------------------------------------------------------------------------------------
-// A request and response of our own, and a provider that counts its calls.
+// A request and response of our own (tests/support), and a provider that counts its calls.
 
-#[derive(Debug, Clone)]
-struct Req {
-    model: &'static str,
-    prompt: String,
-    cap: Option<u64>,
+fn req(model: &'static str, prompt: &str, cap: Option<u64>) -> Ask {
+    Ask::new(prompt).on(model).with_cap(cap)
 }
 
-impl Req {
-    fn new(model: &'static str, prompt: &str, cap: Option<u64>) -> Req {
-        Req {
-            model,
-            prompt: prompt.to_owned(),
-            cap,
-        }
-    }
-
-    /// What the layer charges a token limit for it (with the layer's default cap `default`).
-    fn weight(&self, default: u64) -> u64 {
-        count_text(self.model, &self.prompt).tokens + self.cap.unwrap_or(default)
-    }
-}
-
-impl LlmRequest for Req {
-    fn model(&self) -> &str {
-        self.model
-    }
-    fn count_prompt(&self) -> TokenCount {
-        count_text(self.model, &self.prompt)
-    }
-    fn max_output_tokens(&self) -> Option<u64> {
-        self.cap
-    }
-    fn set_max_output_tokens(&mut self, cap: u64) {
-        self.cap = Some(cap);
-    }
-    fn is_stream(&self) -> bool {
-        false
-    }
-}
-
-#[derive(Debug)]
-struct Resp {
-    prompt: u64,
-    output: u64,
-}
-
-#[derive(Debug)]
-struct NoChunk;
-
-impl LlmChunk for NoChunk {
-    fn usage(&self) -> Option<Usage> {
-        None
-    }
-    fn output_text(&self) -> String {
-        String::new()
-    }
-    fn served_model(&self) -> Option<&str> {
-        None
-    }
-}
-
-impl LlmResponse for Resp {
-    type Chunk = NoChunk;
-    type StreamError = Cutoff;
-    fn is_stream(&self) -> bool {
-        false
-    }
-    fn usage(&self) -> Option<Usage> {
-        Some(Usage::new(self.prompt, self.output))
-    }
-    fn served_model(&self) -> Option<&str> {
-        None
-    }
-    fn output_text(&self) -> String {
-        String::new()
-    }
-    fn map_stream<F>(self, _: F) -> Self
-    where
-        F: FnOnce(ChunkStream<NoChunk, Cutoff>) -> ChunkStream<NoChunk, Cutoff>,
-    {
-        self
-    }
+/// What the layer charges a token limit for `req` (with the layer's default cap `default`).
+fn weight_of(req: &Ask, default: u64) -> u64 {
+    count_text(req.model, &req.prompt).tokens + req.cap.unwrap_or(default)
 }
 
 /// A provider that answers at once and counts the calls it received.
 fn provider(
     calls: &Arc<AtomicUsize>,
-) -> impl Service<Req, Response = Resp, Error = Infallible, Future: Send> + Clone + Send + 'static {
+) -> impl Service<Ask, Response = Answer, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
     let calls = calls.clone();
-    tower::service_fn(move |req: Req| {
+    tower::service_fn(move |req: Ask| {
         calls.fetch_add(1, Ordering::SeqCst);
-        let prompt = req.count_prompt().tokens;
-        let output = req.cap.unwrap_or(0).min(5);
-        async move { Ok::<_, Infallible>(Resp { prompt, output }) }
+        let usage = Usage::new(req.count_prompt().tokens, req.cap.unwrap_or(0).min(5));
+        async move {
+            Ok::<_, Infallible>(Answer::Complete {
+                text: String::new(),
+                usage: Some(usage),
+            })
+        }
     })
 }
 
 type Error = RateLimitError<Infallible>;
 
 /// One call through `service`, inside a task scope of `agent` when given.
-async fn call<S>(service: &mut S, agent: Option<&str>, req: Req) -> Result<Resp, S::Error>
+async fn call<S>(service: &mut S, agent: Option<&str>, req: Ask) -> Result<Answer, S::Error>
 where
-    S: Service<Req, Response = Resp>,
+    S: Service<Ask, Response = Answer>,
 {
-    let fut = async { service.ready().await?.call(req).await };
+    let fut = send(service, req);
     match agent {
         Some(agent) => TaskScope::new(Attribution::agent(agent)).run(fut).await,
         None => fut.await,
     }
 }
 
-fn light() -> Req {
-    Req::new("gpt-4o-mini", "Summarise the quarterly report.", Some(100))
+fn light() -> Ask {
+    req("gpt-4o-mini", "Summarise the quarterly report.", Some(100))
 }
 
 fn limited(error: &Error) -> (&RateLimitKey, LimitKind, Duration) {
@@ -198,7 +130,7 @@ async fn rpm_rejects_after_n_calls_with_retry_after() {
 async fn tpm_weighs_prompt_plus_output_cap() {
     let clock = FakeRelativeClock::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let w = light().weight(0);
+    let w = weight_of(&light(), 0);
     assert!(w > 100, "the prompt counts: {w}");
     let mut service = ServiceBuilder::new()
         .layer(
@@ -221,7 +153,7 @@ async fn tpm_weighs_prompt_plus_output_cap() {
     // One heavy call (three light ones' worth) leaves room for exactly one light call.
     let mut heavy = light();
     heavy.cap = Some(3 * w - count_text(heavy.model, &heavy.prompt).tokens);
-    assert_eq!(heavy.weight(0), 3 * w);
+    assert_eq!(weight_of(&heavy, 0), 3 * w);
     call(&mut service, Some("heavy"), heavy).await.unwrap();
     call(&mut service, Some("heavy"), light()).await.unwrap();
     let refused = call(&mut service, Some("heavy"), light())
@@ -241,14 +173,14 @@ async fn requests_without_a_cap_weigh_the_default_output_cap() {
                 .default_output_cap(5_000),
         )
         .service(provider(&calls));
-    let uncapped = Req::new("gpt-4o-mini", "hello", None);
+    let uncapped = req("gpt-4o-mini", "hello", None);
     let refused = call(&mut service, None, uncapped.clone())
         .await
         .unwrap_err();
     let RateLimitError::NeverFits { weight, .. } = refused else {
         panic!("expected NeverFits, got {refused:?}");
     };
-    assert_eq!(weight, uncapped.weight(5_000));
+    assert_eq!(weight, weight_of(&uncapped, 5_000));
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
@@ -301,7 +233,7 @@ async fn attribution_carried_by_the_request_is_the_key_outside_a_scope() {
 
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    let inner = tower::service_fn(move |_: Attributed<Req>| {
+    let inner = tower::service_fn(move |_: Attributed<Ask>| {
         counter.fetch_add(1, Ordering::SeqCst);
         async { Ok::<_, Infallible>(()) }
     });
@@ -310,27 +242,9 @@ async fn attribution_carried_by_the_request_is_the_key_outside_a_scope() {
         .service(inner);
     let as_agent = |name: &str| Attributed::new(light(), Attribution::agent(name));
 
-    service
-        .ready()
-        .await
-        .unwrap()
-        .call(as_agent("a"))
-        .await
-        .unwrap();
-    service
-        .ready()
-        .await
-        .unwrap()
-        .call(as_agent("b"))
-        .await
-        .unwrap();
-    let refused = service
-        .ready()
-        .await
-        .unwrap()
-        .call(as_agent("a"))
-        .await
-        .unwrap_err();
+    send(&mut service, as_agent("a")).await.unwrap();
+    send(&mut service, as_agent("b")).await.unwrap();
+    let refused = send(&mut service, as_agent("a")).await.unwrap_err();
     assert_eq!(limited(&refused).0, &agent("a"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
@@ -345,7 +259,7 @@ async fn models_are_limited_across_agents() {
                 .default_model_rpm(2),
         )
         .service(provider(&calls));
-    let to = |model: &'static str| Req::new(model, "Hello", Some(10));
+    let to = |model: &'static str| req(model, "Hello", Some(10));
 
     // One call to gpt-4o a minute, whoever makes it.
     call(&mut service, Some("a"), to("gpt-4o")).await.unwrap();
@@ -373,7 +287,7 @@ async fn models_are_limited_across_agents() {
 #[tokio::test]
 async fn model_token_limit_applies_with_the_agent_limits() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let w = light().weight(0);
+    let w = weight_of(&light(), 0);
     let mut service = ServiceBuilder::new()
         .layer(
             RateLimitLayer::with_clock(FakeRelativeClock::default())
@@ -403,7 +317,7 @@ async fn never_fits_under_both_policies_and_charges_nothing() {
                     .policy(policy),
             )
             .service(provider(&calls));
-        let big = Req::new("gpt-4o-mini", "hi", Some(150));
+        let big = req("gpt-4o-mini", "hi", Some(150));
         let start = tokio::time::Instant::now();
         let refused = call(&mut service, Some("a"), big.clone())
             .await
@@ -417,7 +331,7 @@ async fn never_fits_under_both_policies_and_charges_nothing() {
             } => {
                 assert_eq!(key, agent("a"));
                 assert_eq!(kind, LimitKind::Tokens);
-                assert_eq!(weight, big.weight(0));
+                assert_eq!(weight, weight_of(&big, 0));
                 assert_eq!(capacity, 100);
             }
             other => panic!("{policy:?}: expected NeverFits, got {other:?}"),
@@ -430,13 +344,9 @@ async fn never_fits_under_both_policies_and_charges_nothing() {
         assert_eq!(calls.load(Ordering::SeqCst), 0, "the provider never saw it");
 
         // Nothing was charged: the one request slot of the minute is still there.
-        call(
-            &mut service,
-            Some("a"),
-            Req::new("gpt-4o-mini", "hi", Some(10)),
-        )
-        .await
-        .unwrap();
+        call(&mut service, Some("a"), req("gpt-4o-mini", "hi", Some(10)))
+            .await
+            .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
@@ -452,7 +362,7 @@ async fn weights_beyond_u32_and_zero_rates_never_fit() {
         )
         .service(provider(&calls));
 
-    let huge = Req::new("gpt-4o-mini", "hi", Some(u64::MAX));
+    let huge = req("gpt-4o-mini", "hi", Some(u64::MAX));
     let refused = call(&mut service, None, huge).await.unwrap_err();
     assert!(
         matches!(
@@ -612,7 +522,7 @@ async fn clones_of_a_layer_share_its_limits() {
 
 #[tokio::test]
 async fn composes_inside_the_budget_layer() {
-    let budget = Budget::builder().build().unwrap();
+    let budget = no_limits();
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = ServiceBuilder::new()
         .layer(BudgetLayer::new(budget.clone()))
@@ -620,7 +530,7 @@ async fn composes_inside_the_budget_layer() {
         .service(provider(&calls));
 
     let reply = call(&mut service, Some("a"), light()).await.unwrap();
-    assert_eq!(reply.output, 5);
+    assert_eq!(reply.usage().unwrap().output, 5);
     let refused = call(&mut service, Some("a"), light()).await.unwrap_err();
     match refused {
         BudgetLayerError::Inner(RateLimitError::Limited { key, .. }) => assert_eq!(key, agent("a")),
@@ -633,7 +543,7 @@ async fn composes_inside_the_budget_layer() {
 
 #[tokio::test]
 async fn composes_outside_the_budget_layer() {
-    let budget = Budget::builder().build().unwrap();
+    let budget = no_limits();
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = ServiceBuilder::new()
         .layer(RateLimitLayer::with_clock(FakeRelativeClock::default()).default_agent_rpm(1))

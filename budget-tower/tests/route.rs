@@ -4,25 +4,21 @@
 
 use std::sync::Arc;
 
-use async_openai::config::OpenAIConfig;
-use async_openai::types::chat::{
-    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
-    CreateChatCompletionRequestArgs,
-};
+use async_openai::types::chat::CreateChatCompletionRequest;
 use budget_core::conversation::{Difficulty, Role, Turn, count_turns};
-use budget_core::scope::TaskScope;
 use budget_core::{
-    Attribution, Budget, CommitDetails, Limit, Period, Selector, TaskId, TokenCount, Usage, Window,
+    Attribution, Budget, CommitDetails, Limit, Period, Selector, TokenCount, Usage, Window,
 };
-use budget_tower::budget::Cutoff;
-use budget_tower::local_server::LocalServer;
-use budget_tower::openai::OpenAiService;
 use budget_tower::route::{DifficultyClassifier, RouteOverride};
 use budget_tower::{
-    Attributed, BudgetLayer, ChunkStream, LlmChunk, LlmRequest, LlmResponse, RouteLayer,
-    llm::ChatRequest,
+    Attributed, BudgetLayer, ChunkStream, LlmRequest, LlmResponse, RouteLayer, llm::ChatRequest,
 };
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder};
+
+mod support;
+use support::chat::user_request;
+use support::server::{openai_service, start_server};
+use support::{Piece, PieceError, agent_day_at, no_limits, scope, send};
 
 const EASY: &str = "What is the capital of France?";
 const HARD: &str = "Design a sharded rate limiter for our API gateway.";
@@ -101,26 +97,7 @@ impl ChatRequest for Chat {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Piece;
-
-impl LlmChunk for Piece {
-    fn usage(&self) -> Option<Usage> {
-        None
-    }
-    fn output_text(&self) -> String {
-        String::new()
-    }
-    fn served_model(&self) -> Option<&str> {
-        None
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-struct PieceError(#[from] Cutoff);
-
-/// A user's own response type: the model the provider received, and usage.
+/// A user's own response type: the model the provider received, and usage; never a stream.
 #[derive(Debug)]
 struct Reply {
     model: String,
@@ -197,39 +174,8 @@ where
     S: Service<Chat>,
     S::Error: std::fmt::Debug,
 {
-    service.ready().await.unwrap().call(chat).await.unwrap();
+    send(service, chat).await.unwrap();
     recorder.last()
-}
-
-fn no_limits() -> Budget {
-    Budget::builder().build().unwrap()
-}
-
-/// A budget with a 100,000-token daily limit for agent "agent", `used` of it spent.
-async fn agent_day_at(used: u64) -> Budget {
-    let budget = Budget::builder()
-        .limit(
-            Limit::new(
-                "agent/day",
-                Selector::agent("agent"),
-                Window::Calendar(Period::Day),
-            )
-            .tokens(100_000),
-        )
-        .build()
-        .unwrap();
-    if used > 0 {
-        budget
-            .record(
-                &Attribution::agent("agent"),
-                "gpt-4o",
-                Usage::new(used, 0),
-                CommitDetails::default(),
-            )
-            .await
-            .unwrap();
-    }
-    budget
 }
 
 #[tokio::test]
@@ -331,13 +277,13 @@ async fn tiers_and_classifier_are_configurable_and_unknown_models_left_alone() {
 async fn pressure_at_the_threshold_downgrades_one_tier() {
     let recorder = Recorder::default();
     // 79% used: no downgrade.
-    let mut calm = RouteLayer::new(agent_day_at(79_000).await).layer(recorder.clone());
+    let mut calm = RouteLayer::new(agent_day_at("agent", 79_000).await).layer(recorder.clone());
     assert_eq!(
         model_sent(&mut calm, &recorder, Chat::new("gpt-4o", HARD)).await,
         "gpt-4o"
     );
     // 80% used: hard goes to the next cheaper distinct model (medium is also gpt-4o).
-    let tight = agent_day_at(80_000).await;
+    let tight = agent_day_at("agent", 80_000).await;
     let mut service = RouteLayer::new(tight.clone()).layer(recorder.clone());
     assert_eq!(
         model_sent(&mut service, &recorder, Chat::new("gpt-4o", HARD)).await,
@@ -404,7 +350,7 @@ async fn a_model_limit_with_no_room_falls_back_to_the_next_cheaper_model() {
     );
 
     // When no tier model has room, the call goes as routed (the budget layer refuses it).
-    let spent = agent_day_at(100_000).await;
+    let spent = agent_day_at("agent", 100_000).await;
     let mut service = RouteLayer::new(spent)
         .downgrade_at(101)
         .layer(recorder.clone());
@@ -476,13 +422,10 @@ async fn the_ledger_records_the_routed_and_the_requested_model() {
         .layer(RouteLayer::new(budget.clone()))
         .layer(BudgetLayer::new(budget.clone()))
         .service(recorder.clone());
-    let scope = TaskScope::new(Attribution::agent("agent").with_task(TaskId::new("t")));
-    scope
+    scope("t")
         .run(async {
-            let chat = Chat::new("gpt-4o", EASY);
-            service.ready().await.unwrap().call(chat).await.unwrap();
-            let chat = Chat::new("gpt-4o", HARD);
-            service.ready().await.unwrap().call(chat).await.unwrap();
+            send(&mut service, Chat::new("gpt-4o", EASY)).await.unwrap();
+            send(&mut service, Chat::new("gpt-4o", HARD)).await.unwrap();
         })
         .await;
     let events = budget.ledger().events();
@@ -499,66 +442,39 @@ async fn the_ledger_records_the_routed_and_the_requested_model() {
 async fn inner_errors_pass_through_unchanged() {
     let recorder = Recorder::default();
     let mut service = RouteLayer::new(no_limits()).layer(recorder.clone());
-    let err = service
-        .ready()
-        .await
-        .unwrap()
-        .call(Chat::new("gpt-4o", "FAIL"))
+    let err = send(&mut service, Chat::new("gpt-4o", "FAIL"))
         .await
         .unwrap_err();
     assert_eq!(err, Down("gpt-4o-mini".into()));
 }
 
 fn openai_request(text: &str) -> Attributed<CreateChatCompletionRequest> {
-    let message = ChatCompletionRequestUserMessageArgs::default()
-        .content(text)
-        .build()
-        .unwrap();
-    let request = CreateChatCompletionRequestArgs::default()
-        .model("gpt-4o")
-        .messages([message.into()])
+    let request = user_request("gpt-4o", text)
         .max_completion_tokens(50u32)
         .build()
         .unwrap();
     Attributed::new(request, Attribution::agent("agent"))
 }
 
-async fn send<S>(service: &mut S, req: Attributed<CreateChatCompletionRequest>)
-where
-    S: Service<Attributed<CreateChatCompletionRequest>>,
-    S::Error: std::fmt::Debug,
-{
-    service.ready().await.unwrap().call(req).await.unwrap();
-}
-
 #[tokio::test]
 async fn end_to_end_the_server_receives_the_routed_model() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let budget = agent_day_at(0).await;
+    let server = start_server(5).await;
+    let budget = agent_day_at("agent", 0).await;
     let route = RouteLayer::new(budget.clone());
     let controls = route.controls();
-    let provider = OpenAiService::new(
-        OpenAIConfig::new()
-            .with_api_base(server.base_url())
-            .with_api_key("test"),
-    );
     let mut service = ServiceBuilder::new()
         .layer(route)
         .layer(BudgetLayer::new(budget.clone()))
-        .service(provider);
+        .service(openai_service(&server));
 
-    send(&mut service, openai_request(EASY)).await;
+    send(&mut service, openai_request(EASY)).await.unwrap();
     assert_eq!(server.last_request().unwrap()["model"], "gpt-4o-mini");
 
-    send(&mut service, openai_request(HARD)).await;
+    send(&mut service, openai_request(HARD)).await.unwrap();
     assert_eq!(server.last_request().unwrap()["model"], "gpt-4o");
 
     controls.switch_to_cheaper("agent");
-    send(&mut service, openai_request(HARD)).await;
+    send(&mut service, openai_request(HARD)).await.unwrap();
     assert_eq!(server.last_request().unwrap()["model"], "gpt-4o-mini");
 
     let events = budget.ledger().events();

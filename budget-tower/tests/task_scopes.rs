@@ -4,51 +4,38 @@
 
 use std::time::Duration;
 
-use async_openai::config::OpenAIConfig;
-use async_openai::types::chat::{
-    ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
-    CreateChatCompletionRequestArgs,
-};
+use async_openai::types::chat::CreateChatCompletionRequest;
 use budget_core::ledger::{Dimension, LedgerQuery};
 use budget_core::runaway::{RunawayConfig, RunawayKind};
 use budget_core::scope::TaskScope;
 use budget_core::{Attribution, Budget, BudgetError, Ledger, TaskId};
-use budget_tower::local_server::{LocalServer, RunningServer};
+use budget_tower::local_server::RunningServer;
 use budget_tower::openai::OpenAiService;
 use budget_tower::{BudgetLayer, BudgetLayerError, BudgetService, LlmRequest};
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
+
+mod support;
+use support::chat::user_request;
+use support::server::{openai_service, start_server};
+use support::{no_limits, send};
 
 type Stack =
     BudgetService<OpenAiService, budget_core::MemoryBudgetStore, budget_core::MemoryLedger>;
 
 fn request(text: &str, cap: u32) -> CreateChatCompletionRequest {
-    CreateChatCompletionRequestArgs::default()
-        .model("gpt-4o-mini")
-        .messages([ChatCompletionRequestUserMessageArgs::default()
-            .content(text)
-            .build()
-            .unwrap()
-            .into()])
+    user_request("gpt-4o-mini", text)
         .max_completion_tokens(cap)
         .build()
         .unwrap()
 }
 
 fn stack(budget: &Budget, server: &RunningServer) -> Stack {
-    let provider = OpenAiService::new(
-        OpenAIConfig::new()
-            .with_api_base(server.base_url())
-            .with_api_key("test"),
-    );
-    BudgetLayer::new(budget.clone()).layer(provider)
+    BudgetLayer::new(budget.clone()).layer(openai_service(server))
 }
 
 /// One call; the budget's refusal comes back as a `BudgetError`.
 async fn call(stack: &mut Stack, req: CreateChatCompletionRequest) -> Result<(), BudgetError> {
-    let service = ServiceExt::<CreateChatCompletionRequest>::ready(stack)
-        .await
-        .unwrap();
-    match service.call(req).await {
+    match send(stack, req).await {
         Ok(_) => Ok(()),
         Err(BudgetLayerError::Budget(refused)) => Err(refused),
         Err(other) => panic!("provider failed: {other}"),
@@ -66,16 +53,12 @@ async fn looping_agent(mut stack: Stack, text: &'static str) -> Result<u32, Budg
 
 #[tokio::test]
 async fn a_looping_agent_stops_at_the_right_step_with_the_right_error() {
-    let server = LocalServer::builder()
-        .reply_tokens(50)
-        .start()
-        .await
-        .unwrap();
+    let server = start_server(50).await;
     let text = "Look at the next page of results.";
     let per_call = request(text, 50).count_prompt().tokens + 50;
 
     // 3 calls fit, with 10 tokens to spare: the 4th call cannot even reserve its prompt.
-    let budget = Budget::builder().build().unwrap();
+    let budget = no_limits();
     let scope = TaskScope::builder(Attribution::agent("looper").with_task(TaskId::new("loop-a")))
         .tokens(3 * per_call + 10)
         .runaway(RunawayConfig::disabled())
@@ -127,12 +110,8 @@ async fn a_looping_agent_stops_at_the_right_step_with_the_right_error() {
 
 #[tokio::test]
 async fn max_steps_stops_the_loop() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let server = start_server(5).await;
+    let budget = no_limits();
     let scope = TaskScope::builder(Attribution::agent("stepper"))
         .max_steps(4)
         .runaway(RunawayConfig::disabled())
@@ -150,12 +129,8 @@ async fn max_steps_stops_the_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_parallel_tasks_keep_their_own_attribution() {
-    let server = LocalServer::builder()
-        .reply_tokens(3)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let server = start_server(3).await;
+    let budget = no_limits();
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let mut stack = stack(&budget, &server);
@@ -202,12 +177,8 @@ async fn a_hundred_parallel_tasks_keep_their_own_attribution() {
 
 #[tokio::test]
 async fn a_sub_agent_cannot_spend_around_its_parent() {
-    let server = LocalServer::builder()
-        .reply_tokens(40)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let server = start_server(40).await;
+    let budget = no_limits();
     let parent = TaskScope::builder(Attribution::agent("lead").with_task(TaskId::new("lead-1")))
         .tokens(300)
         .build();
@@ -253,12 +224,8 @@ async fn a_sub_agent_cannot_spend_around_its_parent() {
 
 #[tokio::test]
 async fn killed_from_outside_stops_at_the_next_step_and_refuses_calls() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let server = start_server(5).await;
+    let budget = no_limits();
     let task = TaskId::new("killable");
     let scope = TaskScope::builder(Attribution::agent("worker").with_task(task.clone()))
         .runaway(RunawayConfig::disabled())
@@ -295,12 +262,8 @@ async fn killed_from_outside_stops_at_the_next_step_and_refuses_calls() {
 
 #[tokio::test]
 async fn repeating_the_same_request_is_stopped_as_a_runaway() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let server = start_server(5).await;
+    let budget = no_limits();
     let scope = TaskScope::new(Attribution::agent("parrot"));
     let err = scope
         .clone()
@@ -334,12 +297,8 @@ async fn repeating_the_same_request_is_stopped_as_a_runaway() {
 
 #[tokio::test]
 async fn a_finished_task_leaves_no_counters_behind() {
-    let server = LocalServer::builder()
-        .reply_tokens(5)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let server = start_server(5).await;
+    let budget = no_limits();
     {
         let scope = TaskScope::builder(Attribution::agent("tidy"))
             .tokens(1_000)
