@@ -642,15 +642,31 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         model: &str,
         prompt_tokens: u64,
     ) -> Result<Remaining, BudgetError> {
+        self.remaining_in_scope(who, None, model, prompt_tokens)
+            .await
+    }
+
+    /// [`Budget::remaining`], counting the task scope's own limits (and its parents') too, as
+    /// a call made inside `scope` is.
+    pub async fn remaining_in_scope(
+        &self,
+        who: &Attribution,
+        scope: Option<&TaskScope>,
+        model: &str,
+        prompt_tokens: u64,
+    ) -> Result<Remaining, BudgetError> {
         let prices = self.prices();
         let resolved = prices.resolve(model)?;
         let priced_model: Arc<str> = Arc::from(resolved.id);
         let now = self.inner.clock.now();
-        let specs: Vec<_> = self
+        let mut specs: Vec<_> = self
             .counters_for(&self.limits(), who, &priced_model, now)?
             .into_iter()
             .filter(|s| s.is_hard())
             .collect();
+        if let Some(scope) = scope {
+            specs.extend(self.scope_counters(scope));
+        }
         let usages = self.inner.store.usage(&specs, now).await?;
         let prompt_cost = resolved.price.max_cost_of(prompt_tokens, 0);
         let per_output = resolved

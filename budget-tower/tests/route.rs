@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use async_openai::types::chat::CreateChatCompletionRequest;
 use budget_core::conversation::{Difficulty, Role, Turn, count_turns};
+use budget_core::scope::TaskScope;
 use budget_core::{
-    Attribution, Budget, CommitDetails, Limit, Period, Selector, TokenCount, Usage, Window,
+    Attribution, Budget, CommitDetails, Limit, Money, Period, Selector, TaskId, TokenCount, Usage,
+    Window,
 };
 use budget_tower::route::{DifficultyClassifier, RouteOverride};
 use budget_tower::{
@@ -354,6 +356,39 @@ async fn a_model_limit_with_no_room_falls_back_to_the_next_cheaper_model() {
     let mut service = RouteLayer::new(spent)
         .downgrade_at(101)
         .layer(recorder.clone());
+    assert_eq!(
+        model_sent(&mut service, &recorder, Chat::new("gpt-4o", HARD)).await,
+        "gpt-4o"
+    );
+}
+
+/// The room check counts the task's own limits: a task whose money cannot pay for the
+/// routed model's prompt goes to a cheaper tier that it can pay for.
+#[tokio::test]
+async fn a_task_limit_with_no_room_falls_back_too() {
+    let recorder = Recorder::default();
+    let mut service = RouteLayer::new(no_limits())
+        .downgrade_at(101)
+        .layer(recorder.clone());
+    let prompt = Chat::new("gpt-4o", HARD).count_prompt().tokens;
+    // One yocto-dollar short of the prompt on gpt-4o ($2.50 per million input tokens); on
+    // gpt-4o-mini ($0.15) the same prompt leaves plenty for output.
+    let cap = Money::per_million_tokens("2.5")
+        .unwrap()
+        .saturating_mul_tokens(prompt)
+        .saturating_sub(Money::from_units(1));
+    let poor = TaskScope::builder(Attribution::agent("agent").with_task(TaskId::new("poor")))
+        .money(cap)
+        .build();
+    let sent = poor
+        .run(model_sent(
+            &mut service,
+            &recorder,
+            Chat::new("gpt-4o", HARD),
+        ))
+        .await;
+    assert_eq!(sent, "gpt-4o-mini");
+    // Outside the task, nothing limits gpt-4o.
     assert_eq!(
         model_sent(&mut service, &recorder, Chat::new("gpt-4o", HARD)).await,
         "gpt-4o"

@@ -13,9 +13,10 @@
 //!         ─> tier: Easy -> gpt-4o-mini, Medium -> gpt-4o, Hard -> gpt-4o (configurable)
 //!         ─> pressure on the tier model >= 80% (Budget::pressure, task limits included):
 //!            one step down to the next cheaper distinct tier model
-//!         ─> room: a limit leaves no output tokens for this prompt on that model
-//!            (Budget::remaining(..).max_output_tokens == Some(0)): the next cheaper tier
-//!            model that has room; none has room: sent as routed (the budget layer refuses it)
+//!         ─> room: a limit (task limits included) leaves no output tokens for this prompt
+//!            on that model (Budget::remaining_in_scope(..).max_output_tokens == Some(0)):
+//!            the next cheaper tier model that has room; none has room: sent as routed (the
+//!            budget layer refuses it)
 //!         ─> routed model differs from the requested one: the request's model is switched and
 //!            the call runs with CallNote::requested_model = the requested model, so the
 //!            ledger event records both

@@ -193,7 +193,9 @@ where
             loop {
                 request.set_model(&candidate);
                 let prompt = request.count_prompt().tokens;
-                let room = budget.remaining(&who, &candidate, prompt).await;
+                let room = budget
+                    .remaining_in_scope(&who, scope.as_ref(), &candidate, prompt)
+                    .await;
                 let full = matches!(room, Ok(r) if r.max_output_tokens == Some(0));
                 if !full {
                     break Some(Plan {
