@@ -19,8 +19,9 @@
 //! run prints the same tables however much history the file holds.
 //!
 //! The budget store is chosen the same way: `TOKEN_BUDGET_STORE=redis://127.0.0.1:6379/0` puts
-//! the counters in Redis, shared with every other process on that prefix (by default, this
-//! process's memory).
+//! the counters in Redis, shared with every other process on that prefix (add `?allowance=true`
+//! to admit calls locally against allowances taken from Redis; by default, this process's
+//! memory).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -640,6 +641,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (name, outcome) = h.await?;
         outcomes.insert(name, outcome);
     }
+    // An allowance store reports what it admitted locally and gives its allowances back.
+    budget.store().close().await?;
 
     report(
         &budget,

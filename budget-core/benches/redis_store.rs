@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use budget_core::admission::{Amount, ReserveRequest};
 use budget_core::limits::{CounterKey, Scope};
 use budget_core::store::{
-    BudgetStore, CounterSpec, MemoryBudgetStore, RedisBudgetStore, RedisStoreOptions,
-    ReserveOutcome,
+    AllowanceOptions, AllowanceStore, BudgetStore, CounterSpec, MemoryBudgetStore,
+    RedisBudgetStore, RedisStoreOptions, ReserveOutcome,
 };
 use budget_core::{Attribution, Limit, Money, Period, Selector, TaskId, Window};
 use jiff::tz::TimeZone;
@@ -361,18 +361,35 @@ impl Drop for Cleanup {
     }
 }
 
-fn redis_case_name(instances: usize, clients: u64) -> String {
+fn redis_case_name(instances: usize, clients: u64, allowance: bool) -> String {
     let noun = if instances == 1 {
         "instance"
     } else {
         "instances"
     };
-    format!("redis/{instances}_{noun}/{clients}_clients")
+    let mode = if allowance {
+        "redis-allowance"
+    } else {
+        "redis"
+    };
+    format!("{mode}/{instances}_{noun}/{clients}_clients")
 }
 
-async fn redis_case(url: &str, run_id: &str, work: &Arc<Workload>, instances: usize, clients: u64) {
-    let name = redis_case_name(instances, clients);
-    let prefix = format!("tb-bench:{run_id}:i{instances}-c{clients}");
+/// Every pair, each store, in the exact mode (a script call per operation) or with local
+/// allowances (`AllowanceStore`).
+async fn redis_case(
+    url: &str,
+    run_id: &str,
+    work: &Arc<Workload>,
+    instances: usize,
+    clients: u64,
+    allowance: bool,
+) {
+    let name = redis_case_name(instances, clients, allowance);
+    let prefix = format!(
+        "tb-bench:{run_id}:{}i{instances}-c{clients}",
+        if allowance { "a" } else { "" }
+    );
     let _cleanup = Cleanup {
         url: url.to_owned(),
         prefix: prefix.clone(),
@@ -385,20 +402,54 @@ async fn redis_case(url: &str, run_id: &str, work: &Arc<Workload>, instances: us
                 .expect("connect to REDIS_URL"),
         );
     }
+    let pairs = REDIS_PAIRS / clients * clients;
+    let denied = if allowance {
+        let local: Vec<_> = stores
+            .iter()
+            .map(|s| AllowanceStore::new(s.clone(), AllowanceOptions::new()))
+            .collect();
+        let denied = timed_case(url, &name, &local, work, clients, pairs).await;
+        for store in &local {
+            store.close().await.expect("close");
+        }
+        denied
+    } else {
+        timed_case(url, &name, &stores, work, clients, pairs).await
+    };
+    // Nothing lost, nothing left reserved: every settled pair is on the global counter.
+    let now = Timestamp::now();
+    let global = stores[0]
+        .usage(&[work.global_spec(now)], now)
+        .await
+        .expect("usage")[0];
+    let settled = (pairs * (1 + RUNS as u64) - denied) * work.actual.tokens;
+    assert_eq!(global.committed.tokens, settled, "{name}: committed tokens");
+    assert_eq!(global.in_flight, 0, "{name}: reservations left");
+}
+
+/// A warm-up batch and `RUNS` timed ones, printed with Redis's and this process's costs;
+/// returns the denials.
+async fn timed_case<S: BudgetStore + Clone>(
+    url: &str,
+    name: &str,
+    stores: &[S],
+    work: &Arc<Workload>,
+    clients: u64,
+    pairs: u64,
+) -> u64 {
     let mut probe = redis::Client::open(url)
         .expect("REDIS_URL")
         .get_multiplexed_async_connection()
         .await
         .expect("connect to REDIS_URL");
-    let pairs = REDIS_PAIRS / clients * clients;
     // Warm-up (loads the scripts, creates the keys), then the timed batches.
-    let (_, mut denied) = batch(&stores, work, clients, pairs).await;
+    let (_, mut denied) = batch(stores, work, clients, pairs).await;
     let before = server_stats(&mut probe).await;
     let ticks = own_cpu_ticks();
     let start = Instant::now();
     let mut rates = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        let (elapsed, d) = batch(&stores, work, clients, pairs).await;
+        let (elapsed, d) = batch(stores, work, clients, pairs).await;
         denied += d;
         rates.push(rate(pairs, elapsed));
     }
@@ -407,16 +458,8 @@ async fn redis_case(url: &str, run_id: &str, work: &Arc<Workload>, instances: us
     let after = server_stats(&mut probe).await;
     rates.sort_by(f64::total_cmp);
     let case = Case { rates, denied };
-    print_case(&name, pairs, &case, &cost_line(before, after, ticks, wall));
-    // Nothing lost, nothing left reserved: every settled pair is on the global counter.
-    let now = Timestamp::now();
-    let global = stores[0]
-        .usage(&[work.global_spec(now)], now)
-        .await
-        .expect("usage")[0];
-    let settled = (pairs * (1 + RUNS as u64) - case.denied) * work.actual.tokens;
-    assert_eq!(global.committed.tokens, settled, "{name}: committed tokens");
-    assert_eq!(global.in_flight, 0, "{name}: reservations left");
+    print_case(name, pairs, &case, &cost_line(before, after, ticks, wall));
+    denied
 }
 
 fn main() -> ExitCode {
@@ -450,10 +493,12 @@ fn main() -> ExitCode {
             std::process::id(),
             Timestamp::now().as_millisecond()
         );
-        for instances in INSTANCES {
-            for clients in CLIENTS {
-                if wanted(&redis_case_name(instances, clients)) {
-                    redis_case(&url, &run_id, &work, instances, clients).await;
+        for allowance in [false, true] {
+            for instances in INSTANCES {
+                for clients in CLIENTS {
+                    if wanted(&redis_case_name(instances, clients, allowance)) {
+                        redis_case(&url, &run_id, &work, instances, clients, allowance).await;
+                    }
                 }
             }
         }

@@ -55,6 +55,14 @@ impl Amount {
         }
     }
 
+    /// Field-wise maximum.
+    pub fn max(self, other: Amount) -> Amount {
+        Amount {
+            tokens: self.tokens.max(other.tokens),
+            money: self.money.max(other.money),
+        }
+    }
+
     /// `true` when both fields are zero.
     pub fn is_zero(&self) -> bool {
         self.tokens == 0 && self.money == Money::ZERO

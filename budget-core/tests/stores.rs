@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use budget_core::admission::{Amount, ReserveRequest};
 use budget_core::store::{
-    BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, RedisBudgetStore, RedisStoreOptions,
-    ReserveOutcome, Ticket,
+    AllowanceOptions, AllowanceStore, AnyBudgetStore, BudgetStore, CounterSpec, CounterUsage,
+    MemoryBudgetStore, RedisBudgetStore, RedisStoreOptions, ReserveOutcome, Ticket,
 };
 use budget_core::{
     Attribution, Budget, BudgetError, Estimate, MemoryLedger, Money, Period, Usage, Window,
@@ -552,6 +552,91 @@ async fn many_instances_share_one_hard_limit() {
     assert!(total > cap * 3 / 4, "contended to the end: {total}");
 }
 
+/// Local allowances: four processes' worth of `AllowanceStore`s (each on its own connection)
+/// admit calls locally against one Redis budget; the cap holds, and once they close, Redis
+/// holds exactly what they committed and no allowance is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowances_share_one_hard_limit_and_report_everything() {
+    let Some(redis) = RedisUnderTest::new("allowances") else {
+        return;
+    };
+    let now = Timestamp::now();
+    let cap = 20_000;
+    let daily = Arc::new(limit("fleet", Window::Calendar(Period::Day)).tokens(cap));
+    let specs = Arc::new([spec(&daily, None, now)]);
+    let options = AllowanceOptions::new().chunk(Amount::new(2_000, Money::from_dollars(1)));
+    let mut stores = Vec::new();
+    let mut handles = Vec::new();
+    for instance in 0..4u64 {
+        let store = AllowanceStore::new(redis.store().await, options.clone());
+        stores.push(store.clone());
+        for worker in 0..16u64 {
+            let (store, specs) = (store.clone(), specs.clone());
+            handles.push(tokio::spawn(async move {
+                let seed = instance * 100 + worker + 1;
+                store_suite::spend_randomly(&store, &specs[..], now, cap, seed, 60, 200).await
+            }));
+        }
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    assert!(total <= cap, "{total} > {cap}");
+    assert!(total > cap / 2, "contended to the end: {total}");
+    for store in &stores {
+        store.close().await.unwrap();
+    }
+    let u = usage(&redis.store().await, &specs[..], now).await[0];
+    assert_eq!(u.committed.tokens, total, "every commit reached Redis once");
+    assert_eq!(
+        (u.reserved, u.in_flight),
+        (tokens(0), 0),
+        "no allowance left"
+    );
+}
+
+/// Per-task counters never leave the process, and an allowance store refuses at a task's
+/// limit as any store does.
+#[tokio::test]
+async fn allowance_task_counters_stay_local() {
+    let Some(redis) = RedisUnderTest::new("allowance-tasks") else {
+        return;
+    };
+    let store = AllowanceStore::new(redis.store().await, AllowanceOptions::new());
+    let now = Timestamp::now();
+    let per_task = Arc::new(limit("per-task", Window::PerTask).tokens(100));
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000_000));
+    let specs = [spec(&per_task, Some("t1"), now), spec(&daily, None, now)];
+    let ticket = reserve(&store, &specs, ReserveRequest::fixed(tokens(80)), now)
+        .await
+        .unwrap();
+    let denied = reserve(&store, &specs, ReserveRequest::fixed(tokens(30)), now)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.counter, 0, "the task's own limit refused");
+    let after = store.settle(ticket, &specs, tokens(70), now).await.unwrap();
+    assert_eq!(after[0].committed, tokens(70));
+    assert_eq!(after[1].committed, tokens(70));
+    store.close().await.unwrap();
+    let names: Vec<String> = {
+        let client = ::redis::Client::open(redis.url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        ::redis::cmd("KEYS")
+            .arg(format!("{{{}}}:c:*", redis.prefix))
+            .query(&mut conn)
+            .unwrap()
+    };
+    assert!(
+        names.iter().all(|n| !n.contains("per-task")),
+        "no per-task key in Redis: {names:?}"
+    );
+    assert_eq!(
+        usage(&redis.store().await, &specs[1..], now).await[0].committed,
+        tokens(70)
+    );
+}
+
 const CHILD_ENV: &str = "TOKEN_BUDGET_STORE_CHILD";
 
 /// Not a test on its own: with `CHILD_ENV` set (`url prefix cap`), this is one of the processes
@@ -568,15 +653,25 @@ fn store_child_process() {
         parts.next().unwrap().parse::<u64>().unwrap(),
         parts.next().unwrap().parse::<u64>().unwrap(),
     );
+    let allowance = parts.next() == Some("allowance");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let total = rt.block_on(async move {
-        let store = RedisBudgetStore::connect_with(&url, RedisStoreOptions::new().prefix(prefix))
+        let redis = RedisBudgetStore::connect_with(&url, RedisStoreOptions::new().prefix(prefix))
             .await
             .unwrap();
+        let store = if allowance {
+            AnyBudgetStore::Allowance(AllowanceStore::new(
+                redis,
+                AllowanceOptions::new().chunk(Amount::new(1_000, Money::from_dollars(1))),
+            ))
+        } else {
+            AnyBudgetStore::Redis(redis)
+        };
+        let store = Arc::new(store);
         let now = at("2026-09-09T09:09:09Z");
         let daily = Arc::new(limit("procs", Window::Calendar(Period::Day)).tokens(cap));
         let specs = Arc::new([spec(&daily, None, now)]);
@@ -592,6 +687,7 @@ fn store_child_process() {
         for h in handles {
             total += h.await.unwrap();
         }
+        store.close().await.unwrap();
         total
     });
     println!("committed {total}");
@@ -600,10 +696,20 @@ fn store_child_process() {
 /// Separate OS processes, each with its own connections, on one Redis budget.
 #[test]
 fn separate_processes_share_one_hard_limit() {
+    processes_share_one_hard_limit("processes", "exact");
+}
+
+/// The same with local allowances: each process admits against what it holds.
+#[test]
+fn separate_processes_with_allowances_share_one_hard_limit() {
+    processes_share_one_hard_limit("processes-allowance", "allowance");
+}
+
+fn processes_share_one_hard_limit(test: &str, mode: &str) {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
-    let Some(redis) = RedisUnderTest::new("processes") else {
+    let Some(redis) = RedisUnderTest::new(test) else {
         return;
     };
     let cap = 12_000;
@@ -619,7 +725,7 @@ fn separate_processes_share_one_hard_limit() {
                 ])
                 .env(
                     CHILD_ENV,
-                    format!("{} {} {cap} {seed}", redis.url, redis.prefix),
+                    format!("{} {} {cap} {seed} {mode}", redis.url, redis.prefix),
                 )
                 .stdout(std::process::Stdio::piped())
                 .spawn()

@@ -11,7 +11,7 @@ use crate::limits::CounterKey;
 use crate::redact::redact_url;
 
 #[cfg(feature = "redis")]
-use super::{RedisBudgetStore, RedisStoreOptions};
+use super::{AllowanceOptions, AllowanceStore, RedisBudgetStore, RedisStoreOptions};
 
 /// The environment variable [`AnyBudgetStore::from_env`] reads.
 pub const STORE_ENV: &str = "TOKEN_BUDGET_STORE";
@@ -22,6 +22,7 @@ pub const STORE_ENV: &str = "TOKEN_BUDGET_STORE";
 /// |---|---|
 /// | `memory:` (the default) | [`MemoryBudgetStore`]: this process only; rebuild its windows from the ledger with [`Budget::restore_from_ledger`](crate::Budget::restore_from_ledger) |
 /// | `redis://host:port/db?prefix=…&lease_secs=…&fail_open=true` | [`RedisBudgetStore`]: shared by every instance on the same Redis and prefix |
+/// | `redis://…?allowance=true` | [`AllowanceStore`]: the same counters, calls admitted locally against allowances |
 ///
 /// `TOKEN_BUDGET_STORE` holds the URL for [`AnyBudgetStore::from_env`].
 #[derive(Debug)]
@@ -31,6 +32,10 @@ pub enum AnyBudgetStore {
     /// Counters shared through Redis.
     #[cfg(feature = "redis")]
     Redis(RedisBudgetStore),
+    /// Counters shared through Redis, admitted locally against allowances
+    /// (`redis://…?allowance=true`).
+    #[cfg(feature = "redis")]
+    Allowance(AllowanceStore),
 }
 
 impl AnyBudgetStore {
@@ -50,7 +55,7 @@ impl AnyBudgetStore {
             "redis" | "rediss" | "redis+unix" | "unix" => open_redis(url).await.map_err(fail),
             _ => Err(fail(format!(
                 "unknown budget store URL; use `memory:` or `redis://host:port/db` \
-                 (options: ?prefix=NAME&lease_secs=N&task_ttl_secs=N&timeout_ms=N&fail_open=true), \
+                 (options: ?prefix=NAME&lease_secs=N&task_ttl_secs=N&timeout_ms=N&fail_open=true&allowance=true), \
                  e.g. in {STORE_ENV}"
             ))),
         }
@@ -70,12 +75,24 @@ impl AnyBudgetStore {
             AnyBudgetStore::Memory(_) => "memory (this process)".into(),
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(store) => store.name().to_owned(),
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(store) => format!("{} with local allowances", store.name()),
         }
     }
 
     /// `true` for a store shared with other processes.
     pub fn is_shared(&self) -> bool {
         !matches!(self, AnyBudgetStore::Memory(_))
+    }
+
+    /// Reports what an allowance store has not reported yet and gives its allowances back;
+    /// nothing to do for the others. Call it before the process exits.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        match self {
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(store) => store.close().await,
+            _ => Ok(()),
+        }
     }
 }
 
@@ -84,6 +101,7 @@ async fn open_redis(url: &str) -> Result<AnyBudgetStore, String> {
     use std::time::Duration;
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut options = RedisStoreOptions::new();
+    let mut allowance = false;
     let mut passed = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -97,11 +115,11 @@ async fn open_redis(url: &str) -> Result<AnyBudgetStore, String> {
             "lease_secs" => options.lease(Duration::from_secs(number()?)),
             "task_ttl_secs" => options.task_ttl(Duration::from_secs(number()?)),
             "timeout_ms" => options.timeout(Duration::from_millis(number()?)),
-            "fail_open" => match value {
-                "true" | "1" => options.fail_open(true),
-                "false" | "0" => options.fail_open(false),
-                _ => return Err(format!("option fail_open={value:?} is not true or false")),
-            },
+            "fail_open" => options.fail_open(flag(name, value)?),
+            "allowance" => {
+                allowance = flag(name, value)?;
+                options
+            }
             // The Redis client's own options (e.g. `protocol=resp3`).
             _ => {
                 passed.push(pair);
@@ -114,10 +132,23 @@ async fn open_redis(url: &str) -> Result<AnyBudgetStore, String> {
     } else {
         format!("{base}?{}", passed.join("&"))
     };
-    RedisBudgetStore::connect_with(&url, options)
+    let store = RedisBudgetStore::connect_with(&url, options)
         .await
-        .map(AnyBudgetStore::Redis)
-        .map_err(|e| e.message)
+        .map_err(|e| e.message)?;
+    Ok(if allowance {
+        AnyBudgetStore::Allowance(AllowanceStore::new(store, AllowanceOptions::new()))
+    } else {
+        AnyBudgetStore::Redis(store)
+    })
+}
+
+#[cfg(feature = "redis")]
+fn flag(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("option {name}={value:?} is not true or false")),
+    }
 }
 
 #[cfg(not(feature = "redis"))]
@@ -136,6 +167,8 @@ impl BudgetStore for AnyBudgetStore {
             AnyBudgetStore::Memory(s) => s.reserve(counters, request, now).await,
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(s) => s.reserve(counters, request, now).await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(s) => s.reserve(counters, request, now).await,
         }
     }
 
@@ -150,6 +183,8 @@ impl BudgetStore for AnyBudgetStore {
             AnyBudgetStore::Memory(s) => s.settle(ticket, counters, actual, now).await,
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(s) => s.settle(ticket, counters, actual, now).await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(s) => s.settle(ticket, counters, actual, now).await,
         }
     }
 
@@ -158,6 +193,8 @@ impl BudgetStore for AnyBudgetStore {
             AnyBudgetStore::Memory(s) => s.release(ticket),
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(s) => s.release(ticket),
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(s) => s.release(ticket),
         }
     }
 
@@ -170,6 +207,8 @@ impl BudgetStore for AnyBudgetStore {
             AnyBudgetStore::Memory(s) => s.usage(counters, now).await,
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(s) => s.usage(counters, now).await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(s) => s.usage(counters, now).await,
         }
     }
 
@@ -181,6 +220,8 @@ impl BudgetStore for AnyBudgetStore {
             AnyBudgetStore::Memory(s) => s.snapshot(now).await,
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(s) => s.snapshot(now).await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(s) => s.snapshot(now).await,
         }
     }
 
@@ -189,6 +230,8 @@ impl BudgetStore for AnyBudgetStore {
             AnyBudgetStore::Memory(s) => s.forget_task(task),
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(s) => s.forget_task(task),
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(s) => s.forget_task(task),
         }
     }
 
@@ -197,6 +240,8 @@ impl BudgetStore for AnyBudgetStore {
             AnyBudgetStore::Memory(s) => s.keeps_counters(),
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(s) => s.keeps_counters(),
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(s) => s.keeps_counters(),
         }
     }
 }

@@ -20,7 +20,9 @@ use jiff::Timestamp;
 pub use any::{AnyBudgetStore, STORE_ENV};
 pub use memory::MemoryBudgetStore;
 #[cfg(feature = "redis")]
-pub use redis_store::{RETRY_HORIZON, RedisBudgetStore, RedisStoreOptions};
+pub use redis_store::{
+    AllowanceOptions, AllowanceStore, RETRY_HORIZON, RedisBudgetStore, RedisStoreOptions,
+};
 
 use crate::admission::{Amount, CapKind, ReserveRequest};
 use crate::attribution::TaskId;

@@ -1,7 +1,10 @@
 //! The shared store: budget counters in Redis, decided by server-side Lua scripts.
 
+mod allowance;
 mod keys;
 mod wire;
+
+pub use allowance::{AllowanceOptions, AllowanceStore};
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -727,6 +730,7 @@ enum Which {
     Release,
     Usage,
     Forget,
+    Grant,
 }
 
 impl Which {
@@ -738,6 +742,7 @@ impl Which {
             Which::Release => "l",
             Which::Usage => "u",
             Which::Forget => "f",
+            Which::Grant => "g",
         }
     }
 }
@@ -754,6 +759,7 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
             op("release", include_str!("release.lua")),
             op("usage", include_str!("usage.lua")),
             op("forget", include_str!("forget.lua")),
+            op("grant", include_str!("grant.lua")),
             include_str!("batch.lua").to_owned(),
         ]
         .concat(),

@@ -109,6 +109,17 @@ local function bigsub(a, b)
   return r
 end
 
+-- a / d rounded down, for a small whole d > 0.
+local function bigdivsmall(a, d)
+  local q, r = {}, 0
+  for k = #a, 1, -1 do
+    local cur = r * BASE + a[k]
+    q[k] = math.floor(cur / d)
+    r = cur - q[k] * d
+  end
+  return q
+end
+
 local function bigmin(a, b)
   if bigcmp(a, b) <= 0 then return a end
   return b
