@@ -270,13 +270,7 @@ impl Inner {
             } else {
                 Cap::default()
             };
-            call.arg(
-                cap.tokens
-                    .map(clamp_tokens)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default(),
-            )
-            .arg(cap.money.map(money_arg).unwrap_or_default());
+            call.cap(&cap);
             (call, sent)
         };
         let mut reply = redis

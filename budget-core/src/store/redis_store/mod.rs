@@ -22,7 +22,7 @@ use self::wire::{Reply, clamp_tokens, money_arg};
 use super::{BudgetStore, CounterSpec, CounterUsage, Denial, ReserveOutcome, StoreError, Ticket};
 use crate::admission::{Amount, CapKind, ReserveRequest};
 use crate::attribution::TaskId;
-use crate::limits::{CounterKey, ROLLING_SLOTS, WindowSpan};
+use crate::limits::{Cap, CounterKey, ROLLING_SLOTS, WindowSpan};
 use crate::redact::redact_url;
 
 /// How long a settle that could not reach Redis is retried before it is given up (the ledger
@@ -333,14 +333,7 @@ impl RedisBudgetStore {
             .arg(clamp_tokens(request.max_units));
         for (_, spec) in &hard {
             self.window_args(&mut call, spec.span, now_ms)?;
-            let cap = spec.cap();
-            call.arg(
-                cap.tokens
-                    .map(clamp_tokens)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default(),
-            )
-            .arg(cap.money.map(money_arg).unwrap_or_default());
+            call.cap(spec.cap());
         }
         let mut reply = match self.run(call).await.1 {
             Ok(reply) => reply,
@@ -982,6 +975,17 @@ impl Call {
     fn arg(&mut self, arg: impl ToString) -> &mut Call {
         self.args.push(arg.to_string());
         self
+    }
+
+    /// A cap as the scripts take it: tokens, then money; `''` for an uncapped side.
+    fn cap(&mut self, cap: &Cap) -> &mut Call {
+        self.arg(
+            cap.tokens
+                .map(clamp_tokens)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        )
+        .arg(cap.money.map(money_arg).unwrap_or_default())
     }
 
     /// Runs this call alone (the settle retries, which must not wait behind a batch).
