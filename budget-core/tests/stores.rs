@@ -596,6 +596,71 @@ async fn allowances_share_one_hard_limit_and_report_everything() {
     );
 }
 
+/// Redis goes away under an allowance store: calls go on against the allowance it holds, a
+/// call that needs more fails closed, and once Redis is back every commit reaches it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowances_ride_out_an_outage_and_lose_no_usage() {
+    let Some(redis) = RedisUnderTest::new("allowance-outage") else {
+        return;
+    };
+    let proxy = Proxy::start(&redis.url).await;
+    let shared = RedisBudgetStore::connect_with(
+        &proxy.url,
+        redis.options().timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let store = AllowanceStore::new(
+        shared,
+        AllowanceOptions::new().chunk(Amount::new(1_000, Money::from_dollars(1))),
+    );
+    let now = Timestamp::now();
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000_000));
+    let specs = [spec(&daily, None, now)];
+    let mut committed = 0;
+    let mut spend = async |n: u64| -> Result<(), budget_core::store::StoreError> {
+        match store
+            .reserve(&specs, &ReserveRequest::fixed(tokens(n)), now)
+            .await?
+        {
+            ReserveOutcome::Reserved(t) => {
+                store.settle(t, &specs, tokens(n), now).await?;
+                committed += n;
+                Ok(())
+            }
+            ReserveOutcome::Denied(d) => panic!("{d:?}"),
+        }
+    };
+    spend(100).await.unwrap(); // takes an allowance of 100 + 1,000
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..5 {
+        spend(100)
+            .await
+            .expect("admitted against the allowance held");
+    }
+    let error = spend(5_000).await.unwrap_err();
+    assert!(error.to_string().contains("grant"), "{error}");
+    assert!(store.sync().await.is_err(), "Redis is unreachable");
+    proxy.restore();
+    // The connection comes back on its own; until it has, closing fails and is tried again.
+    let mut closed = store.close().await;
+    for _ in 0..50 {
+        if closed.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        closed = store.close().await;
+    }
+    closed.unwrap();
+    let u = usage(&redis.store().await, &specs, now).await[0];
+    assert_eq!(
+        u.committed.tokens, committed,
+        "every commit reached Redis once"
+    );
+    assert_eq!((u.reserved, u.in_flight), (tokens(0), 0));
+}
+
 /// Per-task counters never leave the process, and an allowance store refuses at a task's
 /// limit as any store does.
 #[tokio::test]
