@@ -53,6 +53,17 @@ fn request(text: &str, cap: u32) -> CreateChatCompletionRequest {
         .unwrap()
 }
 
+/// A local provider replying with `reply_tokens` tokens, and a budget with no limits of its
+/// own (the agents' `#[budgeted]` limits are the ones under test).
+async fn start(reply_tokens: u64) -> (RunningServer, Budget) {
+    let server = LocalServer::builder()
+        .reply_tokens(reply_tokens)
+        .start()
+        .await
+        .unwrap();
+    (server, Budget::builder().build().unwrap())
+}
+
 fn stack(budget: &Budget, server: &RunningServer) -> Stack {
     BudgetLayer::new(budget.clone()).layer(OpenAiService::new(
         OpenAIConfig::new()
@@ -79,12 +90,7 @@ async fn looper(mut stack: Stack, task: &str) -> Result<(), AgentError> {
 
 #[tokio::test]
 async fn a_looping_agent_is_stopped_at_the_right_step() {
-    let server = LocalServer::builder()
-        .reply_tokens(50)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let (server, budget) = start(50).await;
     let per_call = request(QUESTION, 50).count_prompt().tokens + 50;
     let fits = 400 / per_call; // whole calls that fit in the task's 400 tokens
 
@@ -129,12 +135,7 @@ async fn worker(mut stack: Stack, user: String, steps: u32) -> Result<String, Ag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_budgeted_tasks_in_parallel_keep_their_scopes() {
-    let server = LocalServer::builder()
-        .reply_tokens(2)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let (server, budget) = start(2).await;
     let tasks: Vec<_> = (0..100)
         .map(|i| tokio::spawn(worker(stack(&budget, &server), format!("user-{i}"), 3)))
         .collect();
@@ -174,12 +175,7 @@ async fn lead(mut stack: Stack) -> Result<(), AgentError> {
 
 #[tokio::test]
 async fn nested_agents_roll_up_into_their_parent() {
-    let server = LocalServer::builder()
-        .reply_tokens(40)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let (server, budget) = start(40).await;
     let err = lead(stack(&budget, &server)).await.unwrap_err();
     assert!(
         matches!(&err, AgentError::Budget(BudgetError::Exhausted(d)) if &*d.limit == "task:lead-task")
@@ -218,12 +214,7 @@ async fn victim(
 
 #[tokio::test]
 async fn killed_from_outside_at_the_next_step_boundary() {
-    let server = LocalServer::builder()
-        .reply_tokens(3)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let (server, budget) = start(3).await;
     let (go_tx, go_rx) = tokio::sync::mpsc::channel(1);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(1);
     let agent = tokio::spawn(victim(stack(&budget, &server), go_rx, done_tx));
@@ -249,12 +240,7 @@ async fn parrot(mut stack: Stack) -> Result<(), AgentError> {
 
 #[tokio::test]
 async fn a_runaway_is_stopped_and_says_why() {
-    let server = LocalServer::builder()
-        .reply_tokens(3)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let (server, budget) = start(3).await;
     let err = parrot(stack(&budget, &server)).await.unwrap_err();
     assert!(
         matches!(
@@ -283,12 +269,7 @@ async fn dispatcher(stack: Stack) -> Result<(), AgentError> {
 
 #[tokio::test]
 async fn spawned_work_carries_the_scope_when_asked_to() {
-    let server = LocalServer::builder()
-        .reply_tokens(3)
-        .start()
-        .await
-        .unwrap();
-    let budget = Budget::builder().build().unwrap();
+    let (server, budget) = start(3).await;
     dispatcher(stack(&budget, &server)).await.unwrap();
     let events = budget.ledger().events();
     assert_eq!(events.len(), 1);

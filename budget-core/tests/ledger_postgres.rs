@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use budget_core::ledger::{Dimension, GroupTotal, Ledger, LedgerQuery, PostgresLedger, UsageEvent};
-use budget_core::{MemoryLedger, Money, Period, Usage};
+use budget_core::ledger::{Dimension, GroupTotal, Ledger, LedgerQuery, PostgresLedger};
+use budget_core::{MemoryLedger, Money, Period};
 
 mod common;
 use common::{TempSchema, database_url};
@@ -155,41 +155,8 @@ async fn concurrent_recorders_are_all_stored() {
             .await
             .expect("connect"),
     );
-    let template = random_events(99, 1).remove(0);
-    let template = UsageEvent {
-        attribution: template.attribution.with_tag("team", "search"),
-        ..template
-    };
-    let mut tasks = Vec::new();
-    for t in 0..8u64 {
-        let ledger = ledger.clone();
-        let template = template.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..200u64 {
-                let mut e = template.clone();
-                e.id = t * 1_000 + i;
-                e.cost = Money::from_units(1_000_000_000_000_000_001); // a nano-dollar and a yocto
-                e.usage = Usage {
-                    input: 3,
-                    output: 1,
-                    ..Usage::default()
-                };
-                ledger.record(e).await.expect("record");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let check = |total: &[GroupTotal]| {
-        assert_eq!(total.len(), 1);
-        assert_eq!(total[0].events, 1600);
-        assert_eq!(total[0].usage.total(), 6_400);
-        assert_eq!(
-            total[0].cost,
-            Money::from_units(1600 * 1_000_000_000_000_000_001)
-        );
-    };
+    record_concurrently(ledger.clone(), 200).await;
+    let check = |total: &[GroupTotal]| assert_concurrent_totals(total, 1600);
     check(
         &ledger
             .totals(&LedgerQuery::default())

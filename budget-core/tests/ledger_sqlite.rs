@@ -9,7 +9,7 @@ use std::time::Duration;
 use budget_core::ledger::{
     Dimension, Durability, GroupTotal, Ledger, LedgerQuery, SqliteLedger, SqliteOptions, UsageEvent,
 };
-use budget_core::{Attribution, MemoryLedger, Money, Period, Usage};
+use budget_core::{Attribution, MemoryLedger, Money, Period};
 
 mod common;
 use common::TempDb;
@@ -64,7 +64,7 @@ async fn empty_ledger_has_no_groups() {
 #[test]
 fn random_bytes_are_a_typed_error() {
     let db = TempDb::new("corrupt");
-    let mut rng = Rng(42);
+    let mut rng = common::Rng::new(42);
     let bytes: Vec<u8> = (0..8192).map(|_| rng.next() as u8).collect();
     std::fs::write(db.path(), bytes).expect("write");
     let err = SqliteLedger::open(db.path()).expect_err("not a database");
@@ -135,37 +135,8 @@ fn out_of_range_events_are_refused_not_stored() {
 async fn concurrent_recorders_are_all_durable() {
     let db = TempDb::new("concurrent");
     let ledger = Arc::new(SqliteLedger::open(db.path()).expect("open"));
-    let template = random_events(99, 1).remove(0);
-    let mut tasks = Vec::new();
-    for t in 0..8u64 {
-        let ledger = ledger.clone();
-        let template = template.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..500u64 {
-                let mut e = template.clone();
-                e.id = t * 1_000 + i;
-                e.cost = Money::from_units(1_000_000_000_000_000_001); // a nano-dollar and a yocto
-                e.usage = Usage {
-                    input: 3,
-                    output: 1,
-                    ..Usage::default()
-                };
-                ledger.record(e).await.expect("record");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let check = |total: &[GroupTotal]| {
-        assert_eq!(total.len(), 1);
-        assert_eq!(total[0].events, 4000);
-        assert_eq!(total[0].usage.total(), 16_000);
-        assert_eq!(
-            total[0].cost,
-            Money::from_units(4000 * 1_000_000_000_000_000_001)
-        );
-    };
+    record_concurrently(ledger.clone(), 500).await;
+    let check = |total: &[GroupTotal]| assert_concurrent_totals(total, 4000);
     check(
         &ledger
             .totals(&LedgerQuery::default())

@@ -18,7 +18,7 @@ use budget_core::{
 };
 use common::Rng;
 use jiff::{SignedDuration, Timestamp};
-use store_suite::{at, limit, reserve, spec, tokens, usage};
+use store_suite::{at, eventually, limit, reserve, spec, tokens, usage};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -351,14 +351,12 @@ async fn abandoned_reserves_are_released() {
         }
     }
     assert!(abandoned > 0, "no caller gave up; the test proved nothing");
-    for _ in 0..100 {
+    let released = async || {
         let u = usage(&store, &specs[..], now).await[0];
-        if u.reserved == tokens(0) && u.in_flight == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
+        u.reserved == tokens(0) && u.in_flight == 0
+    };
+    assert!(
+        eventually(100, Duration::from_millis(20), released).await,
         "{abandoned} abandoned reserves left {:?}",
         usage(&store, &specs[..], now).await[0]
     );
@@ -444,24 +442,22 @@ async fn redis_down_mid_run_fails_closed_and_loses_no_settle() {
     );
 
     proxy.restore();
-    for _ in 0..100 {
-        let u = usage(&direct, &specs, now).await[0];
-        if u.committed == tokens(80) {
-            assert_eq!(
-                (u.admitted, u.reserved, u.in_flight),
-                (tokens(80), tokens(0), 0)
-            );
-            // Let another retry round pass: still counted once.
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            assert_eq!(usage(&direct, &specs, now).await[0].committed, tokens(80));
-            reserve(&closed, &specs, ReserveRequest::fixed(tokens(920)), now)
-                .await
-                .unwrap();
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the queued settle never landed");
+    let landed = async || usage(&direct, &specs, now).await[0].committed == tokens(80);
+    assert!(
+        eventually(100, Duration::from_millis(100), landed).await,
+        "the queued settle never landed"
+    );
+    let u = usage(&direct, &specs, now).await[0];
+    assert_eq!(
+        (u.admitted, u.reserved, u.in_flight),
+        (tokens(80), tokens(0), 0)
+    );
+    // Let another retry round pass: still counted once.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(usage(&direct, &specs, now).await[0].committed, tokens(80));
+    reserve(&closed, &specs, ReserveRequest::fixed(tokens(920)), now)
+        .await
+        .unwrap();
 }
 
 /// A whole budget on Redis: when Redis goes away between reserve and commit, the commit still
@@ -510,14 +506,14 @@ async fn a_budget_on_redis_never_drops_usage_in_an_outage() {
         "fail closed: {refused:?}"
     );
     proxy.restore();
-    for _ in 0..100 {
+    let caught_up = async || {
         let status = budget.status().await.unwrap();
-        if status.iter().any(|s| s.usage.committed.tokens == 1_420) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the store never caught up with the ledger");
+        status.iter().any(|s| s.usage.committed.tokens == 1_420)
+    };
+    assert!(
+        eventually(100, Duration::from_millis(100), caught_up).await,
+        "the store never caught up with the ledger"
+    );
 }
 
 /// Several store instances, each with its own connection, share one Redis budget under
@@ -644,15 +640,11 @@ async fn allowances_ride_out_an_outage_and_lose_no_usage() {
     assert!(store.sync().await.is_err(), "Redis is unreachable");
     proxy.restore();
     // The connection comes back on its own; until it has, closing fails and is tried again.
-    let mut closed = store.close().await;
-    for _ in 0..50 {
-        if closed.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        closed = store.close().await;
-    }
-    closed.unwrap();
+    let closed = async || store.close().await.is_ok();
+    assert!(
+        eventually(50, Duration::from_millis(100), closed).await,
+        "the allowance store could not close after Redis came back"
+    );
     let u = usage(&redis.store().await, &specs, now).await[0];
     assert_eq!(
         u.committed.tokens, committed,

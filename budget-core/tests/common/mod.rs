@@ -37,6 +37,11 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+
+    /// One of `items`, uniformly.
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
 }
 
 /// A name no other test (in this or a concurrent process) uses: pid, time and a counter.

@@ -1,5 +1,6 @@
 //! What every durable ledger is checked against: random events and the queries whose answers
-//! must equal the memory ledger's. Shared by the SQLite and PostgreSQL tests.
+//! must equal the memory ledger's. Shared by the SQLite and PostgreSQL tests (which also
+//! include `tests/common`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
@@ -11,32 +12,13 @@ use budget_core::{Amount, Attribution, Money, Period, TaskId, Usage};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
-
 pub fn base_time() -> Timestamp {
     // Just before the 2026 US DST change (2026-03-08), spanning a month boundary.
     "2026-02-20T00:00:00Z".parse().expect("valid timestamp")
 }
 
 pub fn random_events(seed: u64, n: usize) -> Vec<UsageEvent> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = crate::common::Rng::new(seed);
     let base = base_time();
     (0..n)
         .map(|i| {
@@ -233,4 +215,48 @@ pub async fn record_all<L: Ledger>(ledger: &L, events: &[UsageEvent]) {
     for e in events {
         ledger.record(e.clone()).await.expect("record");
     }
+}
+
+/// 8 tasks each recording `per_task` copies of one event (distinct ids; 3 + 1 tokens; a
+/// nano-dollar and a yocto-dollar each, so any rounding shows), tagged team=search.
+pub async fn record_concurrently<L: Ledger>(ledger: Arc<L>, per_task: u64) {
+    let template = random_events(99, 1).remove(0);
+    let template = UsageEvent {
+        attribution: template.attribution.with_tag("team", "search"),
+        ..template
+    };
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let ledger = ledger.clone();
+        let template = template.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                let mut e = template.clone();
+                e.id = t * 1_000 + i;
+                e.cost = CONCURRENT_EVENT_COST;
+                e.usage = Usage {
+                    input: 3,
+                    output: 1,
+                    ..Usage::default()
+                };
+                ledger.record(e).await.expect("record");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+}
+
+const CONCURRENT_EVENT_COST: Money = Money::from_units(1_000_000_000_000_000_001);
+
+/// The one group [`record_concurrently`] leaves: `events` events, exact to the yocto-dollar.
+pub fn assert_concurrent_totals(total: &[GroupTotal], events: u64) {
+    assert_eq!(total.len(), 1);
+    assert_eq!(total[0].events, events);
+    assert_eq!(total[0].usage.total(), 4 * events);
+    assert_eq!(
+        total[0].cost,
+        Money::from_units(i128::from(events) * CONCURRENT_EVENT_COST.units())
+    );
 }

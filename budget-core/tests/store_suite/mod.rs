@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use budget_core::admission::{Amount, CapKind, ReserveRequest};
 use budget_core::limits::CounterKey;
@@ -95,19 +96,29 @@ pub async fn all_or_nothing<S: BudgetStore>(store: S) {
     settle_released(&store, &both, now).await;
 }
 
+/// Checks `check` every `every`, at most `times` times: whether it came to hold. For what a
+/// store does in the background (Redis queues releases, retries settles, reconnects).
+pub async fn eventually(times: u32, every: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..times {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(every).await;
+    }
+    false
+}
+
 /// Release may be asynchronous (Redis queues it): wait until it shows.
 async fn settle_released<S: BudgetStore>(store: &S, specs: &[CounterSpec], now: Timestamp) {
-    for _ in 0..200 {
-        if usage(store, specs, now)
+    let released = async || {
+        usage(store, specs, now)
             .await
             .iter()
             .all(|u| *u == CounterUsage::default())
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    if !eventually(200, Duration::from_millis(10), released).await {
+        panic!("release never showed: {:?}", usage(store, specs, now).await);
     }
-    panic!("release never showed: {:?}", usage(store, specs, now).await);
 }
 
 /// Settling gives back the unused part and records overshoot; soft counters only count.
@@ -293,16 +304,14 @@ pub async fn forgetting_a_task_drops_its_counters<S: BudgetStore>(store: S) {
         store.settle(ticket, &s, tokens(5), now).await.unwrap();
     }
     store.forget_task(&TaskId::new("done"));
-    for _ in 0..200 {
-        let snapshot = store.snapshot(now).await.unwrap();
-        if snapshot.len() == 1 {
-            assert_eq!(snapshot[0].0.task, Some(TaskId::new("running")));
-            assert_eq!(snapshot[0].1.committed, tokens(5));
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the finished task's counter was never dropped");
+    let dropped = async || store.snapshot(now).await.unwrap().len() == 1;
+    assert!(
+        eventually(200, Duration::from_millis(10), dropped).await,
+        "the finished task's counter was never dropped"
+    );
+    let snapshot = store.snapshot(now).await.unwrap();
+    assert_eq!(snapshot[0].0.task, Some(TaskId::new("running")));
+    assert_eq!(snapshot[0].1.committed, tokens(5));
 }
 
 /// One client's random load: `rounds` reserve-then-settle rounds of 5..5+`max_want` tokens,
