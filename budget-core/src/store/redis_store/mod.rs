@@ -287,7 +287,11 @@ impl RedisBudgetStore {
         {
             return (refused.0.call, Err(OpError::closed()));
         }
-        match answer.await {
+        let mut awaiting = AwaitedReply {
+            answer,
+            ops: &self.inner.ops,
+        };
+        match (&mut awaiting.answer).await {
             Ok((call, result)) => (call, result.map(Reply::new)),
             Err(_) => (Call::new(Which::Usage), Err(OpError::closed())),
         }
@@ -775,6 +779,43 @@ struct Pending {
     reply: Option<oneshot::Sender<(Call, Result<Value, OpError>)>>,
 }
 
+/// The caller's end of a queued operation. A caller can go away (its future dropped by a
+/// timeout) just after the batcher handed it a reserve's reply: the batcher saw the hand-over
+/// succeed, so it is the caller that must give that reservation back.
+struct AwaitedReply<'a> {
+    answer: oneshot::Receiver<(Call, Result<Value, OpError>)>,
+    ops: &'a mpsc::Sender<Pending>,
+}
+
+impl Drop for AwaitedReply<'_> {
+    fn drop(&mut self) {
+        // Closing first settles the race: a reply sent after this fails to send, and the
+        // batcher releases it; a reply sent before it is read here.
+        self.answer.close();
+        if let Ok((call, Ok(value))) = self.answer.try_recv() {
+            if let Some(release) = release_for_orphan(&call, &value) {
+                queue_orphan_release(self.ops, release);
+            }
+        }
+    }
+}
+
+/// Queues the release of a reservation whose caller went away.
+fn queue_orphan_release(ops: &mpsc::Sender<Pending>, release: Call) {
+    let queued = ops
+        .try_send(Pending {
+            call: release,
+            reply: None,
+        })
+        .is_ok();
+    if !queued {
+        tracing::warn!(
+            "could not queue the release of an abandoned reservation; its lease holds the \
+             budget until it expires"
+        );
+    }
+}
+
 /// Why an operation got no reply.
 #[derive(Debug, Clone)]
 struct OpError {
@@ -842,19 +883,19 @@ async fn run_batches(
         let (mut conn, requeue) = (conn.clone(), requeue.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            for orphan in run_and_answer(&mut conn, batch).await {
-                let queued = requeue.upgrade().is_some_and(|ops| {
-                    ops.try_send(Pending {
-                        call: orphan,
-                        reply: None,
-                    })
-                    .is_ok()
-                });
-                if !queued {
-                    tracing::warn!(
-                        "could not queue the release of an abandoned reservation; its lease will"
-                    );
-                }
+            let orphans = run_and_answer(&mut conn, batch).await;
+            if orphans.is_empty() {
+                return;
+            }
+            match requeue.upgrade() {
+                Some(ops) => orphans
+                    .into_iter()
+                    .for_each(|release| queue_orphan_release(&ops, release)),
+                None => tracing::warn!(
+                    abandoned = orphans.len(),
+                    "the store closed before abandoned reservations were released; their \
+                     leases hold the budget until they expire"
+                ),
             }
         });
     }
