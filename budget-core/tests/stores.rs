@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use budget_core::admission::{Amount, ReserveRequest};
+use budget_core::limits::CounterKey;
 use budget_core::store::{
     AllowanceOptions, AllowanceStore, AnyBudgetStore, BudgetStore, CounterSpec, CounterUsage,
     MemoryBudgetStore, RedisBudgetStore, RedisStoreOptions, ReserveOutcome, Ticket,
@@ -241,7 +242,13 @@ async fn redis_decides_exactly_as_memory_does() {
                     memory.release(a);
                     shared.release(b);
                     // Redis releases in the background; let it land before comparing again.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    assert!(
+                        eventually(200, Duration::from_millis(10), async || {
+                            in_use(&memory, now).await == in_use(&shared, now).await
+                        })
+                        .await,
+                        "seed {seed} step {step}: the release never landed"
+                    );
                 }
                 _ => {
                     let ua = memory.usage(&specs, now).await.unwrap();
@@ -259,14 +266,23 @@ async fn redis_decides_exactly_as_memory_does() {
             memory.release(a);
             shared.release(b);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut sa = memory.snapshot(now).await.unwrap();
-        let mut sb = shared.snapshot(now).await.unwrap();
-        // Memory keeps a rolling counter's slot state; compare what both report as in use.
-        sa.retain(|(_, u)| *u != CounterUsage::default());
-        sb.retain(|(_, u)| *u != CounterUsage::default());
-        assert_eq!(sa, sb, "seed {seed}: snapshots");
+        let same = async || in_use(&memory, now).await == in_use(&shared, now).await;
+        if !eventually(200, Duration::from_millis(10), same).await {
+            assert_eq!(
+                in_use(&memory, now).await,
+                in_use(&shared, now).await,
+                "seed {seed}: snapshots"
+            );
+        }
     }
+}
+
+/// The counters a store reports as in use. Memory keeps a rolling counter's slot state after
+/// its usage aged out; what both stores must agree on is what is in use.
+async fn in_use(store: &impl BudgetStore, now: Timestamp) -> Vec<(CounterKey, CounterUsage)> {
+    let mut snapshot = store.snapshot(now).await.unwrap();
+    snapshot.retain(|(_, u)| *u != CounterUsage::default());
+    snapshot
 }
 
 /// A process that dies holding a reservation gives it back when its lease runs out; a settle

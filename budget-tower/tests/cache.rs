@@ -258,13 +258,13 @@ async fn entries_expire_after_the_ttl() {
     let budget = budget();
     let provider = Provider::default();
     let mut service = CacheLayer::new(budget)
-        .ttl(Duration::from_millis(50))
+        .ttl(Duration::from_millis(500))
         .layer(provider.clone());
 
     send(&mut service, Ask::new("fresh?")).await.unwrap();
     send(&mut service, Ask::new("fresh?")).await.unwrap();
     assert_eq!(provider.calls(), 1, "within the TTL: a hit");
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let after = send(&mut service, Ask::new("fresh?")).await.unwrap();
     assert_eq!(provider.calls(), 2, "after the TTL: the provider again");
     assert!(after.text().starts_with("reply #1"));

@@ -2,8 +2,6 @@
 //! async-openai -> BudgetLayer -> local server, with per-task budgets, steps, nesting,
 //! cancellation from outside and runaway detection.
 
-use std::time::Duration;
-
 use async_openai::types::chat::CreateChatCompletionRequest;
 use budget_core::ledger::{Dimension, LedgerQuery};
 use budget_core::runaway::{RunawayConfig, RunawayKind};
@@ -309,7 +307,6 @@ async fn a_finished_task_leaves_no_counters_behind() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(10)).await;
     let snapshot = budget_core::BudgetStore::snapshot(budget.store(), budget.now())
         .await
         .unwrap();
