@@ -179,3 +179,76 @@ async fn concurrent_recorders_are_all_stored() {
     ids.dedup();
     assert_eq!(ids.len(), 1600);
 }
+
+/// Ends every server connection the ledger opened (found by its `application_name`); returns
+/// how many were ended.
+async fn terminate_backends(admin: &tokio_postgres::Client, application: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()) AS ended",
+            &[&application],
+        )
+        .await
+        .expect("terminate")
+        .get(0)
+}
+
+/// The server ends the ledger's connection (a restart, a failover, an administrator): the
+/// next operations open a new one and go on, and writes in flight when it happened are stored
+/// exactly once — the same books as a memory ledger given the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_reopened_and_nothing_is_stored_twice() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "lost");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let ledger_url = format!("{url}{separator}application_name={}", schema.name);
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let events = random_events(0x1057, 600);
+    let memory = MemoryLedger::new();
+    record_all(&memory, &events).await;
+
+    let pg = Arc::new(
+        PostgresLedger::connect(&ledger_url, &schema.name)
+            .await
+            .expect("connect"),
+    );
+    record_all(&*pg, &events[..100]).await;
+    assert_eq!(terminate_backends(&admin, &schema.name).await, 1);
+    // The first write after it finds the connection closed, reconnects and is stored.
+    record_all(&*pg, &events[100..200]).await;
+
+    // Now while writes are in flight, several times.
+    let writers: Vec<_> = events[200..]
+        .chunks(50)
+        .map(|chunk| {
+            let (pg, chunk) = (pg.clone(), chunk.to_vec());
+            tokio::spawn(async move { record_all(&*pg, &chunk).await })
+        })
+        .collect();
+    // At most three ends, so no write can lose more connections than a ledger opens again
+    // for one operation.
+    let mut ended = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        ended += terminate_backends(&admin, &schema.name).await;
+    }
+    for writer in writers {
+        writer
+            .await
+            .expect("every write succeeds, on one connection or the next");
+    }
+    eprintln!("connections ended while writing: {ended}");
+
+    let mut ids = pg.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..600).collect::<Vec<u64>>(),
+        "each event exactly once"
+    );
+    assert_same(&answers(&memory).await, &answers(&*pg).await);
+}

@@ -2,7 +2,8 @@
 //! many instances.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
@@ -16,7 +17,8 @@ use crate::redact::redact_url;
 const VERSION_TABLE: &str = "token_budget_schema_version";
 
 /// Migrations, in order: `MIGRATIONS[i]` brings a schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE usage_events (
     seq             BIGSERIAL PRIMARY KEY,
     id              BIGINT  NOT NULL,
@@ -56,25 +58,60 @@ CREATE INDEX usage_events_user    ON usage_events(user_name, at_ns);
 CREATE INDEX usage_events_model   ON usage_events(model, at_ns);
 CREATE INDEX usage_events_kind    ON usage_events(kind, at_ns);
 CREATE INDEX usage_event_tags_kv  ON usage_event_tags(tag_key, tag_value);
-"];
+",
+    r"
+ALTER TABLE usage_events ADD COLUMN writer BIGINT, ADD COLUMN write_seq BIGINT;
+CREATE UNIQUE INDEX usage_events_write ON usage_events(writer, write_seq);
+CREATE SEQUENCE ledger_writers;
+",
+];
 
 /// The schema version this build writes and reads.
 pub const POSTGRES_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// One statement inserts the event and its tags (a data-modifying CTE): atomic, one round trip.
+/// A write sent again (its connection was lost before the reply) inserts nothing: its
+/// `(writer, write_seq)` is already there.
 const INSERT: &str = "WITH ev AS (INSERT INTO usage_events (id, at_ns, agent, task, step, \
     user_name, session, critical, model, requested_model, input, cached_input, cache_write, \
-    output, reasoning, cost_nano, cost_rem, estimated, kind, saved_tokens, saved_nano, saved_rem) \
+    output, reasoning, cost_nano, cost_rem, estimated, kind, saved_tokens, saved_nano, saved_rem, \
+    writer, write_seq) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-    $20, $21, $22) RETURNING seq) \
+    $20, $21, $22, $25, $26) ON CONFLICT (writer, write_seq) DO NOTHING RETURNING seq) \
     INSERT INTO usage_event_tags (seq, tag_key, tag_value) \
     SELECT ev.seq, t.k, t.v FROM ev, unnest($23::text[], $24::text[]) AS t(k, v)";
+
+/// Runs `$op` (an expression using the connection `$client`) on the ledger's current
+/// connection; when that connection turns out to be lost, opens a new one and runs `$op` again
+/// on it. (A macro rather than a function taking an async closure: the futures must stay
+/// `Send`, which async closures cannot yet promise.)
+macro_rules! with_client {
+    ($ledger:expr, $what:expr, |$client:ident| $op:expr) => {{
+        let ledger = $ledger;
+        let mut $client = ledger.client();
+        let mut reconnects = 0;
+        loop {
+            match $op.await {
+                Err(e) if reconnects < MAX_RECONNECTS && ledger.lost(&$client, &e) => {
+                    reconnects += 1;
+                    $client = ledger.reconnect(&$client).await?;
+                }
+                result => break result.map_err(|e| pg_error(&ledger.name, $what, &e)),
+            }
+        }
+    }};
+}
+
+/// How many times one operation opens a new connection after losing one: a server that keeps
+/// ending sessions gets an error rather than an endless loop.
+const MAX_RECONNECTS: u32 = 3;
 
 /// Events in a PostgreSQL schema: the [`Ledger`] shared by many instances.
 ///
 /// # Storage
 ///
-/// The tables and columns of the SQLite ledger, in one PostgreSQL schema (the *namespace* given
+/// The tables and columns of the SQLite ledger (plus `writer` and `write_seq`, see below), in
+/// one PostgreSQL schema (the *namespace* given
 /// to [`PostgresLedger::connect`], created when missing; the connection's `search_path` is set
 /// to it):
 ///
@@ -97,6 +134,18 @@ const INSERT: &str = "WITH ev AS (INSERT INTO usage_events (id, at_ns, agent, ta
 /// tags), so an event is stored with all its tags or not at all, and returns once PostgreSQL has
 /// committed it. Concurrent `record`s are pipelined on the one connection.
 ///
+/// # Lost connections
+///
+/// A connection that breaks (the server restarted, a failover, an administrator ended the
+/// session) is opened again by the next operation that finds it lost, and that operation is
+/// sent again on the new connection (at most three new connections per operation). A write
+/// sent twice is stored once: each ledger instance draws a writer number from the schema's
+/// `ledger_writers` sequence at connect and numbers its writes, and that pair is unique in
+/// `usage_events` (schema version 2), so a write whose reply was lost with its connection is
+/// not counted again. When the server cannot be reached, the operation fails with a
+/// [`LedgerError`] naming it (the budget hands the unrecorded event back to the caller) and the
+/// next operation tries again.
+///
 /// # Queries
 ///
 /// [`Ledger::totals`] runs one `GROUP BY` query; calendar buckets are folded in Rust from UTC
@@ -105,7 +154,16 @@ const INSERT: &str = "WITH ev AS (INSERT INTO usage_events (id, at_ns, agent, ta
 pub struct PostgresLedger {
     name: String,
     namespace: String,
-    client: Arc<Client>,
+    /// The URL as given (with its password), to connect again.
+    connect_url: String,
+    /// The current connection; replaced when it is lost.
+    client: Mutex<Arc<Client>>,
+    /// Held while a lost connection is replaced, so that concurrent operations open one.
+    reconnecting: tokio::sync::Mutex<()>,
+    /// This instance's number in the schema's `ledger_writers` sequence.
+    writer: i64,
+    /// Numbers this instance's writes.
+    writes: AtomicI64,
 }
 
 impl fmt::Debug for PostgresLedger {
@@ -147,21 +205,62 @@ impl PostgresLedger {
                 ),
             ));
         }
-        let (mut client, connection) = tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(|e| pg_error(&name, &format!("cannot connect to {name}"), &e))?;
-        let conn_name = name.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(ledger = conn_name, error = %e, "PostgreSQL connection failed");
-            }
-        });
+        let mut client = open(url, &name, namespace).await?;
         migrate(&mut client, &name, namespace).await?;
+        let writer: i64 = client
+            .query_one("SELECT nextval('ledger_writers')", &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| pg_error(&name, "cannot draw a writer number", &e))?;
         Ok(PostgresLedger {
             name,
             namespace: namespace.to_owned(),
-            client: Arc::new(client),
+            connect_url: url.to_owned(),
+            client: Mutex::new(Arc::new(client)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            writer,
+            writes: AtomicI64::new(0),
         })
+    }
+
+    /// The current connection.
+    fn client(&self) -> Arc<Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Whether `error` on `client` means the connection is lost (rather than the statement
+    /// refused).
+    fn lost(&self, client: &Client, error: &tokio_postgres::Error) -> bool {
+        // SQLSTATE class 08 is a connection exception, 57P01..57P03 the server ending the
+        // session (shutdown, crash, an administrator); the client may not have noticed yet.
+        let ended_by_server = error.code().is_some_and(|code| {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P")
+        });
+        let lost = error.is_closed() || client.is_closed() || ended_by_server;
+        if lost {
+            tracing::warn!(ledger = %self.name, %error, "PostgreSQL connection lost; reconnecting");
+        }
+        lost
+    }
+
+    /// A connection in place of `lost` (opened here, or by a concurrent operation).
+    async fn reconnect(&self, lost: &Arc<Client>) -> Result<Arc<Client>, LedgerError> {
+        let _one_at_a_time = self.reconnecting.lock().await;
+        let current = self.client();
+        if !Arc::ptr_eq(&current, lost) && !current.is_closed() {
+            return Ok(current);
+        }
+        let client = open(&self.connect_url, &self.name, &self.namespace).await?;
+        let client = Arc::new(client);
+        *self
+            .client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = client.clone();
+        Ok(client)
     }
 
     /// The URL (password hidden), as shown in errors.
@@ -176,11 +275,8 @@ impl PostgresLedger {
 
     /// The ids of every recorded event, in recording order.
     pub async fn event_ids(&self) -> Result<Vec<u64>, LedgerError> {
-        let rows = self
-            .client
-            .query("SELECT id FROM usage_events ORDER BY seq", &[])
-            .await
-            .map_err(|e| pg_error(&self.name, "cannot read event ids", &e))?;
+        let rows = with_client!(self, "cannot read event ids", |client| client
+            .query("SELECT id FROM usage_events ORDER BY seq", &[]))?;
         rows.iter()
             .map(|r| {
                 r.try_get::<_, i64>(0)
@@ -189,6 +285,31 @@ impl PostgresLedger {
             })
             .collect()
     }
+}
+
+/// Opens a connection, driven by a spawned task.
+/// The session's `search_path` is the ledger's namespace from the start (a connection
+/// option), so a new connection needs no statement before it can be used.
+async fn open(url: &str, name: &str, ns: &str) -> Result<Client, LedgerError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| pg_error(name, &format!("invalid URL {name}"), &e))?;
+    let options = match config.get_options() {
+        Some(given) => format!("{given} -c search_path={ns}"),
+        None => format!("-c search_path={ns}"),
+    };
+    config.options(options);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| pg_error(name, &format!("cannot connect to {name}"), &e))?;
+    let conn_name = name.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(ledger = conn_name, error = %e, "PostgreSQL connection failed");
+        }
+    });
+    Ok(client)
 }
 
 async fn migrate(client: &mut Client, name: &str, ns: &str) -> Result<(), LedgerError> {
@@ -326,7 +447,8 @@ impl Ledger for PostgresLedger {
         let task = who.task().map(|t| t.as_str());
         let step = who.step().map(i64::from);
         let (keys, values): (Vec<&str>, Vec<&str>) = who.tags().unzip();
-        let params: [&(dyn ToSql + Sync); 24] = [
+        let write_seq = self.writes.fetch_add(1, Ordering::Relaxed);
+        let params: [&(dyn ToSql + Sync); 26] = [
             &id,
             &at_ns,
             &who.agent_arc().as_ref(),
@@ -351,11 +473,11 @@ impl Ledger for PostgresLedger {
             &saved.1,
             &keys,
             &values,
+            &self.writer,
+            &write_seq,
         ];
-        self.client
-            .execute(INSERT, &params)
-            .await
-            .map_err(|err| pg_error(&self.name, "write failed", &err))?;
+        with_client!(self, "write failed", |client| client
+            .execute(INSERT, &params))?;
         Ok(())
     }
 
@@ -561,9 +683,9 @@ impl PostgresLedger {
             sql.push_str(&group_cols.join(", "));
         }
 
-        let read = |e: tokio_postgres::Error| pg_error(name, "query failed", &e);
         let sql_params: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
-        let rows = self.client.query(&sql, &sql_params).await.map_err(read)?;
+        let rows = with_client!(self, "query failed", |client| client
+            .query(&sql, &sql_params))?;
         let mut folder = Folder::new(name, query, group_cols.len(), granularity.is_some());
         for row in &rows {
             if !folder.add(&PgRow { row, name })? {
@@ -591,5 +713,129 @@ impl SqlRow for PgRow<'_> {
         self.row
             .try_get(col)
             .map_err(|e| pg_error(self.name, "query failed", &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Attribution, Money, Usage};
+
+    /// `DATABASE_URL` and a fresh schema name, or `None` after saying the test is skipped.
+    fn database(test: &str) -> Option<(String, String)> {
+        let Ok(url) = std::env::var("DATABASE_URL") else {
+            eprintln!("skipped: DATABASE_URL not set");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Some((url, format!("tb_{test}_{}_{nanos}", std::process::id())))
+    }
+
+    /// A ledger written by the first schema version opens under this build: its events stay,
+    /// and new writes carry writer numbers.
+    #[tokio::test]
+    async fn a_version_1_ledger_is_migrated() {
+        let Some((url, ns)) = database("v1") else {
+            return;
+        };
+        let (admin, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA {ns}; SET search_path TO {ns}; {} \
+                 CREATE TABLE {VERSION_TABLE} (version BIGINT NOT NULL); \
+                 INSERT INTO {VERSION_TABLE} VALUES (1); \
+                 INSERT INTO usage_events (id, at_ns, agent, critical, model, input, \
+                 cached_input, cache_write, output, reasoning, cost_nano, cost_rem, estimated, \
+                 kind, saved_tokens, saved_nano, saved_rem) \
+                 VALUES (1, 0, 'old', false, 'gpt-4o', 10, 0, 0, 5, 0, 7, 0, false, 'call', 0, 0, 0);",
+                MIGRATIONS[0]
+            ))
+            .await
+            .expect("a version-1 schema");
+        let opened = PostgresLedger::connect(&url, &ns).await;
+        let after = async || {
+            let ledger = opened.as_ref().expect("opens");
+            ledger
+                .record(UsageEvent {
+                    id: 2,
+                    ..an_event()
+                })
+                .await
+                .expect("records");
+            let version: i64 = admin
+                .query_one(&format!("SELECT version FROM {ns}.{VERSION_TABLE}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            (version, ledger.event_ids().await.expect("ids"))
+        };
+        let result = after().await;
+        admin
+            .batch_execute(&format!("DROP SCHEMA {ns} CASCADE"))
+            .await
+            .expect("drop the test schema");
+        assert_eq!(result, (POSTGRES_SCHEMA_VERSION, vec![1, 2]));
+    }
+
+    fn an_event() -> UsageEvent {
+        UsageEvent {
+            id: 7,
+            at: jiff::Timestamp::from_second(1_780_000_000).unwrap(),
+            attribution: Attribution::agent("writer").with_tag("team", "core"),
+            model: "gpt-4o".into(),
+            requested_model: None,
+            usage: Usage::new(100, 20),
+            cost: Money::from_cents(3),
+            estimated: false,
+            kind: super::super::EventKind::Call,
+            saved: Default::default(),
+        }
+    }
+
+    /// A write sent again under the same writer number (as after a connection lost between
+    /// the commit and its reply) is stored once, tags included.
+    #[tokio::test]
+    async fn a_write_sent_twice_is_stored_once() {
+        let Some((url, ns)) = database("twice") else {
+            return;
+        };
+        let ledger = PostgresLedger::connect(&url, &ns).await.expect("connect");
+        let event = an_event();
+        let stored = async || {
+            let client = ledger.client();
+            let events: i64 = client
+                .query_one("SELECT count(*) FROM usage_events", &[])
+                .await
+                .unwrap()
+                .get(0);
+            let tags: i64 = client
+                .query_one("SELECT count(*) FROM usage_event_tags", &[])
+                .await
+                .unwrap()
+                .get(0);
+            (events, tags)
+        };
+        ledger.record(event.clone()).await.expect("first send");
+        ledger.writes.store(0, Ordering::Relaxed);
+        ledger
+            .record(event.clone())
+            .await
+            .expect("the same write again");
+        let once = stored().await;
+        ledger
+            .record(event)
+            .await
+            .expect("a new write of the same event");
+        let twice = stored().await;
+        ledger
+            .client()
+            .batch_execute(&format!("DROP SCHEMA {ns} CASCADE"))
+            .await
+            .expect("drop the test schema");
+        assert_eq!(once, (1, 1), "the repeated write was stored again");
+        assert_eq!(twice, (2, 2), "a new write is not mistaken for a repeat");
     }
 }
