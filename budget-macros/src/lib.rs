@@ -3,22 +3,42 @@
 //! The `#[budgeted]` attribute of token-budget: it runs an agent's `async fn` as one **task**
 //! with its own token, money and step budget, and makes every loop iteration in it a **step**.
 //!
-//! Use it through the `token-budget` crate (`token_budget::budgeted`); the examples there and
-//! in its tests run. The examples below are not compiled here: a proc-macro crate cannot run
-//! doctests that use itself.
+//! Use it through the `token-budget` crate (`token_budget::budgeted`). The examples here run
+//! against `budget-core`, which is what `token_budget` re-exports.
 //!
-//! ```ignore
-//! use token_budget::{budgeted, BudgetError};
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! use budget_macros::budgeted;
+//! use token_budget::BudgetError;
 //!
-//! #[budgeted(agent = "researcher", limit = 50_000)]
-//! async fn research(client: &Client, topic: &str) -> Result<Report, AgentError> {
-//!     let mut notes = Vec::new();
-//!     for source in client.sources(topic).await? {
-//!         // each iteration is a step: cancelled, out of steps or out of budget → Err here
-//!         notes.push(client.summarise(&source).await?);
-//!     }
-//!     Ok(Report::from(notes))
+//! #[derive(Debug)]
+//! enum AgentError {
+//!     Budget(BudgetError),
 //! }
+//!
+//! impl From<BudgetError> for AgentError {
+//!     fn from(e: BudgetError) -> AgentError {
+//!         AgentError::Budget(e)
+//!     }
+//! }
+//!
+//! #[budgeted(agent = "researcher", limit = 50_000, max_steps = 3)]
+//! async fn research(sources: &[&str]) -> Result<Vec<String>, AgentError> {
+//!     let mut notes = Vec::new();
+//!     for source in sources {
+//!         // each iteration is a step: cancelled, out of steps or out of budget → Err here
+//!         notes.push(format!("notes on {source}"));
+//!     }
+//!     Ok(notes)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! assert_eq!(research(&["a", "b", "c"]).await.unwrap().len(), 3);
+//! // A fourth source is a fourth step: over `max_steps`, stopped before it runs.
+//! let stopped = research(&["a", "b", "c", "d"]).await.unwrap_err();
+//! assert!(matches!(stopped, AgentError::Budget(BudgetError::StepLimit { .. })));
+//! # }
 //! ```
 //!
 //! ## What it does
@@ -72,8 +92,12 @@
 //!
 //! The agent the task's spend is attributed to; a non-empty string literal.
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
 //! #[budgeted(agent = "researcher", limit = 50_000)]
+//! # async fn f() -> Result<(), AgentError> { Ok(()) }
 //! ```
 //!
 //! ### `limit = <integer>` (required)
@@ -81,8 +105,12 @@
 //! Tokens (input + output) the task may spend, sub-tasks included; an integer literal that fits
 //! a `u64` (underscores allowed).
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
 //! #[budgeted(agent = "researcher", limit = 50_000)]
+//! # async fn f() -> Result<(), AgentError> { Ok(()) }
 //! ```
 //!
 //! ### `cost_limit = "$0.50"`
@@ -93,8 +121,12 @@
 //! (yocto-dollars); more than 24 decimal places, a negative amount or an amount out of range is
 //! a compile error.
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
 //! #[budgeted(agent = "researcher", limit = 50_000, cost_limit = "$0.50")]
+//! # async fn f() -> Result<(), AgentError> { Ok(()) }
 //! ```
 //!
 //! ### `max_steps = <integer>`
@@ -102,8 +134,12 @@
 //! Steps (loop iterations) the task may take; a `u32`. The iteration after the last allowed
 //! one returns `BudgetError::StepLimit`.
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
 //! #[budgeted(agent = "planner", limit = 20_000, max_steps = 12)]
+//! # async fn f() -> Result<(), AgentError> { Ok(()) }
 //! ```
 //!
 //! ### `task = <expr>`
@@ -112,25 +148,42 @@
 //! evaluated once, before the body runs. Without it, the scope generates a fresh id for each
 //! call.
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
+//! # struct Ticket { id: u64 }
 //! #[budgeted(agent = "support", limit = 8_000, task = ticket.id)]
-//! async fn answer(ticket: &Ticket) -> Result<Reply, AgentError> { .. }
+//! async fn answer(ticket: &Ticket) -> Result<String, AgentError> {
+//!     Ok(format!("re: ticket {}", ticket.id))
+//! }
 //! ```
 //!
 //! ### `user = <expr>`
 //!
 //! The end user the work is done for, from any expression that implements `Display`.
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
+//! # struct Request { user_id: String }
 //! #[budgeted(agent = "support", limit = 8_000, user = request.user_id)]
+//! async fn answer(request: Request) -> Result<(), AgentError> {
+//!     Ok(())
+//! }
 //! ```
 //!
 //! ### `critical`
 //!
 //! A bare flag: the agent is critical, exempt from "pause all non-critical agents".
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
 //! #[budgeted(agent = "billing", limit = 4_000, critical)]
+//! # async fn f() -> Result<(), AgentError> { Ok(()) }
 //! ```
 //!
 //! ### `runaway = false` or `runaway(..)`
@@ -144,9 +197,19 @@
 //! limit spent under one task id across runs that is a retry loop). A key of 0 turns that
 //! signal off where the runtime says so.
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
 //! #[budgeted(agent = "crawler", limit = 100_000, runaway = false)]
+//! async fn crawl_everything() -> Result<(), AgentError> {
+//!     Ok(())
+//! }
+//!
 //! #[budgeted(agent = "crawler", limit = 100_000, runaway(repeat = 5, spike = 10, retries = 2))]
+//! async fn crawl_carefully() -> Result<(), AgentError> {
+//!     Ok(())
+//! }
 //! ```
 //!
 //! ### `crate = <path>`
@@ -155,8 +218,12 @@
 //! `budget-core` directly write `crate = budget_core` (or `crate = ::budget_core`, or
 //! `crate = "budget_core"`).
 //!
-//! ```ignore
+//! ```
+//! # extern crate budget_core as token_budget; // what `token_budget` re-exports
+//! # use budget_macros::budgeted;
+//! # type AgentError = token_budget::BudgetError;
 //! #[budgeted(agent = "researcher", limit = 50_000, crate = budget_core)]
+//! # async fn f() -> Result<(), AgentError> { Ok(()) }
 //! ```
 //!
 //! ## Errors
@@ -175,9 +242,14 @@ mod expand;
 /// Runs an `async fn` as a budgeted task: see the [crate documentation](crate) for the
 /// arguments and the expansion.
 ///
-/// ```ignore
+/// ```
+/// # extern crate budget_core as token_budget; // what `token_budget` re-exports
+/// # use budget_macros::budgeted;
+/// # type AgentError = token_budget::BudgetError;
 /// #[budgeted(agent = "researcher", limit = 50_000, cost_limit = "$0.50", max_steps = 20)]
-/// async fn research(client: &Client, topic: &str) -> Result<Report, AgentError> { .. }
+/// async fn research(topic: &str) -> Result<String, AgentError> {
+///     Ok(format!("a report on {topic}"))
+/// }
 /// ```
 #[proc_macro_attribute]
 pub fn budgeted(args: TokenStream, item: TokenStream) -> TokenStream {
