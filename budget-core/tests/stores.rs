@@ -899,3 +899,171 @@ impl Proxy {
         self.up.send_replace(true);
     }
 }
+
+/// A Redis that only speaks TLS, started here with certificates from a private CA made for it
+/// (needs the `redis-server` and `openssl` programs; without them the test says it skipped).
+struct TlsRedis {
+    server: std::process::Child,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl TlsRedis {
+    async fn start() -> Option<TlsRedis> {
+        let dir = std::env::temp_dir().join(common::unique_name("tb", "tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .is_ok_and(|out| out.status.success())
+        };
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        let made = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=token-budget test CA",
+        ]) && openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]) && openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        if !made {
+            eprintln!("skipped: the openssl program is missing or failed");
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
+        let port = free_port().await;
+        let server = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args([
+                "--tls-cert-file",
+                "server.pem",
+                "--tls-key-file",
+                "server.key",
+            ])
+            .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(server) = server else {
+            eprintln!("skipped: no redis-server program to start a TLS Redis");
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        };
+        let redis = TlsRedis { server, dir, port };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Some(redis);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("skipped: redis-server did not listen for TLS (built without TLS?)");
+        None
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("rediss://127.0.0.1:{}/0?{query}", self.port)
+    }
+
+    fn ca(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `rediss://`: with the private CA trusted (`tls_ca=`), the store works over TLS as over
+/// plain TCP; without it the server's certificate is refused; a wrong `tls_ca` is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_redis_with_a_private_ca() {
+    let Some(redis) = TlsRedis::start().await else {
+        return;
+    };
+    let store = AnyBudgetStore::open(&redis.url(&format!("prefix=tls&tls_ca={}", redis.ca())))
+        .await
+        .expect("TLS with the private CA trusted");
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let now = Timestamp::now();
+    let specs = [spec(&daily, None, now)];
+    let ticket = reserve(&store, &specs, ReserveRequest::fixed(tokens(600)), now)
+        .await
+        .unwrap();
+    let denied = store
+        .reserve(&specs, &ReserveRequest::fixed(tokens(600)), now)
+        .await
+        .unwrap();
+    assert!(matches!(denied, ReserveOutcome::Denied(_)), "{denied:?}");
+    let settled = store
+        .settle(ticket, &specs, tokens(250), now)
+        .await
+        .unwrap();
+    assert_eq!(settled[0].committed, tokens(250));
+    assert_eq!(usage(&store, &specs, now).await[0].reserved, tokens(0));
+
+    let untrusted = AnyBudgetStore::open(&redis.url("prefix=tls&timeout_ms=1000"))
+        .await
+        .expect_err("a private CA is not among the system's roots");
+    assert!(untrusted.message.contains("connect"), "{untrusted}");
+    assert!(
+        untrusted.store.starts_with("rediss://127.0.0.1"),
+        "{untrusted}"
+    );
+
+    let missing = redis.dir.join("no-such.pem").display().to_string();
+    let error = AnyBudgetStore::open(&redis.url(&format!("tls_ca={missing}")))
+        .await
+        .expect_err("no such file");
+    assert!(error.to_string().contains("no-such.pem"), "{error}");
+    let not_pem = redis.dir.join("san.ext").display().to_string();
+    let error = AnyBudgetStore::open(&redis.url(&format!("tls_ca={not_pem}")))
+        .await
+        .expect_err("not a certificate");
+    assert!(error.to_string().contains("no PEM certificate"), "{error}");
+}

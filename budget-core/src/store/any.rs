@@ -23,6 +23,7 @@ pub const STORE_ENV: &str = "TOKEN_BUDGET_STORE";
 /// | `memory:` (the default) | [`MemoryBudgetStore`]: this process only; rebuild its windows from the ledger with [`Budget::restore_from_ledger`](crate::Budget::restore_from_ledger) |
 /// | `redis://host:port/db?prefix=…&lease_secs=…&fail_open=true` | [`RedisBudgetStore`]: shared by every instance on the same Redis and prefix |
 /// | `redis://…?allowance=true` | [`AllowanceStore`]: the same counters, calls admitted locally against allowances |
+/// | `rediss://host:port/db?…` | the same over TLS; `tls_ca=/path/ca.pem` trusts that CA instead of the system's roots |
 ///
 /// `TOKEN_BUDGET_STORE` holds the URL for [`AnyBudgetStore::from_env`].
 #[derive(Debug)]
@@ -116,6 +117,11 @@ async fn open_redis(url: &str) -> Result<AnyBudgetStore, String> {
             "task_ttl_secs" => options.task_ttl(Duration::from_secs(number()?)),
             "timeout_ms" => options.timeout(Duration::from_millis(number()?)),
             "fail_open" => options.fail_open(flag(name, value)?),
+            "tls_ca" => {
+                let pem = std::fs::read(value)
+                    .map_err(|e| format!("option tls_ca: cannot read {value:?}: {e}"))?;
+                options.tls_roots(pem)
+            }
             "allowance" => {
                 allowance = flag(name, value)?;
                 options

@@ -41,13 +41,34 @@ const MAX_PENDING: usize = 100_000;
 const SCAN_CHUNK: usize = 256;
 
 /// How a [`RedisBudgetStore`] behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisStoreOptions {
     prefix: String,
     lease: Duration,
     task_ttl: Duration,
     timeout: Duration,
     fail_open: bool,
+    /// PEM certificates to trust for `rediss://` instead of the system's roots.
+    tls_roots: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisStoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreOptions")
+            .field("prefix", &self.prefix)
+            .field("lease", &self.lease)
+            .field("task_ttl", &self.task_ttl)
+            .field("timeout", &self.timeout)
+            .field("fail_open", &self.fail_open)
+            .field(
+                "tls_roots",
+                &self
+                    .tls_roots
+                    .as_ref()
+                    .map(|pem| format!("{} bytes of PEM", pem.len())),
+            )
+            .finish()
+    }
 }
 
 impl Default for RedisStoreOptions {
@@ -58,6 +79,7 @@ impl Default for RedisStoreOptions {
             task_ttl: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(2),
             fail_open: false,
+            tls_roots: None,
         }
     }
 }
@@ -101,6 +123,14 @@ impl RedisStoreOptions {
     /// with it on, an outage means calls run without a budget.
     pub fn fail_open(mut self, fail_open: bool) -> Self {
         self.fail_open = fail_open;
+        self
+    }
+
+    /// For `rediss://` URLs: trust the certificate authorities in `pem` (one or more PEM
+    /// certificates, e.g. a private CA's) instead of the system's root certificates. Without
+    /// it, the server's certificate must chain to a root the system trusts.
+    pub fn tls_roots(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
         self
     }
 }
@@ -168,8 +198,9 @@ impl std::fmt::Debug for RedisBudgetStore {
 }
 
 impl RedisBudgetStore {
-    /// Connects with the default options. `url` is a Redis URL (`redis://host:port/db`); TLS
-    /// (`rediss://`) is not built in: the redis crate's TLS features are off.
+    /// Connects with the default options. `url` is a Redis URL: `redis://host:port/db`, or
+    /// `rediss://host:port/db` for TLS (rustls; the server's certificate is checked against the
+    /// system's roots, or [`RedisStoreOptions::tls_roots`]).
     pub async fn connect(url: &str) -> Result<RedisBudgetStore, StoreError> {
         RedisBudgetStore::connect_with(url, RedisStoreOptions::default()).await
     }
@@ -186,7 +217,7 @@ impl RedisBudgetStore {
             message,
         };
         let keys = KeySpace::new(&options.prefix).map_err(&fail)?;
-        let client = redis::Client::open(url).map_err(|e| fail(format!("not a Redis URL: {e}")))?;
+        let client = redis_client(url, options.tls_roots.as_deref()).map_err(&fail)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
@@ -850,6 +881,28 @@ impl From<OpError> for RedisError {
     fn from(e: OpError) -> RedisError {
         RedisError::from((redis::ErrorKind::Io, "batched operation failed", e.message))
     }
+}
+
+/// The Redis client for `url`, with TLS when the URL asks for it.
+fn redis_client(url: &str, tls_roots: Option<&[u8]>) -> Result<redis::Client, String> {
+    let not_a_url = |e: RedisError| format!("not a Redis URL: {e}");
+    if !url.starts_with("rediss:") {
+        return redis::Client::open(url).map_err(not_a_url);
+    }
+    // rustls needs a process-wide crypto provider; keep one the application installed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let Some(pem) = tls_roots else {
+        return redis::Client::open(url).map_err(not_a_url);
+    };
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err("the TLS roots hold no PEM certificate".into());
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    };
+    redis::Client::build_with_tls(url, certificates)
+        .map_err(|e| format!("cannot use the TLS roots: {e}"))
 }
 
 /// Sends the operations of many concurrent callers to Redis together: whatever queued while
