@@ -20,7 +20,7 @@ use budget_core::{
 use common::Rng;
 use jiff::{SignedDuration, Timestamp};
 use store_suite::{at, eventually, limit, reserve, spec, tokens, usage};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// `REDIS_URL`, or `None` after saying plainly that the test is skipped.
@@ -522,9 +522,12 @@ async fn a_budget_on_redis_never_drops_usage_in_an_outage() {
         "fail closed: {refused:?}"
     );
     proxy.restore();
+    // (The first queries after the restore may still find the connection being reopened.)
     let caught_up = async || {
-        let status = budget.status().await.unwrap();
-        status.iter().any(|s| s.usage.committed.tokens == 1_420)
+        budget
+            .status()
+            .await
+            .is_ok_and(|status| status.iter().any(|s| s.usage.committed.tokens == 1_420))
     };
     assert!(
         eventually(100, Duration::from_millis(100), caught_up).await,
@@ -845,6 +848,8 @@ async fn free_port() -> u16 {
 struct Proxy {
     url: String,
     up: Arc<tokio::sync::watch::Sender<bool>>,
+    /// While set, what Redis answers is dropped on the way back (requests still arrive).
+    muted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -866,6 +871,8 @@ impl Proxy {
         let (up, _) = tokio::sync::watch::channel(true);
         let up = Arc::new(up);
         let accept_up = up.clone();
+        let muted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accept_muted = muted.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -877,18 +884,39 @@ impl Proxy {
                 }
                 let mut state = accept_up.subscribe();
                 let target = target.clone();
+                let muted = accept_muted.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                    let Ok(server) = TcpStream::connect(&target).await else {
                         return;
                     };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let replies = async {
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = from_server.read(&mut buffer).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if !muted.load(std::sync::atomic::Ordering::SeqCst) {
+                                to_client.write_all(&buffer[..n]).await?;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = tokio::io::copy(&mut from_client, &mut to_server) => {}
+                        _ = replies => {}
                         _ = state.wait_for(|up| !*up) => {}
                     }
                 });
             }
         });
-        Proxy { url, up }
+        Proxy { url, up, muted }
+    }
+
+    /// Drops (or, with `false`, passes again) what Redis answers.
+    fn mute_replies(&self, muted: bool) {
+        self.muted.store(muted, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -1066,4 +1094,53 @@ async fn tls_redis_with_a_private_ca() {
         .await
         .expect_err("not a certificate");
     assert!(error.to_string().contains("no PEM certificate"), "{error}");
+}
+
+/// A reserve whose reply is lost (the request reaches Redis and runs, the answer never comes
+/// back: the caller gets an error) is given back as soon as Redis can be reached again, not
+/// held until its lease (15 minutes by default) runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_whose_reply_was_lost_is_given_back() {
+    let Some(redis) = RedisUnderTest::new("lost-reply") else {
+        return;
+    };
+    let proxy = Proxy::start(&redis.url).await;
+    let store = RedisBudgetStore::connect_with(
+        &proxy.url,
+        redis.options().timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let direct = redis.store().await;
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let now = Timestamp::now();
+    let specs = [spec(&daily, None, now)];
+    proxy.mute_replies(true);
+    let error = store
+        .reserve(&specs, &ReserveRequest::fixed(tokens(400)), now)
+        .await
+        .expect_err("no answer comes back");
+    assert!(error.message.contains("reserve"), "{error}");
+    let ran = usage(&direct, &specs, now).await[0];
+    assert_eq!(ran.reserved, tokens(400), "the reserve ran in Redis");
+    // The connection fails (as a reset after the request went out would): drop it, and let
+    // the store connect again.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.mute_replies(false);
+    proxy.restore();
+
+    let given_back = async || usage(&direct, &specs, now).await[0] == CounterUsage::default();
+    assert!(
+        eventually(100, Duration::from_millis(50), given_back).await,
+        "the lost reserve was not given back: {:?}",
+        usage(&direct, &specs, now).await[0]
+    );
+    let whole_budget = async || {
+        store
+            .reserve(&specs, &ReserveRequest::fixed(tokens(1_000)), now)
+            .await
+            .is_ok_and(|outcome| matches!(outcome, ReserveOutcome::Reserved(_)))
+    };
+    assert!(eventually(50, Duration::from_millis(50), whole_budget).await);
 }

@@ -149,8 +149,9 @@ impl RedisStoreOptions {
 ///   key carries a TTL past its window's end: no reset job, nothing to drift.
 /// - **Leases**: a reservation expires after [`RedisStoreOptions::lease`]. A process that dies
 ///   holding reservations gives them back when they run out; a settle arriving after that
-///   still commits its usage, counted as overshoot. (So does a reserve whose reply was lost in
-///   a network failure: the caller saw an error, and the reservation waits for its lease.)
+///   still commits its usage, counted as overshoot. A reserve whose reply was lost (a network
+///   failure, a timeout) is given back as soon as Redis answers again: the store chose the
+///   reservation's id before sending it, and finds its lease by that id.
 /// - **Exactly once**: a settle retried after a lost reply is recognised (by its lease, or by a
 ///   marker for unreserved usage) and not counted twice. Settles that fail because Redis is
 ///   unreachable are queued and retried in the background for up to
@@ -185,6 +186,8 @@ struct Inner {
     /// Makes unreserved settle markers unique across processes.
     instance: u64,
     unreserved: AtomicU64,
+    /// Numbers this instance's reservations (see [`RedisBudgetStore::reservation_id`]).
+    reservations: AtomicU64,
     failed_open: AtomicU64,
 }
 
@@ -241,6 +244,7 @@ impl RedisBudgetStore {
             retries,
             instance: instance_id(),
             unreserved: AtomicU64::new(0),
+            reservations: AtomicU64::new(0),
             failed_open: AtomicU64::new(0),
         });
         tokio::spawn(retry_settles(
@@ -328,6 +332,28 @@ impl RedisBudgetStore {
         }
     }
 
+    /// The id of this instance's reservation `number`, as its leases name it: the instance's
+    /// random number, then `number` in 20 digits, so that ids are unique across every process
+    /// sharing the prefix and known before the reserve runs.
+    fn reservation_id(&self, number: u64) -> String {
+        format!("{}{number:020}", self.inner.instance)
+    }
+
+    /// Queues the release of reservation `id` on `counters`, for a reserve whose reply was lost:
+    /// it runs (with the settle retries) once Redis answers, and gives nothing back when the
+    /// reserve never ran.
+    fn release_lost<'k>(&self, counters: impl Iterator<Item = &'k CounterKey>, id: &str) {
+        let keys = &self.inner.keys;
+        let mut call = Call::new(Which::ReleaseLost);
+        for key in counters {
+            call.key(keys.counter(key)).key(keys.leases(key));
+        }
+        call.arg(id);
+        if self.inner.retries.try_send((call, Instant::now())).is_err() {
+            tracing::warn!(store = %self.inner.name, "retry queue full: a reservation whose reply was lost waits for its lease");
+        }
+    }
+
     async fn reserve_in_redis(
         &self,
         counters: &[CounterSpec],
@@ -350,8 +376,9 @@ impl RedisBudgetStore {
         }
         let now_ms = now.as_millisecond();
         let keys = &self.inner.keys;
+        let number = self.inner.reservations.fetch_add(1, Ordering::Relaxed);
+        let id = self.reservation_id(number);
         let mut call = Call::new(Which::Reserve);
-        call.key(keys.sequence());
         for (_, spec) in &hard {
             call.key(keys.counter(&spec.key))
                 .key(keys.leases(&spec.key));
@@ -370,7 +397,13 @@ impl RedisBudgetStore {
             self.window_args(&mut call, spec.span, now_ms)?;
             call.cap(spec.cap());
         }
-        let mut reply = match self.run(call).await.1 {
+        call.arg(&id);
+        let result = self.run(call).await.1;
+        if result.is_err() {
+            // The reserve may have run with its reply lost: give it back once Redis answers.
+            self.release_lost(hard.iter().map(|(_, s)| &s.key), &id);
+        }
+        let mut reply = match result {
             Ok(reply) => reply,
             Err(e) if self.inner.options.fail_open && e.unreachable => {
                 self.inner.failed_open.fetch_add(1, Ordering::Relaxed);
@@ -386,12 +419,12 @@ impl RedisBudgetStore {
         };
         let bad = |e: String| self.error("reserve: unexpected reply", e);
         if reply.int().map_err(bad)? == 1 {
-            let id = reply.u64().map_err(bad)?;
+            reply.int().map_err(bad)?;
             let units = reply.u64().map_err(bad)?;
             let amount = Amount::new(reply.u64().map_err(bad)?, reply.money().map_err(bad)?);
             let keys = hard.iter().map(|(_, s)| s.key.clone()).collect();
             return Ok(ReserveOutcome::Reserved(Ticket::new(
-                id, amount, units, keys,
+                number, amount, units, keys,
             )));
         }
         let at = usize::try_from(reply.int().map_err(bad)?).unwrap_or(0);
@@ -436,10 +469,8 @@ impl RedisBudgetStore {
             let n = self.inner.unreserved.fetch_add(1, Ordering::Relaxed);
             (format!("u{:016x}-{n}", self.inner.instance), String::new())
         } else {
-            (
-                format!("r{}", ticket.id()),
-                lease_member(ticket.id(), ticket.amount()),
-            )
+            let id = self.reservation_id(ticket.id());
+            (format!("r{id}"), lease_member(&id, ticket.amount()))
         };
         call.key(keys.settled(&marker));
         for key in reserved {
@@ -653,9 +684,12 @@ impl BudgetStore for RedisBudgetStore {
         for key in ticket.keys() {
             call.key(keys.counter(key)).key(keys.leases(key));
         }
-        call.arg(lease_member(ticket.id(), ticket.amount()))
-            .arg(clamp_tokens(ticket.amount().tokens))
-            .arg(money_arg(ticket.amount().money));
+        call.arg(lease_member(
+            self.reservation_id(ticket.id()),
+            ticket.amount(),
+        ))
+        .arg(clamp_tokens(ticket.amount().tokens))
+        .arg(money_arg(ticket.amount().money));
         // Queued without waiting: release must not block. If the queue is full, the lease
         // gives the reservation back when it runs out.
         if self
@@ -698,8 +732,8 @@ impl BudgetStore for RedisBudgetStore {
     }
 }
 
-/// Retries settles that could not reach Redis, oldest first, until they land or pass the
-/// horizon. Ends when every store handle is gone and nothing is pending.
+/// Retries settles that could not reach Redis, and releases of reservations whose reply was
+/// lost, oldest first, until they land or pass the horizon. Ends when every store handle is gone and nothing is pending.
 async fn retry_settles(
     mut conn: ConnectionManager,
     name: String,
@@ -721,7 +755,7 @@ async fn retry_settles(
             tokio::select! {
                 job = incoming.recv() => match job {
                     Some(job) if pending.len() < MAX_PENDING => pending.push_back(job),
-                    Some(_) => tracing::error!(store = %name, "settle retry queue full: the shared counters miss a settle (the ledger has it)"),
+                    Some(_) => tracing::error!(store = %name, "retry queue full: an operation is not retried (a settle's usage is in the ledger; a lost reservation waits for its lease)"),
                     None => open = false,
                 },
                 () = &mut wait => break,
@@ -729,7 +763,7 @@ async fn retry_settles(
         }
         while let Some((call, since)) = pending.front() {
             if since.elapsed() > RETRY_HORIZON {
-                tracing::error!(store = %name, "gave up retrying a settle after {RETRY_HORIZON:?}: the shared counters miss it (the ledger has it)");
+                tracing::error!(store = %name, "gave up retrying an operation after {RETRY_HORIZON:?} (a settle's usage is in the ledger; a lost reservation waits for its lease)");
                 pending.pop_front();
                 continue;
             }
@@ -739,7 +773,7 @@ async fn retry_settles(
                 }
                 Err(e) if unreachable(&e) => break,
                 Err(e) => {
-                    tracing::error!(store = %name, error = %e, "a retried settle failed for good");
+                    tracing::error!(store = %name, error = %e, "a retried operation failed for good");
                     pending.pop_front();
                 }
             }
@@ -759,6 +793,7 @@ enum Which {
     Usage,
     Forget,
     Grant,
+    ReleaseLost,
 }
 
 impl Which {
@@ -771,6 +806,7 @@ impl Which {
             Which::Usage => "u",
             Which::Forget => "f",
             Which::Grant => "g",
+            Which::ReleaseLost => "x",
         }
     }
 }
@@ -788,6 +824,7 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
             op("usage", include_str!("usage.lua")),
             op("forget", include_str!("forget.lua")),
             op("grant", include_str!("grant.lua")),
+            op("release_lost", include_str!("release_lost.lua")),
             include_str!("batch.lua").to_owned(),
         ]
         .concat(),
@@ -992,23 +1029,22 @@ fn release_for_orphan(reserve: &Call, reply: &Value) -> Option<Call> {
     let Value::Array(values) = reply else {
         return None;
     };
-    let int = |i: usize| match values.get(i) {
-        Some(Value::Int(n)) => Some(*n),
-        _ => None,
-    };
-    if int(0)? != 1 {
+    if !matches!(values.first(), Some(Value::Int(1))) {
         return None;
     }
-    let (id, tokens) = (int(1)?, int(3)?);
+    let Some(Value::Int(tokens)) = values.get(3) else {
+        return None;
+    };
     let money = match values.get(4)? {
         Value::BulkString(text) => String::from_utf8(text.clone()).ok()?,
         _ => return None,
     };
+    // The reserve's keys are (counter, leases) pairs, its last argument the reservation's id.
     let mut call = Call::new(Which::Release);
-    // The reserve's keys: the sequence, then (counter, leases) pairs.
-    for key in reserve.keys.iter().skip(1) {
+    for key in &reserve.keys {
         call.key(key.clone());
     }
+    let id = reserve.args.last()?;
     call.arg(format!("{id}|{tokens}|{money}"))
         .arg(tokens)
         .arg(money);
@@ -1092,7 +1128,7 @@ impl Call {
 
 /// The lease set member of a reservation: `id|tokens|money`, exactly as the reserve script
 /// wrote it.
-fn lease_member(id: u64, amount: Amount) -> String {
+fn lease_member(id: impl std::fmt::Display, amount: Amount) -> String {
     format!(
         "{id}|{}|{}",
         clamp_tokens(amount.tokens),

@@ -1,19 +1,20 @@
 
--- Reserve: KEYS = sequence, then (counter, leases) per hard counter.
+-- Reserve: KEYS = (counter, leases) per hard counter.
 -- ARGV = now_ms, lease_until_ms, request (6), then per counter: kind, slot, sn, ttl_ms, end_ms,
--- cap_tokens, cap_money ('' = uncapped).
--- Reply: {1, id, units, tokens, money} or {0, counter, never, cap_kind, in_use_tokens,
+-- cap_tokens, cap_money ('' = uncapped); last, the reservation's id (digits, chosen by the
+-- caller so that it can find the lease again when the reply is lost).
+-- Reply: {1, 0, units, tokens, money} or {0, counter, never, cap_kind, in_use_tokens,
 -- in_use_money, frees_at_slot (-1 = unknown)}.
 local now, lease_until = ARGV[1], ARGV[2]
 local req = request(ARGV, 3)
-local n = (#KEYS - 1) / 2
+local n = #KEYS / 2
 local units = math.max(req.max, req.min)
 local us = {}
 for i = 1, n do
   local a = 8 + (i - 1) * 7
-  local u = load(KEYS[2 * i], ARGV[a + 1], tonumber(ARGV[a + 2]))
+  local u = load(KEYS[2 * i - 1], ARGV[a + 1], tonumber(ARGV[a + 2]))
   us[i] = u
-  purge(u, KEYS[2 * i + 1], now)
+  purge(u, KEYS[2 * i], now)
   local cap = cap_of(ARGV[a + 6], ARGV[a + 7])
   local it, im = tadd(u.ct, u.rt), bigadd(u.cm, u.rm)
   local fits, verdict, cap_kind = fit(cap, it, im, req)
@@ -42,14 +43,13 @@ for i = 1, n do
   if fits < units then units = fits end
 end
 local at, am = amount(req, units)
-local id = redis.call('INCR', KEYS[1])
-local member = int(id) .. '|' .. int(at) .. '|' .. bigstr(am)
+local member = ARGV[#ARGV] .. '|' .. int(at) .. '|' .. bigstr(am)
 for i = 1, n do
   local a = 8 + (i - 1) * 7
   reserve_on(us[i], at, am)
   save(us[i], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
-  local L = KEYS[2 * i + 1]
+  local L = KEYS[2 * i]
   redis.call('ZADD', L, lease_until, member)
   redis.call('PEXPIRE', L, ARGV[a + 4])
 end
-return { 1, id, units, at, bigstr(am) }
+return { 1, 0, units, at, bigstr(am) }
