@@ -112,6 +112,10 @@ struct Inner {
     /// One top-up or sync at a time, so that a lease is replaced by one operation only.
     syncing: tokio::sync::Mutex<()>,
     next_ticket: AtomicU64,
+    /// The callers' clock: the last time they passed, and when. Syncs run on it too, so that a
+    /// lease is dated by one clock (leases from a top-up and from a sync would otherwise
+    /// disagree on what has expired when callers use an injected clock).
+    clock: Mutex<Option<(Timestamp, Instant)>>,
 }
 
 /// This process's allowance on one shared counter.
@@ -126,6 +130,9 @@ struct Grant {
     reserved: Amount,
     /// Committed here since the last sync.
     committed: Amount,
+    /// While a grant that shrinks the lease is in flight: the most calls here may hold
+    /// (reserved + committed), so that nothing is admitted beyond the smaller lease to come.
+    ceiling: Option<Amount>,
     /// The counter as Redis last reported it.
     remote: CounterUsage,
     last_used: Instant,
@@ -140,6 +147,7 @@ impl Grant {
             granted: Amount::ZERO,
             reserved: Amount::ZERO,
             committed: Amount::ZERO,
+            ceiling: None,
             remote: CounterUsage::default(),
             last_used: Instant::now(),
         }
@@ -153,6 +161,20 @@ impl Grant {
             admitted: self.remote.admitted,
             reserved: self.remote.reserved.saturating_sub(self.committed),
             in_flight: self.remote.in_flight,
+        }
+    }
+}
+
+/// Lifts a [`Grant::ceiling`] when dropped.
+struct LiftCeiling<'a> {
+    grants: &'a Mutex<HashMap<CounterKey, Grant>>,
+    key: &'a CounterKey,
+}
+
+impl Drop for LiftCeiling<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.grants.lock().get_mut(self.key) {
+            g.ceiling = None;
         }
     }
 }
@@ -173,6 +195,7 @@ impl AllowanceStore {
             grants: Mutex::new(HashMap::new()),
             syncing: tokio::sync::Mutex::new(()),
             next_ticket: AtomicU64::new(1),
+            clock: Mutex::new(None),
         });
         tokio::spawn(sync_forever(Arc::downgrade(&inner)));
         AllowanceStore { inner }
@@ -212,6 +235,23 @@ async fn sync_forever(store: Weak<Inner>) {
 }
 
 impl Inner {
+    /// Notes the time a caller passed.
+    fn saw(&self, now: Timestamp) {
+        *self.clock.lock() = Some((now, Instant::now()));
+    }
+
+    /// The callers' clock now: the last time they passed plus what has elapsed since (the
+    /// system clock before any caller came).
+    fn now(&self) -> Timestamp {
+        match *self.clock.lock() {
+            Some((then, at)) => jiff::SignedDuration::try_from(at.elapsed())
+                .ok()
+                .and_then(|elapsed| then.checked_add(elapsed).ok())
+                .unwrap_or(then),
+            None => Timestamp::now(),
+        }
+    }
+
     /// One grant operation on `key`: ends the current lease, reports `committed`, and leases
     /// `keep + need + extra`.
     async fn grant(
@@ -223,12 +263,15 @@ impl Inner {
     ) -> Result<Granted, StoreError> {
         let redis = &self.redis;
         let (call, sent) = {
-            let grants = self.grants.lock();
-            let Some(g) = grants.get(key) else {
+            let mut grants = self.grants.lock();
+            let Some(g) = grants.get_mut(key) else {
                 return Ok(Granted::Yes);
             };
             let sent = g.committed;
             let keep = if shrink {
+                // The new lease covers only the calls in flight now: until it is in place,
+                // admit nothing beyond what is in use now (calls ending make room).
+                g.ceiling = Some(g.reserved.saturating_add(sent));
                 g.reserved
             } else {
                 g.granted.saturating_sub(sent).max(g.reserved)
@@ -272,6 +315,11 @@ impl Inner {
             };
             call.cap(&cap);
             (call, sent)
+        };
+        // However this ends (a reply, an error, the caller gone), the ceiling goes.
+        let _lift = LiftCeiling {
+            grants: &self.grants,
+            key,
         };
         let mut reply = redis
             .run(call)
@@ -317,7 +365,7 @@ impl Inner {
     /// past `idle_after`, or windows that ended) gives back what no call in flight needs.
     async fn sync(&self, closing: bool) -> Result<(), StoreError> {
         let _one = self.syncing.lock().await;
-        let now = Timestamp::now();
+        let now = self.now();
         let half_lease = self.redis.inner.options.lease / 2;
         let due: Vec<(CounterKey, bool)> = {
             let grants = self.grants.lock();
@@ -362,6 +410,7 @@ impl BudgetStore for AllowanceStore {
         now: Timestamp,
     ) -> Result<ReserveOutcome, StoreError> {
         let inner = &self.inner;
+        inner.saw(now);
         let hard: Vec<(usize, &CounterSpec)> = counters
             .iter()
             .enumerate()
@@ -390,9 +439,10 @@ impl BudgetStore for AllowanceStore {
                         .entry(spec.key.clone())
                         .or_insert_with(|| Grant::new((*spec).clone()));
                     g.spec = (*spec).clone();
+                    let allowed = g.ceiling.map_or(g.granted, |c| c.min(g.granted));
                     let cap = Cap {
-                        tokens: Some(g.granted.tokens),
-                        money: Some(g.granted.money),
+                        tokens: Some(allowed.tokens),
+                        money: Some(allowed.money),
                     };
                     let in_use = g.reserved.saturating_add(g.committed);
                     match fit(&cap, in_use, request) {
@@ -401,7 +451,7 @@ impl BudgetStore for AllowanceStore {
                             let need = request
                                 .amount(request.min_units)
                                 .saturating_add(in_use)
-                                .saturating_sub(g.granted);
+                                .saturating_sub(allowed);
                             lacking = Some((*i, spec.key.clone(), need));
                             break;
                         }
@@ -467,6 +517,7 @@ impl BudgetStore for AllowanceStore {
         now: Timestamp,
     ) -> Result<Vec<CounterUsage>, StoreError> {
         let inner = &self.inner;
+        inner.saw(now);
         let task_keys: Vec<CounterKey> = ticket
             .keys()
             .iter()
