@@ -672,6 +672,63 @@ async fn allowances_ride_out_an_outage_and_lose_no_usage() {
     assert_eq!((u.reserved, u.in_flight), (tokens(0), 0));
 }
 
+/// While a grant that shrinks an allowance is on its way (closing, here), calls are not admitted
+/// against the larger allowance about to go: the lease in Redis always covers every call in
+/// flight in the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrinking_allowance_admits_nothing_beyond_its_new_lease() {
+    let Some(redis) = RedisUnderTest::new("allowance-shrink") else {
+        return;
+    };
+    let proxy = Proxy::start(&redis.url).await;
+    let store = AllowanceStore::new(
+        RedisBudgetStore::connect_with(&proxy.url, redis.options())
+            .await
+            .unwrap(),
+        AllowanceOptions::new()
+            .chunk(Amount::new(1_000, Money::ZERO))
+            .sync_every(Duration::from_secs(3_600))
+            .idle_after(Duration::from_secs(3_600)),
+    );
+    let direct = redis.store().await;
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(100_000));
+    let now = Timestamp::now();
+    let specs = [spec(&daily, None, now)];
+    let first = reserve(&store, &specs, ReserveRequest::fixed(tokens(100)), now)
+        .await
+        .unwrap();
+    assert!(
+        usage(&direct, &specs, now).await[0].reserved.tokens > 1_000,
+        "the first call took an allowance beyond itself"
+    );
+
+    proxy.hold_replies(true);
+    let closing = tokio::spawn({
+        let store = store.clone();
+        async move { store.close().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The allowance held here still has room, but it is being cut to the first call.
+    let second = tokio::spawn({
+        let (store, specs) = (store.clone(), specs.clone());
+        async move { reserve(&store, &specs, ReserveRequest::fixed(tokens(50)), now).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.hold_replies(false);
+    closing.await.unwrap().expect("closed");
+    let second = second.await.unwrap().expect("admitted after a top-up");
+
+    let in_redis = usage(&direct, &specs, now).await[0].reserved;
+    assert!(
+        in_redis.tokens >= 150,
+        "both calls in flight (150 tokens) must be covered in Redis, which holds {in_redis:?}"
+    );
+    store.release(first);
+    store.release(second);
+    store.close().await.unwrap();
+    assert_eq!(usage(&direct, &specs, now).await[0].reserved, tokens(0));
+}
+
 /// Per-task counters never leave the process, and an allowance store refuses at a task's
 /// limit as any store does.
 #[tokio::test]
@@ -850,6 +907,8 @@ struct Proxy {
     up: Arc<tokio::sync::watch::Sender<bool>>,
     /// While set, what Redis answers is dropped on the way back (requests still arrive).
     muted: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, what Redis answers is held back, and delivered when it is cleared.
+    held: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -873,6 +932,8 @@ impl Proxy {
         let accept_up = up.clone();
         let muted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let accept_muted = muted.clone();
+        let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accept_held = held.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -885,6 +946,7 @@ impl Proxy {
                 let mut state = accept_up.subscribe();
                 let target = target.clone();
                 let muted = accept_muted.clone();
+                let held = accept_held.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&target).await else {
                         return;
@@ -893,13 +955,27 @@ impl Proxy {
                     let (mut from_server, mut to_server) = server.into_split();
                     let replies = async {
                         let mut buffer = vec![0u8; 16 * 1024];
+                        let mut held_back = Vec::new();
                         loop {
-                            let n = from_server.read(&mut buffer).await?;
-                            if n == 0 {
-                                return Ok::<_, std::io::Error>(());
+                            tokio::select! {
+                                read = from_server.read(&mut buffer) => {
+                                    let n = read?;
+                                    if n == 0 {
+                                        return Ok::<_, std::io::Error>(());
+                                    }
+                                    if !muted.load(std::sync::atomic::Ordering::SeqCst) {
+                                        held_back.extend_from_slice(&buffer[..n]);
+                                    }
+                                }
+                                // Look again soon whether held replies may go.
+                                () = tokio::time::sleep(Duration::from_millis(5)),
+                                    if !held_back.is_empty() => {}
                             }
-                            if !muted.load(std::sync::atomic::Ordering::SeqCst) {
-                                to_client.write_all(&buffer[..n]).await?;
+                            if !held.load(std::sync::atomic::Ordering::SeqCst)
+                                && !held_back.is_empty()
+                            {
+                                to_client.write_all(&held_back).await?;
+                                held_back.clear();
                             }
                         }
                     };
@@ -911,7 +987,17 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url, up, muted }
+        Proxy {
+            url,
+            up,
+            muted,
+            held,
+        }
+    }
+
+    /// Holds back (or, with `false`, delivers) what Redis answers: a slow link.
+    fn hold_replies(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Drops (or, with `false`, passes again) what Redis answers.
