@@ -97,7 +97,12 @@ impl AllowanceOptions {
 ///   without [`close`](AllowanceStore::close) leaves that much of its usage uncounted there
 ///   (the ledger has all of it); its unused allowance returns when its lease runs out;
 /// - a call whose actual usage exceeds its reservation is committed in full (overshoot), as in
-///   every store.
+///   every store;
+/// - a top-up or sync whose reply is lost after Redis ran it (a connection reset, a timeout):
+///   the next one finds the old lease gone and reports nothing, so the usage committed here
+///   between the two is missing from the shared counters (the ledger has it), and the lost
+///   grant's lease holds until it expires. (Reserves on [`RedisBudgetStore`] are given back in
+///   that case; grants are not yet.)
 #[derive(Clone, Debug)]
 pub struct AllowanceStore {
     inner: Arc<Inner>,
