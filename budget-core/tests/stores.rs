@@ -66,6 +66,16 @@ impl RedisUnderTest {
             .await
             .expect("connect to REDIS_URL")
     }
+
+    /// A store that reaches this Redis through a [`Proxy`] (to play outages), giving up on an
+    /// answer after `timeout`.
+    async fn behind_proxy(&self, timeout: Duration) -> (Proxy, RedisBudgetStore) {
+        let proxy = Proxy::start(&self.url).await;
+        let store = RedisBudgetStore::connect_with(&proxy.url, self.options().timeout(timeout))
+            .await
+            .expect("connect through the proxy");
+        (proxy, store)
+    }
 }
 
 impl Drop for RedisUnderTest {
@@ -483,13 +493,7 @@ async fn a_budget_on_redis_never_drops_usage_in_an_outage() {
     let Some(redis) = RedisUnderTest::new("budget-outage") else {
         return;
     };
-    let proxy = Proxy::start(&redis.url).await;
-    let store = RedisBudgetStore::connect_with(
-        &proxy.url,
-        redis.options().timeout(Duration::from_millis(300)),
-    )
-    .await
-    .unwrap();
+    let (proxy, store) = redis.behind_proxy(Duration::from_millis(300)).await;
     let budget = Budget::builder()
         .limits([limit("agents/day", Window::Calendar(Period::Day)).tokens(50_000)])
         .store(store.clone())
@@ -618,13 +622,8 @@ async fn allowances_ride_out_an_outage_and_lose_no_usage() {
     let Some(redis) = RedisUnderTest::new("allowance-outage") else {
         return;
     };
-    let proxy = Proxy::start(&redis.url).await;
-    let shared = RedisBudgetStore::connect_with(
-        &proxy.url,
-        redis.options().timeout(Duration::from_millis(300)),
-    )
-    .await
-    .unwrap();
+    // A long timeout: replies are held back on purpose, and must still arrive.
+    let (proxy, shared) = redis.behind_proxy(Duration::from_secs(10)).await;
     let store = AllowanceStore::new(
         shared,
         AllowanceOptions::new().chunk(Amount::new(1_000, Money::from_dollars(1))),
@@ -680,11 +679,10 @@ async fn a_shrinking_allowance_admits_nothing_beyond_its_new_lease() {
     let Some(redis) = RedisUnderTest::new("allowance-shrink") else {
         return;
     };
-    let proxy = Proxy::start(&redis.url).await;
+    // A long timeout: replies are held back on purpose, and must still arrive.
+    let (proxy, shared) = redis.behind_proxy(Duration::from_secs(10)).await;
     let store = AllowanceStore::new(
-        RedisBudgetStore::connect_with(&proxy.url, redis.options())
-            .await
-            .unwrap(),
+        shared,
         AllowanceOptions::new()
             .chunk(Amount::new(1_000, Money::ZERO))
             .sync_every(Duration::from_secs(3_600))
@@ -1190,13 +1188,7 @@ async fn a_reserve_whose_reply_was_lost_is_given_back() {
     let Some(redis) = RedisUnderTest::new("lost-reply") else {
         return;
     };
-    let proxy = Proxy::start(&redis.url).await;
-    let store = RedisBudgetStore::connect_with(
-        &proxy.url,
-        redis.options().timeout(Duration::from_millis(300)),
-    )
-    .await
-    .unwrap();
+    let (proxy, store) = redis.behind_proxy(Duration::from_millis(300)).await;
     let direct = redis.store().await;
     let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
     let now = Timestamp::now();
