@@ -419,6 +419,7 @@ impl RedisBudgetStore {
         };
         let bad = |e: String| self.error("reserve: unexpected reply", e);
         if reply.int().map_err(bad)? == 1 {
+            // The id slot: the script answers 0, the id being ours.
             reply.int().map_err(bad)?;
             let units = reply.u64().map_err(bad)?;
             let amount = Amount::new(reply.u64().map_err(bad)?, reply.money().map_err(bad)?);
@@ -733,7 +734,8 @@ impl BudgetStore for RedisBudgetStore {
 }
 
 /// Retries settles that could not reach Redis, and releases of reservations whose reply was
-/// lost, oldest first, until they land or pass the horizon. Ends when every store handle is gone and nothing is pending.
+/// lost, oldest first, until they land or pass the horizon. Ends when every store handle is
+/// gone and nothing is pending.
 async fn retry_settles(
     mut conn: ConnectionManager,
     name: String,
