@@ -550,9 +550,27 @@ async fn many_instances_share_one_hard_limit() {
     let cap = 20_000;
     let daily = Arc::new(limit("fleet", Window::Calendar(Period::Day)).tokens(cap));
     let specs = Arc::new([spec(&daily, None, now)]);
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(redis.store().await);
+    }
+    let total = spend_on(&stores, &specs, now, cap).await;
+    let u = usage(&redis.store().await, &specs[..], now).await[0];
+    assert_eq!(u.committed.tokens, total);
+    assert!(total <= cap, "{total} > {cap}");
+    assert!(total > cap * 3 / 4, "contended to the end: {total}");
+}
+
+/// Sixteen workers per store each make 60 random reserve+settle rounds on `specs` (one counter
+/// capped at `cap`; refused rounds included); returns what they committed in all.
+async fn spend_on<S: BudgetStore + Clone + Send + Sync + 'static>(
+    stores: &[S],
+    specs: &Arc<[CounterSpec; 1]>,
+    now: Timestamp,
+    cap: u64,
+) -> u64 {
     let mut handles = Vec::new();
-    for instance in 0..4u64 {
-        let store = redis.store().await;
+    for (instance, store) in (0u64..).zip(stores) {
         for worker in 0..16u64 {
             let (store, specs) = (store.clone(), specs.clone());
             handles.push(tokio::spawn(async move {
@@ -565,10 +583,7 @@ async fn many_instances_share_one_hard_limit() {
     for h in handles {
         total += h.await.unwrap();
     }
-    let u = usage(&redis.store().await, &specs[..], now).await[0];
-    assert_eq!(u.committed.tokens, total);
-    assert!(total <= cap, "{total} > {cap}");
-    assert!(total > cap * 3 / 4, "contended to the end: {total}");
+    total
 }
 
 /// Local allowances: four processes' worth of `AllowanceStore`s (each on its own connection)
@@ -585,22 +600,10 @@ async fn allowances_share_one_hard_limit_and_report_everything() {
     let specs = Arc::new([spec(&daily, None, now)]);
     let options = AllowanceOptions::new().chunk(Amount::new(2_000, Money::from_dollars(1)));
     let mut stores = Vec::new();
-    let mut handles = Vec::new();
-    for instance in 0..4u64 {
-        let store = AllowanceStore::new(redis.store().await, options.clone());
-        stores.push(store.clone());
-        for worker in 0..16u64 {
-            let (store, specs) = (store.clone(), specs.clone());
-            handles.push(tokio::spawn(async move {
-                let seed = instance * 100 + worker + 1;
-                store_suite::spend_randomly(&store, &specs[..], now, cap, seed, 60, 200).await
-            }));
-        }
+    for _ in 0..4 {
+        stores.push(AllowanceStore::new(redis.store().await, options.clone()));
     }
-    let mut total = 0;
-    for h in handles {
-        total += h.await.unwrap();
-    }
+    let total = spend_on(&stores, &specs, now, cap).await;
     assert!(total <= cap, "{total} > {cap}");
     assert!(total > cap / 2, "contended to the end: {total}");
     for store in &stores {

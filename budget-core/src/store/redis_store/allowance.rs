@@ -159,13 +159,18 @@ impl Grant {
     }
 
     /// The counter as this process sees it: Redis's last word plus what is committed here
-    /// and not reported yet (moved out of the reserved allowance it was drawn from).
+    /// and not reported yet.
     fn usage(&self) -> CounterUsage {
+        self.over(self.remote)
+    }
+
+    /// `remote` (the counter as Redis reported it) with what is committed here and not
+    /// reported yet moved out of the reserved allowance it was drawn from.
+    fn over(&self, remote: CounterUsage) -> CounterUsage {
         CounterUsage {
-            committed: self.remote.committed.saturating_add(self.committed),
-            admitted: self.remote.admitted,
-            reserved: self.remote.reserved.saturating_sub(self.committed),
-            in_flight: self.remote.in_flight,
+            committed: remote.committed.saturating_add(self.committed),
+            reserved: remote.reserved.saturating_sub(self.committed),
+            ..remote
         }
     }
 }
@@ -407,6 +412,26 @@ fn is_shared(spec: &CounterSpec) -> bool {
     spec.key.task.is_none()
 }
 
+/// The ticket's per-task counters (kept in the process's own memory store).
+fn task_keys(ticket: &Ticket) -> Vec<CounterKey> {
+    ticket
+        .keys()
+        .iter()
+        .filter(|k| k.task.is_some())
+        .cloned()
+        .collect()
+}
+
+/// Takes the ticket's amount off what calls hold of the allowances it was admitted against.
+/// The caller holds the lock, so that a settle can commit in the same step.
+fn unreserve(grants: &mut HashMap<CounterKey, Grant>, ticket: &Ticket) {
+    for key in ticket.keys().iter().filter(|k| k.task.is_none()) {
+        if let Some(g) = grants.get_mut(key) {
+            g.reserved = g.reserved.saturating_sub(ticket.amount());
+        }
+    }
+}
+
 impl BudgetStore for AllowanceStore {
     async fn reserve(
         &self,
@@ -523,12 +548,7 @@ impl BudgetStore for AllowanceStore {
     ) -> Result<Vec<CounterUsage>, StoreError> {
         let inner = &self.inner;
         inner.saw(now);
-        let task_keys: Vec<CounterKey> = ticket
-            .keys()
-            .iter()
-            .filter(|k| k.task.is_some())
-            .cloned()
-            .collect();
+        let task_keys = task_keys(&ticket);
         let task_specs: Vec<CounterSpec> =
             counters.iter().filter(|s| !is_shared(s)).cloned().collect();
         let task_usage = if task_specs.is_empty() && task_keys.is_empty() {
@@ -539,11 +559,7 @@ impl BudgetStore for AllowanceStore {
         };
         let mut task_usage = task_usage.into_iter();
         let mut grants = inner.grants.lock();
-        for key in ticket.keys().iter().filter(|k| k.task.is_none()) {
-            if let Some(g) = grants.get_mut(key) {
-                g.reserved = g.reserved.saturating_sub(ticket.amount());
-            }
-        }
+        unreserve(&mut grants, &ticket);
         let mut out = Vec::with_capacity(counters.len());
         for spec in counters {
             if !is_shared(spec) {
@@ -562,20 +578,8 @@ impl BudgetStore for AllowanceStore {
     }
 
     fn release(&self, ticket: Ticket) {
-        let task_keys: Vec<CounterKey> = ticket
-            .keys()
-            .iter()
-            .filter(|k| k.task.is_some())
-            .cloned()
-            .collect();
-        {
-            let mut grants = self.inner.grants.lock();
-            for key in ticket.keys().iter().filter(|k| k.task.is_none()) {
-                if let Some(g) = grants.get_mut(key) {
-                    g.reserved = g.reserved.saturating_sub(ticket.amount());
-                }
-            }
-        }
+        unreserve(&mut self.inner.grants.lock(), &ticket);
+        let task_keys = task_keys(&ticket);
         if !task_keys.is_empty() {
             self.inner
                 .tasks
@@ -600,12 +604,8 @@ impl BudgetStore for AllowanceStore {
                 if !is_shared(spec) {
                     return local.next().unwrap_or_default();
                 }
-                let mut u = remote.next().unwrap_or_default();
-                if let Some(g) = grants.get(&spec.key) {
-                    u.committed = u.committed.saturating_add(g.committed);
-                    u.reserved = u.reserved.saturating_sub(g.committed);
-                }
-                u
+                let u = remote.next().unwrap_or_default();
+                grants.get(&spec.key).map_or(u, |g| g.over(u))
             })
             .collect())
     }
@@ -619,8 +619,7 @@ impl BudgetStore for AllowanceStore {
             let grants = self.inner.grants.lock();
             for (key, u) in &mut out {
                 if let Some(g) = grants.get(key) {
-                    u.committed = u.committed.saturating_add(g.committed);
-                    u.reserved = u.reserved.saturating_sub(g.committed);
+                    *u = g.over(*u);
                 }
             }
         }

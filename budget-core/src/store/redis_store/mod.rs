@@ -933,7 +933,8 @@ fn redis_client(url: &str, tls_roots: Option<&[u8]>) -> Result<redis::Client, St
     let Some(pem) = tls_roots else {
         return redis::Client::open(url).map_err(not_a_url);
     };
-    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+    const CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    if !pem.windows(CERTIFICATE.len()).any(|w| w == CERTIFICATE) {
         return Err("the TLS roots hold no PEM certificate".into());
     }
     let certificates = redis::TlsCertificates {
