@@ -546,6 +546,20 @@ impl fmt::Display for AnyLedger {
 }
 
 impl Ledger for AnyLedger {
+    async fn flush(&self) -> Result<(), LedgerError> {
+        AnyLedger::flush(self).await
+    }
+
+    fn is_durable(&self) -> bool {
+        match self {
+            AnyLedger::Memory(l) => l.is_durable(),
+            #[cfg(feature = "sqlite")]
+            AnyLedger::Sqlite(l) => l.is_durable(),
+            #[cfg(feature = "postgres")]
+            AnyLedger::Postgres(l) => l.is_durable(),
+        }
+    }
+
     async fn record(&self, event: UsageEvent) -> Result<(), LedgerError> {
         match self {
             AnyLedger::Memory(l) => l.record(event).await,

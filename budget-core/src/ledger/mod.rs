@@ -293,9 +293,33 @@ pub struct LedgerError {
 }
 
 /// Where usage events go, and where totals come from.
+///
+/// # Hand-over at call time
+///
+/// [`Ledger::record`] takes the event *when it is called*, before its future is first polled:
+/// the future only waits for the ledger to say the event is stored. Dropping that future —
+/// unpolled, or half-way — loses nothing and stores nothing twice; [`Ledger::flush`] waits for
+/// such events. This is what lets a commit that is cancelled (a timeout, a dropped stream, a
+/// runtime shutting down) still reach the books without a spawned task. Every ledger here is
+/// held to it by the ledger suite.
 pub trait Ledger: Send + Sync + 'static {
-    /// Records one event. Returns once the ledger holds it (durable ledgers: once it is durable).
+    /// Records one event: taken at call time (see the trait docs); the future resolves once
+    /// the ledger holds it (durable ledgers: once it is durable), or with the reason it could
+    /// not.
     fn record(&self, event: UsageEvent) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Waits until every event handed over so far is stored (events whose `record` future was
+    /// dropped included). A program calls it (through [`Budget::flush`](crate::Budget::flush))
+    /// before it exits.
+    fn flush(&self) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// `true` when the events outlive the process (a file, a database): a budget built on such
+    /// a ledger rebuilds its calendar windows from it at start-up unless told not to.
+    fn is_durable(&self) -> bool {
+        false
+    }
 
     /// Totals per group, sorted by key.
     fn totals(

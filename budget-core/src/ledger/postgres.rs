@@ -422,6 +422,10 @@ async fn migrate_in(
 }
 
 impl Ledger for PostgresLedger {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
     async fn record(&self, e: UsageEvent) -> Result<(), LedgerError> {
         let row = (|| -> Result<_, String> {
             let u = &e.usage;

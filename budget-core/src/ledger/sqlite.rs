@@ -330,6 +330,14 @@ impl Drop for SqliteLedger {
 }
 
 impl Ledger for SqliteLedger {
+    fn flush(&self) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send {
+        SqliteLedger::flush(self)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
     async fn record(&self, event: UsageEvent) -> Result<(), LedgerError> {
         self.check_failed()?;
         let row = Box::new(to_row(&event).map_err(|m| error(&self.name, m))?);

@@ -241,6 +241,16 @@ impl BudgetStore for AnyBudgetStore {
         }
     }
 
+    async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            AnyBudgetStore::Memory(s) => s.flush().await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Redis(s) => s.flush().await,
+            #[cfg(feature = "redis")]
+            AnyBudgetStore::Allowance(s) => s.flush().await,
+        }
+    }
+
     fn keeps_counters(&self) -> bool {
         match self {
             AnyBudgetStore::Memory(s) => s.keeps_counters(),

@@ -179,6 +179,11 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// Settles a ticket: its reservation is removed from the counters it was made on, and
     /// `actual` is committed to `counters` (the windows current *now*, which may differ from the
     /// ones reserved on). Returns each counter's usage after the commit, in `counters` order.
+    ///
+    /// **Handed over at call time**: the settle is taken when `settle` is called, before the
+    /// future is first polled, and happens exactly once even if the future is dropped unpolled
+    /// or half-way (a store that needs I/O queues it, with its retries). The future only
+    /// reports the outcome. A commit relies on this to stay whole when it is cancelled.
     fn settle(
         &self,
         ticket: Ticket,
@@ -206,6 +211,12 @@ pub trait BudgetStore: Send + Sync + 'static {
 
     /// Drops the per-task counters of a finished task.
     fn forget_task(&self, task: &TaskId);
+
+    /// Waits until every settle and release handed over so far has reached the store (a store
+    /// that queues them drains its queue). In-memory stores have nothing to wait for.
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
 
     /// `true` when the counters outlive this process (a shared store such as Redis): nothing
     /// needs rebuilding from the ledger at start-up, and rebuilding would count usage twice.
@@ -256,6 +267,10 @@ impl<S: BudgetStore> BudgetStore for Arc<S> {
 
     fn forget_task(&self, task: &TaskId) {
         (**self).forget_task(task);
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).flush()
     }
 
     fn keeps_counters(&self) -> bool {
