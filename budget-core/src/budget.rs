@@ -23,6 +23,7 @@
 //! blocks further reservations until the window frees up.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -64,6 +65,38 @@ impl Estimate {
     /// Input plus output cap, saturating.
     pub const fn total(&self) -> u64 {
         self.input_tokens.saturating_add(self.max_output_tokens)
+    }
+}
+
+/// What one provider call asks to reserve: its prompt, the output caps it can be sent with, and
+/// how many choices (`n`) it asks the provider for.
+///
+/// The output cap applies to *each* choice, so a call of `n` choices may produce `n` times the
+/// cap: it is reserved as `input_tokens + choices × cap`, and the cap granted is the largest
+/// that fits that way on every limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEstimate {
+    /// Prompt tokens (counted exactly, or estimated for non-OpenAI models).
+    pub input_tokens: u64,
+    /// The output cap per choice: at least `start()`, at most `end()`.
+    pub output: std::ops::RangeInclusive<u64>,
+    /// Choices asked for (`n`); 0 is taken as 1.
+    pub choices: u32,
+}
+
+impl CallEstimate {
+    /// One choice, with an output cap between `output.start()` and `output.end()`.
+    pub fn new(input_tokens: u64, output: std::ops::RangeInclusive<u64>) -> CallEstimate {
+        CallEstimate {
+            input_tokens,
+            output,
+            choices: 1,
+        }
+    }
+
+    /// The same call asking for `choices` choices.
+    pub fn choices(self, choices: u32) -> CallEstimate {
+        CallEstimate { choices, ..self }
     }
 }
 
@@ -279,6 +312,51 @@ impl LimitStatus {
     }
 }
 
+/// One line for a person: `research/day (researcher): 12400 tokens / $0.31 of 50000 tokens
+/// (24% used), 1200 tokens / $0.012 reserved by 2 calls in flight, until 2026-12-07T05:00:00Z`.
+impl std::fmt::Display for LimitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let usage = &self.usage;
+        write!(f, "{} ({}", self.limit.id, self.scope)?;
+        if let Some(task) = &self.task
+            && task.as_str() != &*self.scope
+        {
+            write!(f, ", task {task}")?;
+        }
+        write!(
+            f,
+            "): {} tokens / {} of {} ({}% used",
+            usage.committed.tokens,
+            usage.committed.money,
+            CapDisplay(&self.limit.cap),
+            self.percent_used()
+        )?;
+        if !self.limit.is_hard() {
+            f.write_str(", soft")?;
+        }
+        f.write_str(")")?;
+        if usage.in_flight > 0 || !usage.reserved.is_zero() {
+            write!(
+                f,
+                ", {} tokens / {} reserved by {} calls in flight",
+                usage.reserved.tokens, usage.reserved.money, usage.in_flight
+            )?;
+        }
+        let overshoot = usage.overshoot();
+        if !overshoot.is_zero() {
+            write!(
+                f,
+                ", {} tokens / {} beyond what was reserved",
+                overshoot.tokens, overshoot.money
+            )?;
+        }
+        if let Some(end) = self.window_end {
+            write!(f, ", until {end}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Percent of `cap` used by `used`: the larger of tokens and money, rounded down.
 pub fn percent_used(cap: &Cap, used: Amount) -> u32 {
     let tokens = cap
@@ -377,6 +455,10 @@ struct Inner<S, L> {
     /// The current calendar window per period, so that the hot path does not convert time
     /// zones on every call.
     calendar: [RwLock<Option<(Timestamp, Timestamp)>>; 4],
+    /// Whether to restore the windows from the ledger before the first use.
+    restore_on_start: bool,
+    /// Set once the windows were restored (or restoring was tried and succeeded).
+    restored: tokio::sync::OnceCell<()>,
 }
 
 /// Builds a [`Budget`].
@@ -388,6 +470,7 @@ pub struct BudgetBuilder<S, L> {
     prices: Option<PriceTable>,
     clock: Arc<dyn Clock>,
     time_zone: TimeZone,
+    restore: Option<bool>,
 }
 
 impl Budget {
@@ -401,6 +484,7 @@ impl Budget {
             prices: None,
             clock: Arc::new(SystemClock),
             time_zone: TimeZone::UTC,
+            restore: None,
         }
     }
 }
@@ -436,6 +520,15 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
         self
     }
 
+    /// Whether to rebuild the current windows from the ledger before the first call (see
+    /// [`Budget::restore_from_ledger`]). By default a budget does when its ledger is durable,
+    /// so that a restart does not hand out a fresh day; `false` is the explicit opt-out (a
+    /// demo that counts each run apart, a ledger shared with unrelated budgets).
+    pub fn restore_windows(mut self, restore: bool) -> Self {
+        self.restore = Some(restore);
+        self
+    }
+
     /// Uses this store.
     pub fn store<S2: BudgetStore>(self, store: S2) -> BudgetBuilder<S2, L> {
         BudgetBuilder {
@@ -445,6 +538,7 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
             prices: self.prices,
             clock: self.clock,
             time_zone: self.time_zone,
+            restore: self.restore,
         }
     }
 
@@ -457,6 +551,7 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
             prices: self.prices,
             clock: self.clock,
             time_zone: self.time_zone,
+            restore: self.restore,
         }
     }
 
@@ -464,6 +559,7 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
     pub fn build(self) -> Result<Budget<S, L>, LimitError> {
         let limits = LimitSet::new(self.limits)?;
         let prices = self.prices.unwrap_or_else(PriceTable::builtin);
+        let restore_on_start = self.restore.unwrap_or_else(|| self.ledger.is_durable());
         Ok(Budget {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -476,6 +572,8 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
                 next_event: AtomicU64::new(1),
                 denials: Mutex::new(HashMap::new()),
                 calendar: Default::default(),
+                restore_on_start,
+                restored: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -491,8 +589,13 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         estimate: Estimate,
     ) -> Result<Reservation<S, L>, BudgetError> {
         let output = estimate.max_output_tokens;
-        self.reserve_output(who, model, estimate.input_tokens, output..=output)
-            .await
+        self.reserve_call(
+            who,
+            None,
+            model,
+            CallEstimate::new(estimate.input_tokens, output..=output),
+        )
+        .await
     }
 
     /// Reserves the prompt plus as many output tokens as every matching hard limit still
@@ -508,7 +611,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         input_tokens: u64,
         output: std::ops::RangeInclusive<u64>,
     ) -> Result<Reservation<S, L>, BudgetError> {
-        self.reserve_for(who, None, model, input_tokens, output)
+        self.reserve_call(who, None, model, CallEstimate::new(input_tokens, output))
             .await
     }
 
@@ -524,22 +627,39 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         output: std::ops::RangeInclusive<u64>,
     ) -> Result<Reservation<S, L>, BudgetError> {
         let who = scope.attribution();
-        if let Err(stopped) = scope.refusal() {
-            self.count_denial(&who, |d| d.stopped += 1);
-            return Err(stopped);
-        }
-        self.reserve_for(&who, Some(scope), model, input_tokens, output)
-            .await
+        self.reserve_call(
+            &who,
+            Some(scope),
+            model,
+            CallEstimate::new(input_tokens, output),
+        )
+        .await
     }
 
-    async fn reserve_for(
+    /// Reserves a call as [`CallEstimate`] describes it — every choice's output counted — by
+    /// `who`, inside `scope` when given (then attributed, refused and limited as
+    /// [`Budget::reserve_in_scope`] says). The output cap to send is
+    /// [`Reservation::granted_output`], per choice.
+    pub async fn reserve_call(
         &self,
         who: &Attribution,
         scope: Option<&TaskScope>,
         model: &str,
-        input_tokens: u64,
-        output: std::ops::RangeInclusive<u64>,
+        call: CallEstimate,
     ) -> Result<Reservation<S, L>, BudgetError> {
+        if let Some(scope) = scope
+            && let Err(stopped) = scope.refusal()
+        {
+            self.count_denial(who, |d| d.stopped += 1);
+            return Err(stopped);
+        }
+        self.ensure_restored().await?;
+        let CallEstimate {
+            input_tokens,
+            output,
+            choices,
+        } = call;
+        let choices = u64::from(choices.max(1));
         if let Some(refusal) = self.inner.controls.refusal(who) {
             self.count_denial(who, |d| d.stopped += 1);
             return Err(match refusal {
@@ -559,9 +679,10 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             .price
             .max_cost_of(input_tokens, 1)
             .saturating_sub(base_money);
+        // One unit is one token of output cap, which every choice may use.
         let request = ReserveRequest {
             base: Amount::new(input_tokens, base_money),
-            per_unit: Amount::new(1, per_output_money),
+            per_unit: Amount::new(choices, per_output_money.saturating_mul_tokens(choices)),
             min_units: *output.start(),
             max_units: *output.end(),
         };
@@ -583,6 +704,9 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                     specs,
                     scope: scope.cloned(),
                     scoped,
+                    input_tokens,
+                    choices,
+                    sent: None,
                 }),
             }),
             ReserveOutcome::Denied(denial) => {
@@ -609,29 +733,42 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
 
     /// Records usage that had no reservation (a cache hit at $0, a late report). It is
     /// committed to every matching counter like any other usage.
-    pub async fn record(
+    ///
+    /// Like [`Reservation::commit_with`], the usage is taken when this is called: dropping the
+    /// returned future, polled or not, still records it (without waiting for the outcome).
+    pub fn record(
         &self,
         who: &Attribution,
         model: &str,
         usage: Usage,
         details: CommitDetails,
-    ) -> Result<Committed, BudgetError> {
-        let prices = self.prices();
-        let resolved = prices.resolve(model)?;
-        let priced_model: Arc<str> = Arc::from(resolved.id);
-        let held = Held {
-            ticket: Ticket::unreserved(),
-            who: who.clone(),
-            requested_model: (*priced_model != *model).then(|| Arc::from(model)),
-            model: priced_model,
-            amount: Amount::ZERO,
-            limits: self.limits(),
-            // No reservation: the counters are found at commit time.
-            specs: Vec::new(),
-            scope: None,
-            scoped: Vec::new(),
-        };
-        self.settle(held, usage, details).await
+    ) -> impl Future<Output = Result<Committed, BudgetError>> + Send + 'static {
+        let held = self.prices().resolve(model).map(|resolved| {
+            let priced_model: Arc<str> = Arc::from(resolved.id);
+            Held {
+                ticket: Ticket::unreserved(),
+                who: who.clone(),
+                requested_model: (*priced_model != *model).then(|| Arc::from(model)),
+                model: priced_model,
+                amount: Amount::ZERO,
+                limits: self.limits(),
+                // No reservation: the counters are found at commit time.
+                specs: Vec::new(),
+                scope: None,
+                scoped: Vec::new(),
+                input_tokens: usage.input,
+                choices: 1,
+                sent: None,
+            }
+        });
+        let pending = held.map(|held| PendingCommit::new(self.clone(), held, usage, details));
+        async move {
+            let mut pending = pending?;
+            // A budget restores its windows before it counts anything: else the restore would
+            // count this usage a second time.
+            pending.budget.ensure_restored().await?;
+            pending.run().await
+        }
     }
 
     /// How much `who` may still spend on `model`, and the largest output cap a call with
@@ -704,64 +841,94 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         Ok(out)
     }
 
-    /// Rebuilds the usage of every calendar-window limit's current window from the ledger, so
-    /// that a restart does not reset today's (this hour's, week's, month's) budget. Call it
-    /// once, at start-up, on a store that has not counted this window yet: it adds what the
-    /// ledger holds. Returns how many counters it restored.
+    /// Rebuilds the usage of every calendar and rolling window limit's current window from the
+    /// ledger, so that a restart does not reset today's (this hour's, week's, month's; the last
+    /// rolling duration's) budget. Returns how many counters it restored.
     ///
-    /// Per-task windows are not restored (a restarted process starts its tasks anew), nor are
-    /// rolling windows (their slots need event times finer than the ledger's totals give).
+    /// A budget on a durable ledger ([`Ledger::is_durable`]) does this by itself before its
+    /// first reservation or record, unless built with
+    /// [`BudgetBuilder::restore_windows`]`(false)`; either way it happens once per budget, and
+    /// a call after it returns 0. Rolling windows are restored into their current slot: the
+    /// usage then ages out up to one window later than it would have, never earlier (rounding
+    /// toward safety). Per-task windows are not restored (a restarted process starts its tasks
+    /// anew).
     ///
     /// A store that keeps its counters itself ([`BudgetStore::keeps_counters`], e.g. Redis)
     /// is left alone and 0 is returned: every replica restoring into it would count the day
     /// once more.
     pub async fn restore_from_ledger(&self) -> Result<usize, BudgetError> {
+        let mut restored_now = 0;
+        self.inner
+            .restored
+            .get_or_try_init(|| async {
+                restored_now = self.restore_windows().await?;
+                Ok::<(), BudgetError>(())
+            })
+            .await?;
+        Ok(restored_now)
+    }
+
+    /// Restores the windows from the ledger once, before the first use, when the budget was
+    /// built to (see [`Budget::restore_from_ledger`]).
+    async fn ensure_restored(&self) -> Result<(), BudgetError> {
+        if !self.inner.restore_on_start || self.inner.restored.initialized() {
+            return Ok(());
+        }
+        self.restore_from_ledger().await.map(drop)
+    }
+
+    async fn restore_windows(&self) -> Result<usize, BudgetError> {
         use crate::ledger::{Dimension, KeyPart, LedgerQuery};
-        use crate::limits::{Scope, Selector};
+        use crate::limits::Selector;
         if self.inner.store.keeps_counters() {
             return Ok(0);
         }
         let now = self.inner.clock.now();
         let mut restored = 0;
         for limit in self.limits().iter() {
-            if !matches!(limit.window, Window::Calendar(_)) {
-                continue;
-            }
             let span = self.span(&limit.window, now)?;
-            let WindowSpan::Calendar { start, .. } = span else {
-                continue;
+            let since = match (limit.window, span) {
+                (_, WindowSpan::Calendar { start, .. }) => start,
+                (Window::Rolling(duration), _) => {
+                    now.checked_sub(duration).unwrap_or(Timestamp::MIN)
+                }
+                _ => continue,
             };
-            let (dimension, scope) = match &limit.selector {
-                Selector::Global => (None, None),
-                Selector::Agent(s) => (Some(Dimension::Agent), Some(s)),
-                Selector::User(s) => (Some(Dimension::User), Some(s)),
-                Selector::Model(s) => (Some(Dimension::Model), Some(s)),
-                Selector::Tag { key, value } => (Some(Dimension::Tag(key.clone())), Some(value)),
+            let dimension = match &limit.selector {
+                Selector::Global => None,
+                Selector::Agent(_) => Some(Dimension::Agent),
+                Selector::User(_) => Some(Dimension::User),
+                Selector::Model(_) => Some(Dimension::Model),
+                Selector::Tag { key, .. } => Some(Dimension::Tag(key.clone())),
                 Selector::Task(_) => continue,
             };
-            let mut query = LedgerQuery {
-                since: Some(start),
+            let query = LedgerQuery {
+                since: Some(since),
                 group_by: dimension.iter().cloned().collect(),
                 time_zone: self.inner.time_zone.clone(),
                 ..LedgerQuery::default()
             };
-            if let (Some(dim), Some(Scope::Is(value))) = (&dimension, scope) {
-                query
-                    .filters
-                    .push((dim.clone(), KeyPart::Text(value.clone())));
-            }
             let groups = self
                 .inner
                 .ledger
                 .totals(&query)
                 .await
                 .map_err(BudgetError::LedgerQuery)?;
+            // Groups are matched by the selector itself (a model limit takes the dated and
+            // prefixed ids of its model too), so restore charges what a live call would.
+            let mut amounts: HashMap<Arc<str>, Amount> = HashMap::new();
             for group in groups {
-                let scope_value: Arc<str> = match group.key.first() {
-                    None => Arc::from("*"),
-                    Some(KeyPart::Text(v)) => v.clone(),
-                    Some(_) => continue, // no value on this dimension: the limit never matched
+                let scope_value = match group.key.first() {
+                    None => Some(Arc::from("*")),
+                    Some(KeyPart::Text(v)) => limit.selector.scope_of_value(v),
+                    Some(_) => None, // no value on this dimension: the limit never matched
                 };
+                if let Some(scope_value) = scope_value {
+                    let amount = amounts.entry(scope_value).or_default();
+                    *amount = amount.saturating_add(Amount::new(group.usage.total(), group.cost));
+                }
+            }
+            for (scope_value, amount) in amounts {
                 let spec = CounterSpec {
                     key: CounterKey {
                         limit: limit.id.clone(),
@@ -772,7 +939,6 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                     limit: limit.clone(),
                     span,
                 };
-                let amount = Amount::new(group.usage.total(), group.cost);
                 self.inner
                     .store
                     .settle(Ticket::unreserved(), &[spec], amount, now)
@@ -1025,14 +1191,9 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         Ok(specs)
     }
 
-    /// Commits `usage` for a held reservation (or for unreserved usage): prices it, settles
-    /// the counters of the windows current now, and records one ledger event.
-    async fn settle(
-        &self,
-        held: Held,
-        usage: Usage,
-        details: CommitDetails,
-    ) -> Result<Committed, BudgetError> {
+    /// Everything a commit writes, decided before anything is written: the price, the
+    /// counters to charge and the ledger event.
+    fn prepare(&self, held: Held, usage: Usage, details: CommitDetails) -> Prepared {
         let Held {
             ticket,
             who,
@@ -1043,6 +1204,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             specs: reserved_specs,
             scope,
             scoped,
+            ..
         } = held;
         let prices = self.prices();
         let mut estimated = details.estimated;
@@ -1068,29 +1230,39 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         let actual = Amount::new(usage.total(), cost);
         let now = self.inner.clock.now();
         let limits = self.limits();
-        // The counters reserved on are reused when nothing that selects them has changed;
-        // otherwise usage goes to the windows current now (a day may have ended meanwhile).
+        // Usage is charged to the limits the call was reserved on, whatever model id the
+        // provider answers with (OpenAI serves `gpt-4o` as `gpt-4o-2024-08-06`): the counters
+        // reserved on are reused while the limits are the same and their windows current.
+        // Otherwise (a window ended, the limits changed) the counters are found anew for the
+        // model as reserved; if even that fails, the reserved ones are charged.
         let reuse = !reserved_specs.is_empty()
             && Arc::ptr_eq(&limits, &reserved_limits)
-            && model == reserved_model
             && reserved_specs.iter().all(|s| s.span.contains(now));
+        let mut unsettled = None;
         let specs = if reuse {
             reserved_specs
         } else {
-            let mut specs = self.counters_for(&limits, &who, &model, now)?;
-            specs.extend(scoped);
-            specs
+            match self.counters_for(&limits, &who, &reserved_model, now) {
+                Ok(mut specs) => {
+                    specs.extend(scoped);
+                    specs
+                }
+                Err(error) if !reserved_specs.is_empty() => {
+                    tracing::debug!(%error, "charging the counters reserved on");
+                    reserved_specs
+                }
+                Err(error) => {
+                    unsettled = Some(StoreError {
+                        store: "budget".into(),
+                        message: format!("no counters to charge: {error}"),
+                    });
+                    scoped
+                }
+            }
         };
-        // The ledger records the event even when the store cannot count it: usage is never
-        // dropped, and the error says which of the two is behind.
-        let settled = self.inner.store.settle(ticket, &specs, actual, now).await;
         if let Some(scope) = &scope {
             scope.record(actual.tokens, actual.money);
         }
-        let crossings = match &settled {
-            Ok(usages) => crossings(&specs, usages, actual),
-            Err(_) => Vec::new(),
-        };
         let requested_model = details
             .requested_model
             .clone()
@@ -1109,7 +1281,51 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
             kind: details.kind.unwrap_or(EventKind::Call),
             saved: details.saved,
         };
-        match (self.inner.ledger.record(event.clone()).await, settled) {
+        Prepared {
+            ticket,
+            specs,
+            actual,
+            now,
+            event,
+            unsettled,
+        }
+    }
+
+    /// Commits `usage` for a held reservation (or for unreserved usage): prices it, settles
+    /// the counters and records one ledger event.
+    ///
+    /// Both writes are handed over before the first `.await` (stores and ledgers take them at
+    /// call time), so a commit cancelled at any await still settles and records exactly once;
+    /// the awaits only collect the outcomes.
+    async fn settle(
+        &self,
+        held: Held,
+        usage: Usage,
+        details: CommitDetails,
+    ) -> Result<Committed, BudgetError> {
+        let Prepared {
+            ticket,
+            specs,
+            actual,
+            now,
+            event,
+            unsettled,
+        } = self.prepare(held, usage, details);
+        let settling = self.inner.store.settle(ticket, &specs, actual, now);
+        let recording = self.inner.ledger.record(event.clone());
+        let settled = settling.await;
+        let recorded = recording.await;
+        let settled = match unsettled {
+            Some(error) => Err(error),
+            None => settled,
+        };
+        let crossings = match &settled {
+            Ok(usages) => crossings(&specs, usages, actual),
+            Err(_) => Vec::new(),
+        };
+        // The ledger records the event even when the store cannot count it: usage is never
+        // dropped, and the error says which of the two is behind.
+        match (recorded, settled) {
             (Ok(()), Ok(_)) => Ok(Committed { event, crossings }),
             (Err(source), _) => Err(BudgetError::Ledger {
                 source,
@@ -1119,6 +1335,74 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                 source,
                 event: Box::new(event),
             }),
+        }
+    }
+
+    /// [`Budget::settle`] without waiting: used where nothing can wait (a reservation or a
+    /// commit dropped). The store and the ledger take both writes now; failures surface in
+    /// their own logs and retries, and [`Budget::flush`] waits for them.
+    fn settle_detached(&self, held: Held, usage: Usage, details: CommitDetails) {
+        let Prepared {
+            ticket,
+            specs,
+            actual,
+            now,
+            event,
+            ..
+        } = self.prepare(held, usage, details);
+        drop(self.inner.store.settle(ticket, &specs, actual, now));
+        drop(self.inner.ledger.record(event));
+    }
+
+    /// Waits until every commit handed over so far — those of dropped reservations, streams
+    /// and commit futures included — has reached the store and the ledger. Call it before the
+    /// program exits: it is what a normal shutdown needs to lose nothing.
+    pub async fn flush(&self) -> Result<(), BudgetError> {
+        let ledger = self.inner.ledger.flush().await;
+        self.inner.store.flush().await?;
+        ledger.map_err(BudgetError::LedgerQuery)
+    }
+}
+
+/// What [`Budget::prepare`] decided for one commit.
+struct Prepared {
+    ticket: Ticket,
+    specs: Vec<CounterSpec>,
+    actual: Amount,
+    now: Timestamp,
+    event: UsageEvent,
+    /// Set when no counter could be found for unreserved usage.
+    unsettled: Option<StoreError>,
+}
+
+/// A commit not yet handed over. Dropped before it ran (a commit future never polled), it
+/// hands the commit over without waiting: usage is never lost to a cancelled commit.
+struct PendingCommit<S: BudgetStore, L: Ledger> {
+    budget: Budget<S, L>,
+    commit: Option<(Held, Usage, CommitDetails)>,
+}
+
+impl<S: BudgetStore, L: Ledger> PendingCommit<S, L> {
+    fn new(budget: Budget<S, L>, held: Held, usage: Usage, details: CommitDetails) -> Self {
+        PendingCommit {
+            budget,
+            commit: Some((held, usage, details)),
+        }
+    }
+
+    async fn run(&mut self) -> Result<Committed, BudgetError> {
+        let (held, usage, details) = self
+            .commit
+            .take()
+            .expect("a pending commit runs once, from the future that owns it");
+        self.budget.settle(held, usage, details).await
+    }
+}
+
+impl<S: BudgetStore, L: Ledger> Drop for PendingCommit<S, L> {
+    fn drop(&mut self) {
+        if let Some((held, usage, details)) = self.commit.take() {
+            self.budget.settle_detached(held, usage, details);
         }
     }
 }
@@ -1175,9 +1459,32 @@ struct Held {
     scope: Option<TaskScope>,
     /// The counters of the scope's own limits (and its parents'), part of `specs`.
     scoped: Vec<CounterSpec>,
+    /// The prompt tokens reserved for.
+    input_tokens: u64,
+    /// Choices the call asked for: each may use the whole granted output.
+    choices: u64,
+    /// Set once the request was handed to the provider: from then on the call may be billed,
+    /// and dropping the reservation charges it (with these details) instead of releasing it.
+    sent: Option<CommitDetails>,
 }
 
-/// Budget held for one call. Commit it with the actual usage, or drop it to give it back.
+impl Held {
+    /// What the provider may bill for the call at most: the prompt and every choice's whole
+    /// granted output.
+    fn billed_at_most(&self) -> Usage {
+        Usage::new(
+            self.input_tokens,
+            self.ticket.units().saturating_mul(self.choices),
+        )
+    }
+}
+
+/// Budget held for one call. Commit it with the actual usage, or drop it.
+///
+/// Dropping it gives the budget back while the call has not been sent. Once
+/// [`Reservation::mark_sent`] says the request was handed to the provider, the provider may
+/// bill it whatever happens to the caller (a timeout, a disconnect, a shutdown): dropping it
+/// then commits [`Reservation::billed_at_most`], flagged estimated, instead.
 #[must_use = "a reservation holds budget until it is committed or dropped"]
 #[derive(Debug)]
 pub struct Reservation<S: BudgetStore = MemoryBudgetStore, L: Ledger = MemoryLedger> {
@@ -1198,9 +1505,15 @@ impl<S: BudgetStore, L: Ledger> Reservation<S, L> {
         self.held().amount
     }
 
-    /// The output tokens granted: the output cap the call must be sent with.
+    /// The output tokens granted: the output cap the call must be sent with (per choice).
     pub fn granted_output(&self) -> u64 {
         self.held().ticket.units()
+    }
+
+    /// The most a provider can bill for this call as granted: the prompt, and the granted
+    /// output for every choice. What a sent call is charged when its outcome is unknown.
+    pub fn billed_at_most(&self) -> Usage {
+        self.held().billed_at_most()
     }
 
     /// Whose call it is.
@@ -1213,23 +1526,47 @@ impl<S: BudgetStore, L: Ledger> Reservation<S, L> {
         &self.held().model
     }
 
+    /// Says the request is being handed to the provider now. From here on the call may be
+    /// billed even if nobody sees its answer, so dropping the reservation commits
+    /// [`Reservation::billed_at_most`] with `details` (flagged estimated) rather than
+    /// releasing it. [`Reservation::release`] still gives it back, for a call the provider
+    /// certainly did not bill.
+    pub fn mark_sent(&mut self, details: CommitDetails) {
+        if let Some(held) = self.held.as_mut() {
+            held.sent = Some(details);
+        }
+    }
+
+    /// Whether [`Reservation::mark_sent`] was called.
+    pub fn is_sent(&self) -> bool {
+        self.held().sent.is_some()
+    }
+
     /// Settles with the usage the provider reported: unused budget goes back, excess is
     /// committed as overshoot, and one event goes to the ledger.
-    pub async fn commit(self, actual: Usage) -> Result<Committed, BudgetError> {
-        self.commit_with(actual, CommitDetails::default()).await
+    ///
+    /// The commit is taken when this is called: dropping the returned future, polled or not,
+    /// still settles and records it exactly once (only the outcome is not seen).
+    pub fn commit(
+        self,
+        actual: Usage,
+    ) -> impl Future<Output = Result<Committed, BudgetError>> + Send + 'static {
+        self.commit_with(actual, CommitDetails::default())
     }
 
     /// [`Reservation::commit`] with details: the served model, an estimated flag, the kind.
-    pub async fn commit_with(
+    pub fn commit_with(
         mut self,
         actual: Usage,
         details: CommitDetails,
-    ) -> Result<Committed, BudgetError> {
+    ) -> impl Future<Output = Result<Committed, BudgetError>> + Send + 'static {
         let held = self.held.take().expect("not yet settled");
-        self.budget.settle(held, actual, details).await
+        let mut pending = PendingCommit::new(self.budget.clone(), held, actual, details);
+        async move { pending.run().await }
     }
 
-    /// Gives the budget back without recording usage (the call never reached the provider).
+    /// Gives the budget back without recording usage: the call never reached the provider,
+    /// or the provider certainly did not bill it.
     pub fn release(mut self) {
         if let Some(held) = self.held.take() {
             self.budget.inner.store.release(held.ticket);
@@ -1239,8 +1576,19 @@ impl<S: BudgetStore, L: Ledger> Reservation<S, L> {
 
 impl<S: BudgetStore, L: Ledger> Drop for Reservation<S, L> {
     fn drop(&mut self) {
-        if let Some(held) = self.held.take() {
-            self.budget.inner.store.release(held.ticket);
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        match held.sent.take() {
+            None => self.budget.inner.store.release(held.ticket),
+            Some(details) => {
+                let usage = held.billed_at_most();
+                let details = CommitDetails {
+                    estimated: true,
+                    ..details
+                };
+                self.budget.settle_detached(held, usage, details);
+            }
         }
     }
 }

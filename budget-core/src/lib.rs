@@ -27,8 +27,8 @@ pub mod usage;
 pub use admission::Amount;
 pub use attribution::{Attribution, TaskId, UNATTRIBUTED};
 pub use budget::{
-    Budget, BudgetBuilder, BudgetError, CommitDetails, Committed, DenialCounts, Denied, Estimate,
-    LimitStatus, Remaining, Reservation, ThresholdCrossing, percent_used,
+    Budget, BudgetBuilder, BudgetError, CallEstimate, CommitDetails, Committed, DenialCounts,
+    Denied, Estimate, LimitStatus, Remaining, Reservation, ThresholdCrossing, percent_used,
 };
 pub use ledger::{AnyLedger, EventKind, Ledger, LedgerUrl, MemoryLedger, UsageEvent};
 pub use limits::{Cap, Limit, Period, Selector, Window};

@@ -94,6 +94,7 @@ impl Selector {
             }
         }
         match self {
+            Selector::Model(s) => model_scope(s, model),
             Selector::Global => Some(GLOBAL_SCOPE.clone()),
             Selector::Agent(s) => pick(s, Some(who.agent_arc())),
             Selector::Task(s) => match (s, who.task()) {
@@ -103,10 +104,62 @@ impl Selector {
                 (Scope::Is(_), Some(_)) => None,
             },
             Selector::User(s) => pick(s, who.user_arc()),
-            Selector::Model(s) => pick(s, Some(model)),
             Selector::Tag { key, value } => pick(value, who.tag_arc(key)),
         }
     }
+}
+
+impl Selector {
+    /// The counter scope that usage recorded with `value` on this selector's dimension (the
+    /// agent, user, model or tag value of a ledger event) falls in, or `None` when the limit
+    /// does not apply to it. Used to rebuild windows from the ledger.
+    pub fn scope_of_value(&self, value: &Arc<str>) -> Option<Arc<str>> {
+        match self {
+            Selector::Global => Some(GLOBAL_SCOPE.clone()),
+            Selector::Model(s) => model_scope(s, value),
+            Selector::Agent(s)
+            | Selector::User(s)
+            | Selector::Task(s)
+            | Selector::Tag { value: s, .. } => match s {
+                Scope::Each => Some(value.clone()),
+                Scope::Is(wanted) if wanted == value => Some(value.clone()),
+                Scope::Is(_) => None,
+            },
+        }
+    }
+}
+
+/// A model selector's counter scope for a call to `model`.
+///
+/// A model limit covers its model under every name a provider or a price file gives it:
+/// `Selector::model("gpt-4o")` applies to `gpt-4o`, `gpt-4o-2024-08-06`, `openai/gpt-4o` and
+/// `azure/gpt-4o-2024-08-06` alike (not to `gpt-4o-mini`, another model); `Scope::Each` counts
+/// each model under its family name. The family is the id without provider prefix, date,
+/// `@version` or `-latest` suffix, as [`model_family`] strips them. A selector naming a dated
+/// id (`gpt-4o-2024-05-13`) covers that version's family too: limits are on models, not on
+/// snapshots.
+fn model_scope(scope: &Scope, model: &Arc<str>) -> Option<Arc<str>> {
+    match scope {
+        Scope::Each => Some(Arc::from(model_family(model))),
+        Scope::Is(wanted) if wanted == model => Some(wanted.clone()),
+        Scope::Is(wanted) if model_family(wanted) == model_family(model) => Some(wanted.clone()),
+        Scope::Is(_) => None,
+    }
+}
+
+/// The family of a model id: the id without a provider prefix (`openai/`, `azure/`,
+/// `anthropic.`), a snapshot date (`-2024-08-06`, `-20241022`), an `@version` or a `-latest`
+/// suffix, as the price table resolves dated ids. `gpt-4o-2024-08-06` → `gpt-4o`.
+pub fn model_family(model: &str) -> String {
+    let mut name = model.to_ascii_lowercase();
+    // Each step strips one layer; a handful is the most any real id has.
+    for _ in 0..8 {
+        match crate::pricing::strip_once(&name) {
+            Some(shorter) if shorter != name && !shorter.is_empty() => name = shorter,
+            _ => break,
+        }
+    }
+    name
 }
 
 impl fmt::Display for Selector {

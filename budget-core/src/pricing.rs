@@ -578,7 +578,7 @@ impl ResolvedPrice<'_> {
 }
 
 /// One decoration removed from a lower-cased model id, or `None` when there is none left.
-fn strip_once(name: &str) -> Option<String> {
+pub(crate) fn strip_once(name: &str) -> Option<String> {
     if let Some((_, rest)) = name.split_once('/') {
         return Some(rest.to_owned());
     }
