@@ -507,11 +507,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     limits.extend(AgentPreset::Research.limits(RUNAWAY));
     limits.extend(AgentPreset::Research.limits(OVERRUN));
-    // The ledger outlives this process (by default it is a SQLite file), but the budget's
-    // counters live in this process's memory store and are deliberately *not* rebuilt from
-    // the ledger with `Budget::restore_from_ledger`. A long-running service would restore
-    // them, so that a restart does not hand out a fresh daily budget; this demo is a
-    // self-contained experiment instead: restoring would count every earlier run of today
+    // The ledger outlives this process (by default it is a SQLite file), and a budget on a
+    // durable ledger rebuilds today's windows from it before its first call, so that a restart
+    // does not hand out a fresh daily budget. This demo opts out explicitly
+    // (`restore_windows(false)`): it is a self-contained experiment, and restoring would count every earlier run of today
     // (and of this month) against `fleet/day` and the presets' daily and monthly caps, so
     // each run would start with less budget than the one before, its percentages and denials
     // would change, and after a few runs the fleet would be refused outright. Keeping the
@@ -521,6 +520,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .limits(limits)
         .store(store)
         .ledger(ledger)
+        .restore_windows(false)
         .build()?;
     let cache = CacheLayer::new(budget.clone());
     // Easy requests go to gpt-4o-mini, medium and hard ones to gpt-4o (the users' tiers).

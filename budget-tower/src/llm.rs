@@ -31,6 +31,12 @@ pub trait LlmRequest {
     /// Sets the output cap (the layer clamps it to what the budget allows).
     fn set_max_output_tokens(&mut self, cap: u64);
 
+    /// How many choices (`n`) the provider is asked to generate; each may use the whole output
+    /// cap, so the budget reserves for all of them. Default 1.
+    fn choices(&self) -> u32 {
+        1
+    }
+
     /// Whether the response will be streamed.
     fn is_stream(&self) -> bool;
 
@@ -181,6 +187,9 @@ impl<R: LlmRequest> LlmRequest for Attributed<R> {
     }
     fn set_max_output_tokens(&mut self, cap: u64) {
         self.request.set_max_output_tokens(cap);
+    }
+    fn choices(&self) -> u32 {
+        self.request.choices()
     }
     fn is_stream(&self) -> bool {
         self.request.is_stream()

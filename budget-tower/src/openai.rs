@@ -175,7 +175,11 @@ impl<C: Config + Send + Sync + 'static> Service<Attributed<CreateChatCompletionR
 
 /// Which async-openai failures were billed: an answer that arrived but could not be read
 /// (`JSONDeserialize`) was. When its raw body still holds a readable `usage` object, that is
-/// what it cost; otherwise the worst case is committed. Use with
+/// what it cost; otherwise the worst case is committed. So may have been a request that was
+/// sent and then lost — an HTTP timeout, a connection that broke while the body or the answer
+/// was in flight, a stream that failed to open after sending: those are charged the worst
+/// case too. A connection that was never made, an API error answer (4xx/5xx: OpenAI does not
+/// bill those) and a request refused before sending were not billed. Use with
 /// [`BudgetLayer::billed_failures`](crate::BudgetLayer::billed_failures).
 pub fn billed_failure(error: &OpenAIError) -> Billed {
     match error {
@@ -183,7 +187,35 @@ pub fn billed_failure(error: &OpenAIError) -> Billed {
             .ok()
             .and_then(|v| Usage::from_openai_value(v.get("usage")?).ok())
             .map_or(Billed::Unknown, Billed::Reported),
+        OpenAIError::Reqwest(e) if e.is_connect() || e.is_builder() => Billed::No,
+        OpenAIError::Reqwest(_) | OpenAIError::StreamError(_) | OpenAIError::Boxed(_) => {
+            Billed::Unknown
+        }
         _ => Billed::No,
+    }
+}
+
+impl<C: Config> OpenAiService<C> {
+    /// Readiness, as `tower::ServiceExt::ready` gives it, without naming the request type.
+    ///
+    /// This service takes two request types (a plain chat request and an
+    /// [`Attributed`] one), so `ServiceExt::ready(&mut svc)` cannot infer which `Service`
+    /// impl is meant (E0283). This inherent method is found first and needs no annotation:
+    /// the service is always ready. Through a layer stack, name the request instead:
+    /// `ServiceExt::<CreateChatCompletionRequest>::ready(&mut stack)`.
+    ///
+    /// ```
+    /// use async_openai::config::OpenAIConfig;
+    /// use budget_tower::openai::OpenAiService;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let mut service = OpenAiService::new(OpenAIConfig::new().with_api_base("http://127.0.0.1:9"));
+    /// let ready: &mut OpenAiService = service.ready().await.unwrap();
+    /// # let _ = ready;
+    /// # });
+    /// ```
+    pub fn ready(&mut self) -> std::future::Ready<Result<&mut Self, OpenAIError>> {
+        std::future::ready(Ok(self))
     }
 }
 
@@ -366,6 +398,10 @@ impl LlmRequest for CreateChatCompletionRequest {
         } else {
             self.max_completion_tokens = Some(cap);
         }
+    }
+
+    fn choices(&self) -> u32 {
+        u32::from(self.n.unwrap_or(1).max(1))
     }
 
     fn is_stream(&self) -> bool {

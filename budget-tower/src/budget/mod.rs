@@ -7,9 +7,13 @@
 //!            matching limit still allows — and written into the request
 //!         ─> reserve prompt + cap on every matching limit, or refuse (the provider never
 //!            sees a refused call)
-//!         ─> inner service
-//!              error / timeout / dropped future ─> reservation released (unless the
-//!                                   layer's BilledFailure says the provider billed it)
+//!         ─> inner service        (from here the provider may bill the call)
+//!              error returned    ─> released, unless the layer's BilledFailure says the
+//!                                   provider billed it (then its usage, or the most the call
+//!                                   can cost, is committed)
+//!              future dropped    ─> a timeout outside, a client gone, a shutdown: the call
+//!                                   may have been billed, so the most it can cost (prompt +
+//!                                   granted output × choices) is committed, flagged estimated
 //!              complete response ─> commit the reported usage (none reported: count the
 //!                                   reply, commit it flagged estimated)
 //!              stream ─> metered: cut when it overruns its grant or the task is stopped,
@@ -17,8 +21,12 @@
 //! ```
 //!
 //! The layer composes with other tower middleware. Put `tower::retry` *outside* it so that each
-//! attempt is reserved and accounted on its own, and `tower::timeout` outside or inside it:
-//! a timed-out call releases its reservation either way.
+//! attempt is reserved and accounted on its own (a retried timeout is charged once per attempt
+//! that reached the provider, so retries cannot spend past a hard limit), and `tower::timeout`
+//! outside it: a call that times out after it was sent is charged as billed-unknown. A timeout
+//! *inside* the layer reaches it as an error of the inner service, which the layer's
+//! [`BilledFailure`] classifies; the default `()` says "not billed", so give the layer one that
+//! answers [`Billed::Unknown`] for the timeout's error if you put it there.
 //!
 //! ```
 //! use std::time::Duration;
@@ -58,7 +66,7 @@
 //!     Ok::<_, std::convert::Infallible>(Resp(req.count_prompt().tokens, req.cap.unwrap().min(20)))
 //! });
 //! let mut service = ServiceBuilder::new()
-//!     .timeout(Duration::from_secs(30))         // outside: a timed-out call is released
+//!     .timeout(Duration::from_secs(30))         // outside: a call timed out after sending is charged
 //!     .layer(BudgetLayer::new(budget.clone()))
 //!     .concurrency_limit(8)                     // inside: a call gets its permit before it reserves
 //!     .service(provider);

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use budget_core::scope::{CallNote, TaskScope};
-use budget_core::{Amount, Budget, BudgetStore, CommitDetails, Ledger, Money, Usage, count_text};
+use budget_core::{
+    Amount, Budget, BudgetStore, CallEstimate, CommitDetails, Ledger, Money, Usage, count_text,
+};
 use tower::Service;
 
 use super::stream::MeteredStream;
@@ -152,21 +154,13 @@ where
     let prompt = request.count_prompt();
     let requested = request.max_output_tokens();
     let wanted = wanted_output(&budget, &model, requested, default_cap);
-    // Clamp and reserve in one atomic step: the cap sent is what every limit allows now.
-    let output = wanted.min(1)..=wanted;
-    let reservation = match &scope {
-        Some(scope) => {
-            budget
-                .reserve_in_scope(scope, &model, prompt.tokens, output)
-                .await
-        }
-        None => {
-            budget
-                .reserve_output(&who, &model, prompt.tokens, output)
-                .await
-        }
-    }
-    .map_err(BudgetLayerError::Budget)?;
+    // Clamp and reserve in one atomic step: the cap sent is what every limit allows now, for
+    // every choice the call asks for.
+    let call = CallEstimate::new(prompt.tokens, wanted.min(1)..=wanted).choices(request.choices());
+    let mut reservation = budget
+        .reserve_call(&who, scope.as_ref(), &model, call)
+        .await
+        .map_err(BudgetLayerError::Budget)?;
     let granted = reservation.granted_output();
     if requested != Some(granted) {
         request.set_max_output_tokens(granted);
@@ -175,20 +169,24 @@ where
         request.request_stream_usage();
     }
 
-    // If this future is dropped (a timeout), the reservation is dropped with it and released.
+    // From the moment the request is handed over, the provider may bill it: if this future is
+    // dropped now (a timeout outside, a client gone, a shutdown), the reservation charges the
+    // most the call can cost instead of releasing it. No await separates the two lines.
+    reservation.mark_sent(commit_details(&budget, &note, &model, None, true));
     let response = match inner.call(request).await {
         Ok(response) => response,
         Err(error) => {
             let usage = match billed.billed(&error) {
-                Billed::No => None, // the reservation is released as it drops
-                Billed::Unknown => Some(Usage::new(prompt.tokens, granted)),
-                Billed::Reported(usage) => Some(usage),
-            };
-            if let Some(usage) = usage {
-                let details = commit_details(&budget, &note, &model, None, true);
-                if let Err(commit) = reservation.commit_with(usage, details).await {
-                    tracing::error!(error = %commit, "usage of a billed failure could not be recorded");
+                Billed::No => {
+                    reservation.release();
+                    return Err(BudgetLayerError::Inner(error));
                 }
+                Billed::Unknown => reservation.billed_at_most(),
+                Billed::Reported(usage) => usage,
+            };
+            let details = commit_details(&budget, &note, &model, None, true);
+            if let Err(commit) = reservation.commit_with(usage, details).await {
+                tracing::error!(error = %commit, "usage of a billed failure could not be recorded");
             }
             return Err(BudgetLayerError::Inner(error));
         }

@@ -3,15 +3,17 @@
 //! Output tokens are counted chunk by chunk (each delta with the model's tokenizer; counting
 //! pieces apart can only over-count a merge, never under-count). When the provider streams more
 //! than the call was granted, or the task is cancelled or its agent paused meanwhile, the
-//! stream is ended at once with a [`Cutoff`] error and what was consumed is committed. When the
-//! stream ends normally, the provider's final usage report (OpenAI's `include_usage` chunk)
-//! settles the count exactly; without one, the counted usage is committed, flagged estimated.
-//! A stream the consumer drops half-way is committed the same way, never released: the
-//! provider billed what it sent.
+//! stream is ended at once with a [`Cutoff`] error and what was consumed is committed. Once the
+//! provider's usage report (OpenAI's `include_usage` chunk) has arrived, it is what is
+//! committed, however the stream ends afterwards (normally, with an error, cut or dropped):
+//! it carries the real prompt size and the reasoning tokens a local count cannot see. Without
+//! one, the counted usage is committed, flagged estimated. A stream the consumer drops
+//! half-way is committed the same way, never released: the provider billed what it sent. That
+//! commit is handed to the store and the ledger in the drop itself — no spawned task, so a
+//! runtime shutting down right after cannot lose it ([`Budget::flush`] waits for it).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 
 use budget_core::scope::TaskScope;
 use budget_core::{
@@ -79,16 +81,16 @@ impl<St: BudgetStore, L: Ledger> MeteredStream<St, L> {
                     None => Some((Ok(chunk), Some((meter, inner)))),
                     Some(cutoff) => {
                         drop(inner); // closes the connection: the provider stops generating
-                        meter.settle(true).await;
+                        meter.settle().await;
                         Some((Err(E::from(cutoff)), None))
                     }
                 },
                 Some(Err(error)) => {
-                    meter.settle(true).await;
+                    meter.settle().await;
                     Some((Err(error), None))
                 }
                 None => {
-                    meter.settle(false).await;
+                    meter.settle().await;
                     None
                 }
             }
@@ -140,55 +142,53 @@ impl<St: BudgetStore, L: Ledger> MeteredStream<St, L> {
             })
     }
 
-    /// What to commit: the provider's report when the stream completed with one, else what
-    /// was counted (flagged estimated).
-    fn final_usage(&self, cut: bool) -> (Usage, bool) {
+    /// What to commit: the provider's report once it arrived (whatever happened after it),
+    /// else what was counted (flagged estimated). A report never counts less output than was
+    /// seen: a provider reporting less than it streamed is not taken at its word.
+    fn final_usage(&self) -> (Usage, bool) {
         match self.reported {
-            Some(reported) if !cut => (reported, false),
-            _ => (Usage::new(self.prompt.tokens, self.counted), true),
+            Some(reported) if reported.output >= self.counted => (reported, false),
+            Some(reported) => (
+                Usage {
+                    output: self.counted,
+                    ..reported
+                },
+                true,
+            ),
+            None => (Usage::new(self.prompt.tokens, self.counted), true),
         }
     }
 
-    fn commit_future(&mut self, cut: bool) -> Option<impl Future<Output = ()> + Send + 'static> {
+    /// Hands the commit over (at once: see the module docs) and returns a future for its
+    /// outcome, or `None` when it was already committed.
+    fn commit(&mut self) -> Option<impl Future<Output = ()> + Send + 'static> {
         let reservation = self.reservation.take()?;
-        let (usage, estimated) = self.final_usage(cut);
+        let (usage, estimated) = self.final_usage();
         let details = CommitDetails {
             served_model: self.served.clone(),
             estimated,
             ..self.details.clone()
         };
+        let committing = reservation.commit_with(usage, details);
         Some(async move {
-            if let Err(error) = reservation.commit_with(usage, details).await {
+            if let Err(error) = committing.await {
                 tracing::error!(%error, "usage of a streamed LLM call could not be recorded");
             }
         })
     }
 
-    async fn settle(&mut self, cut: bool) {
-        if let Some(commit) = self.commit_future(cut) {
+    async fn settle(&mut self) {
+        if let Some(commit) = self.commit() {
             commit.await;
         }
     }
 }
 
 impl<St: BudgetStore, L: Ledger> Drop for MeteredStream<St, L> {
-    /// The consumer dropped the stream before its end: commit what was consumed.
+    /// The consumer dropped the stream before its end: commit what was consumed. Creating the
+    /// commit hands it over; nobody is left to wait for its outcome.
     fn drop(&mut self) {
-        let Some(commit) = self.commit_future(true) else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(commit);
-            }
-            Err(_) => {
-                // No runtime to finish on: in-memory budgets complete at once.
-                let mut commit = std::pin::pin!(commit);
-                let _ = commit
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()));
-            }
-        }
+        drop(self.commit());
     }
 }
 
