@@ -632,14 +632,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (OVERRUN, outcome)
         })
     };
+    // Ctrl-C stops the agents, but not the report: what was recorded until then is printed.
     let mut outcomes = BTreeMap::new();
-    for h in handles {
-        let (name, outcome) = h.await?;
-        outcomes.insert(name, outcome);
-    }
-    for h in [runaway, overrun] {
-        let (name, outcome) = h.await?;
-        outcomes.insert(name, outcome);
+    let mut agents: Vec<_> = handles.into_iter().chain([runaway, overrun]).collect();
+    let interrupted = tokio::select! {
+        finished = async {
+            for h in agents.iter_mut() {
+                let (name, outcome) = h.await?;
+                outcomes.insert(name, outcome);
+            }
+            Ok::<(), tokio::task::JoinError>(())
+        } => {
+            finished?;
+            false
+        }
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    if interrupted {
+        for agent in &agents {
+            agent.abort();
+        }
+        // A call aborted after it was sent is charged as it is dropped: wait for the drops,
+        // then for the books to hold them.
+        for agent in agents {
+            let _ = agent.await;
+        }
+        budget.flush().await?;
+        println!("interrupted: the report covers what was recorded until now");
+        println!();
     }
     // An allowance store reports what it admitted locally and gives its allowances back.
     budget.store().close().await?;
@@ -777,10 +797,26 @@ async fn report(
             .find(|s| *s.limit.id == *id)
             .map_or("-".to_string(), |s| format!("{}%", s.percent_used()))
     };
+    // Provider calls, compression's summary calls and cache hits (which never left) apart.
+    let mut kinds: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    for group in budget
+        .ledger()
+        .totals(&run.query([Dimension::Agent, Dimension::Kind]))
+        .await?
+    {
+        let column = match group.key[1] {
+            KeyPart::Kind(EventKind::Summary) => 1,
+            KeyPart::Kind(EventKind::CacheHit) => 2,
+            _ => 0,
+        };
+        kinds.entry(group.key[0].to_string()).or_default()[column] += group.events;
+    }
     println!(
-        "{:<16} {:>5} {:>9} {:>8} {:>9} {:>10} {:>7} {:>8} {:>7} {:>8}",
+        "{:<16} {:>5} {:>5} {:>5} {:>9} {:>8} {:>9} {:>10} {:>7} {:>8} {:>7} {:>8}",
         "agent",
         "calls",
+        "summ.",
+        "hits",
         "input",
         "output",
         "total",
@@ -790,16 +826,19 @@ async fn report(
         "denied",
         "cutoffs"
     );
-    println!("{}", "-".repeat(98));
+    println!("{}", "-".repeat(110));
     for group in &by_agent {
         let agent = group.key[0].to_string();
         let denied = denials
             .get(agent.as_str())
             .map_or(0, |d| d.exhausted + d.exceeds_limit + d.stopped);
+        let [calls, summaries, hits] = kinds.get(&agent).copied().unwrap_or_default();
         println!(
-            "{:<16} {:>5} {:>9} {:>8} {:>9} {:>10.4} {:>7} {:>8} {:>7} {:>8}",
+            "{:<16} {:>5} {:>5} {:>5} {:>9} {:>8} {:>9} {:>10.4} {:>7} {:>8} {:>7} {:>8}",
             agent,
-            group.events,
+            calls,
+            summaries,
+            hits,
             group.usage.input,
             group.usage.output,
             group.usage.total(),
@@ -812,11 +851,19 @@ async fn report(
     }
     let all = budget.ledger().totals(&run.query([])).await?;
     if let Some(t) = all.first() {
-        println!("{}", "-".repeat(98));
+        let [calls, summaries, hits] = kinds.values().fold([0; 3], |mut sum, k| {
+            for (s, k) in sum.iter_mut().zip(k) {
+                *s += k;
+            }
+            sum
+        });
+        println!("{}", "-".repeat(110));
         println!(
-            "{:<16} {:>5} {:>9} {:>8} {:>9} {:>10.4} {:>7}",
+            "{:<16} {:>5} {:>5} {:>5} {:>9} {:>8} {:>9} {:>10.4} {:>7}",
             "fleet",
-            t.events,
+            calls,
+            summaries,
+            hits,
             t.usage.input,
             t.usage.output,
             t.usage.total(),
@@ -824,18 +871,9 @@ async fn report(
             percent("fleet/day".into())
         );
         println!(
-            "  cached input tokens: {}; events with estimated counts (cut streams): {}",
+            "  cached input tokens: {}; events with estimated counts (cut streams, calls dropped after sending): {}",
             t.usage.cached_input, t.estimated_events
         );
-        let hits = budget
-            .ledger()
-            .totals(
-                &run.query([])
-                    .filter(Dimension::Kind, KeyPart::Kind(EventKind::CacheHit)),
-            )
-            .await?
-            .first()
-            .map_or(0, |g| g.events);
         println!(
             "  the providers received {provider_requests} requests; the ledger holds {} calls from this run (+ {hits} cache hits that never left): every call that reached a provider is accounted once",
             t.events - hits

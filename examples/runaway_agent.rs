@@ -180,7 +180,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(step) => format!("finished at step {step} (unexpected)"),
             Err(e) => e.to_string(),
         };
-        println!("{agent:<9} {steps:>3} steps  {tokens:>7} tokens  {cost:>10.4}");
+        println!("{agent:<9} {steps:>3} steps done  {tokens:>7} tokens  {cost:>10.4}");
         println!("          stopped: {why}");
     }
     println!();

@@ -26,7 +26,8 @@ use crate::attribution::TaskId;
 pub enum RunawayKind {
     /// Near-identical inputs across consecutive steps.
     Repetition {
-        /// How many consecutive steps repeated the input.
+        /// How many consecutive steps asked the same (the last of them was refused before it
+        /// was sent).
         repeats: u32,
     },
     /// A step far above the task's running average.
@@ -51,9 +52,11 @@ impl fmt::Display for RunawayKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunawayKind::Repetition { repeats } => {
+                // Detection sees a step's request before it is sent: the last of the
+                // repeats is refused, so a task stopped here completed one step fewer.
                 write!(
                     f,
-                    "the same request repeated over {repeats} consecutive steps"
+                    "the same request in {repeats} consecutive steps (the last one was not sent)"
                 )
             }
             RunawayKind::Spike {
