@@ -382,3 +382,40 @@ async fn a_status_line_reads_as_a_sentence() {
         )
     );
 }
+
+/// A clock that can be moved to the end of time, where no calendar day can be computed.
+#[derive(Debug, Clone, Default)]
+struct EndOfTime(Arc<std::sync::atomic::AtomicBool>);
+
+impl budget_core::clock::Clock for EndOfTime {
+    fn now(&self) -> Timestamp {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            Timestamp::MAX
+        } else {
+            "2026-12-06T10:00:00Z".parse().unwrap()
+        }
+    }
+}
+
+/// Suspected in issue 9: a ticket dropped unreleased when the counters cannot be found at
+/// commit. Before, the commit returned the window error and the reservation stayed held for
+/// good; now the counters reserved on are charged.
+#[tokio::test]
+async fn a_commit_whose_window_cannot_be_computed_still_settles_its_reservation() {
+    let clock = EndOfTime::default();
+    let budget = Budget::builder()
+        .clock(clock.clone())
+        .limit(Limit::new("day", Selector::Global, Window::Calendar(Period::Day)).tokens(10_000))
+        .build()
+        .unwrap();
+    let held = budget
+        .reserve(&Attribution::agent("a"), "gpt-4o", Estimate::new(100, 200))
+        .await
+        .unwrap();
+    clock.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    held.commit(Usage::new(100, 50)).await.unwrap();
+    let counters = budget.store().snapshot_now(Timestamp::MIN);
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert!(counters[0].1.reserved.is_zero(), "{counters:?}");
+    assert_eq!(counters[0].1.committed.tokens, 150);
+}
