@@ -475,3 +475,57 @@ fn billed_failure_reads_usage_from_an_answer_of_the_wrong_shape() {
         budget_tower::budget::Billed::No
     );
 }
+
+#[tokio::test]
+async fn calls_of_many_choices_are_reserved_and_billed_within_the_task_limit() {
+    // Replies as long as allowed: every choice fills the cap it is sent with.
+    let server = start_server(5_000).await;
+    let budget = budget(2_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
+    let task = scope("t");
+
+    let mut req = request("Four drafts of the release note.", Some(1_000), false);
+    req.n = Some(4);
+    let prompt = req.count_prompt().tokens;
+    let reply = task
+        .clone()
+        .run(send(&mut service, req))
+        .await
+        .unwrap()
+        .into_complete()
+        .unwrap();
+    assert_eq!(reply.choices.len(), 4);
+    let granted = (2_000 - prompt) / 4;
+    let sent = &server.requests()[0];
+    assert_eq!(
+        sent["max_completion_tokens"], granted,
+        "the cap fits all four"
+    );
+    let events = budget.ledger().events();
+    assert_eq!(events[0].usage.output, 4 * granted);
+    assert!(events[0].usage.total() <= 2_000);
+
+    // Streamed, two choices take turns in the chunks: metered together, never cut early.
+    let budget = self::budget(2_000);
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
+    let mut req = request("Two drafts, streamed.", Some(300), true);
+    req.n = Some(2);
+    let reply = scope("s").run(send(&mut service, req)).await.unwrap();
+    let chunks: Vec<_> = reply.into_stream().unwrap().collect().await;
+    assert!(chunks.iter().all(Result::is_ok), "no cutoff");
+    let events = budget.ledger().events();
+    assert_eq!(events[0].usage.output, 600);
+    assert!(!events[0].estimated, "the provider's report");
+}
+
+#[tokio::test]
+async fn the_local_server_refuses_an_n_out_of_range() {
+    let server = start_server(5).await;
+    let mut req = request("hi", Some(5), false);
+    req.n = Some(0);
+    let err = send(&mut openai_service(&server), req).await.unwrap_err();
+    assert!(
+        matches!(&err, OpenAIError::ApiError(e) if e.api_error.param.as_deref() == Some("n")),
+        "{err}"
+    );
+}

@@ -194,8 +194,7 @@ where
 
     if response.is_stream() {
         let details = commit_details(&budget, &note, &model, None, false);
-        let metered =
-            MeteredStream::new(budget, reservation, scope, model, prompt, granted, details);
+        let metered = MeteredStream::new(budget, reservation, scope, model, prompt, details);
         return Ok(response.map_stream(|stream| Box::pin(metered.wrap(stream))));
     }
     let (usage, estimated) = match response.usage() {

@@ -32,6 +32,7 @@ pub(crate) struct MeteredStream<St: BudgetStore, L: Ledger> {
     scope: Option<TaskScope>,
     model: String,
     prompt: TokenCount,
+    /// Output tokens the stream may carry: the output cap granted, times the choices.
     granted: u64,
     counted: u64,
     reported: Option<Usage>,
@@ -47,9 +48,11 @@ impl<St: BudgetStore, L: Ledger> MeteredStream<St, L> {
         scope: Option<TaskScope>,
         model: String,
         prompt: TokenCount,
-        granted: u64,
         details: CommitDetails,
     ) -> Self {
+        // Every choice streams into the same chunks: the grant is the output cap times the
+        // choices, which is what the reservation holds.
+        let granted = reservation.billed_at_most().output;
         MeteredStream {
             budget,
             who: reservation.attribution().clone(),

@@ -26,12 +26,15 @@
 //!   in `completion_tokens_details`); [`cached_tokens`](LocalServer::cached_tokens) are reported
 //!   in `prompt_tokens_details`, never more than `prompt_tokens`;
 //! - the response's `model` is the requested model, or the one set with
-//!   [`served_model`](LocalServer::served_model) (e.g. a dated id for an alias).
+//!   [`served_model`](LocalServer::served_model) (e.g. a dated id for an alias);
+//! - `n` (1 to 128, else a 400 naming `n`) asks for that many choices: each is its own reply
+//!   under the same output cap, and `completion_tokens` (reasoning included) is their sum.
 //!
 //! Streams follow OpenAI's chunk sequence: a role chunk with empty content, then **one content
 //! chunk per token**, a finish chunk with an empty delta, the usage chunk (empty `choices`) only
 //! when `stream_options.include_usage` is true, then `data: [DONE]`. When usage was requested,
-//! every other chunk carries `"usage": null`.
+//! every other chunk carries `"usage": null`. With `n` choices, each has its role and finish
+//! chunk, and their content chunks take turns, one token each.
 //!
 //! # Scripted failures
 //!

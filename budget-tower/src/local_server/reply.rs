@@ -134,8 +134,9 @@ pub(super) struct Completion {
     pub(super) created: u64,
     /// The model reported as served.
     pub(super) model: String,
-    /// The reply, one token per piece.
-    pub(super) pieces: Vec<String>,
+    /// The reply of each choice (`n` of them), one token per piece; every choice has the
+    /// same number of pieces.
+    pub(super) choices: Vec<Vec<String>>,
     /// Why the reply ended.
     pub(super) finish_reason: FinishReason,
     /// The usage to report.
@@ -167,8 +168,15 @@ impl Completion {
             _ => FinishReason::Stop,
         };
 
-        let pieces = reply_pieces(request.seed, visible);
-        let text: String = pieces.concat();
+        // Each choice is its own reply; all are as long, and each may use the whole cap.
+        let choices: Vec<Vec<String>> = (0..u64::from(request.choices.max(1)))
+            .map(|choice| reply_pieces(request.seed.wrapping_add(choice), visible))
+            .collect();
+        let visible_tokens = choices
+            .iter()
+            .map(|pieces| count_text(&request.model, &pieces.concat()).tokens)
+            .fold(0, u64::saturating_add);
+        let reasoning = reasoning.saturating_mul(choices.len() as u64);
         let prompt = count_chat(
             &request.model,
             &request.chat_messages(),
@@ -178,16 +186,14 @@ impl Completion {
         let usage = UsageReport {
             prompt,
             cached: config.cached_tokens.min(prompt),
-            completion: count_text(&request.model, &text)
-                .tokens
-                .saturating_add(reasoning),
+            completion: visible_tokens.saturating_add(reasoning),
             reasoning,
         };
         Completion {
             id: format!("chatcmpl-local-{index}"),
             created: unix_now(),
             model: config.served_model_for(&request.model).to_owned(),
-            pieces,
+            choices,
             finish_reason,
             usage,
         }
@@ -200,12 +206,12 @@ impl Completion {
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": self.pieces.concat(), "refusal": null},
+            "choices": self.choices.iter().enumerate().map(|(index, pieces)| json!({
+                "index": index,
+                "message": {"role": "assistant", "content": pieces.concat(), "refusal": null},
                 "logprobs": null,
                 "finish_reason": self.finish_reason.as_str(),
-            }],
+            })).collect::<Vec<_>>(),
             "system_fingerprint": SYSTEM_FINGERPRINT,
         });
         if with_usage && let Some(object) = body.as_object_mut() {

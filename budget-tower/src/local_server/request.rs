@@ -16,6 +16,8 @@ pub(super) struct ChatRequest {
     pub(super) tools: Option<String>,
     /// The output cap: the smaller of `max_completion_tokens` and `max_tokens` when both are set.
     pub(super) output_cap: Option<u64>,
+    /// How many choices to generate (`n`, 1 to 128; 1 when absent).
+    pub(super) choices: u32,
     /// `"stream": true`.
     pub(super) stream: bool,
     /// `"stream_options": {"include_usage": true}`.
@@ -132,6 +134,11 @@ impl ChatRequest {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let choices = match optional_count(object, "n")? {
+            None => 1,
+            Some(n @ 1..=128) => u32::try_from(n).unwrap_or(1),
+            Some(_) => return Err(invalid("n", "expected an integer from 1 to 128")),
+        };
         let stream = optional_bool(object.get("stream"), "stream")?;
         let include_usage = match object.get("stream_options") {
             None | Some(Value::Null) => false,
@@ -147,6 +154,7 @@ impl ChatRequest {
             messages,
             tools: raw_parts.tools.and_then(raw_text),
             output_cap,
+            choices,
             stream,
             include_usage,
             seed,

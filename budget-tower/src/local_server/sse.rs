@@ -77,12 +77,17 @@ fn events(
         }
         Ok(Event::default().data(chunk.to_string()))
     };
-    let delta = |delta: Value, finish_reason: Option<&str>| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]);
+    let delta = |index: usize, delta: Value, finish_reason: Option<&str>| json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]);
+    let choices = completion.choices.len();
 
-    let mut events = vec![chunk(
-        delta(json!({"role": "assistant", "content": ""}), None),
-        None,
-    )];
+    let mut events: Vec<_> = (0..choices)
+        .map(|index| {
+            chunk(
+                delta(index, json!({"role": "assistant", "content": ""}), None),
+                None,
+            )
+        })
+        .collect();
     if end == StreamEnd::Malformed {
         events.push(Ok(Event::default().data(format!(
             r#"{{"id":"{}","object":"chat.completion.chunk","choices":[{{"index":0,"delta":{{"content":"#,
@@ -95,16 +100,27 @@ fn events(
         StreamEnd::CutAfter(after) => usize::try_from(after).unwrap_or(usize::MAX),
         _ => usize::MAX,
     };
-    for piece in completion.pieces.iter().take(content_chunks) {
-        events.push(chunk(delta(json!({"content": piece}), None), None));
+    // Choices take turns, one token each, as OpenAI interleaves them.
+    let length = completion.choices.first().map_or(0, Vec::len);
+    let pieces = (0..length).flat_map(|at| {
+        completion
+            .choices
+            .iter()
+            .enumerate()
+            .map(move |(index, pieces)| (index, &pieces[at]))
+    });
+    for (index, piece) in pieces.take(content_chunks) {
+        events.push(chunk(delta(index, json!({"content": piece}), None), None));
     }
     match end {
         StreamEnd::CutAfter(_) => events.push(Err(ResponseCut)),
         StreamEnd::Complete { with_usage } => {
-            events.push(chunk(
-                delta(json!({}), Some(completion.finish_reason.as_str())),
-                None,
-            ));
+            for index in 0..choices {
+                events.push(chunk(
+                    delta(index, json!({}), Some(completion.finish_reason.as_str())),
+                    None,
+                ));
+            }
             if include_usage && with_usage {
                 events.push(chunk(json!([]), Some(completion.usage.to_json())));
             }
