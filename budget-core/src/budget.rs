@@ -173,7 +173,8 @@ pub enum BudgetError {
         /// The event that was not recorded.
         event: Box<UsageEvent>,
     },
-    /// The ledger could not answer a query (restoring window usage at start-up).
+    /// The ledger could not answer a query (restoring window usage at start-up) or flush what
+    /// it was handed ([`Budget::flush`]).
     #[error(transparent)]
     LedgerQuery(LedgerError),
     /// A calendar window could not be computed in the configured time zone.
