@@ -867,7 +867,23 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     }
 
     /// Adds a limit or replaces the one with the same id ("set budget for agent X"). Usage so
-    /// far in the current window is kept: counters are keyed by the limit's id.
+    /// far is kept: counters are keyed by the limit's id.
+    ///
+    /// - **A new cap** (or enforcement, or alert thresholds) applies at once to the usage
+    ///   already in the current window.
+    /// - **A new window** carries the usage over, rounded toward safety (this is what
+    ///   [`MemoryBudgetStore`] does; a shared store documents its own rule). A rolling window
+    ///   of another duration re-slots its usage, each amount at the latest instant it may have
+    ///   happened, so none leaves the new window early. A new calendar period, or a switch
+    ///   between rolling and calendar, counts every amount that may fall in the new window as
+    ///   if it did: day to hour puts the whole day's usage in this hour, hour to day puts this
+    ///   hour's (and any earlier hour the store still holds) in today. Usage that had already
+    ///   left the old window is not brought back, so a window made longer may count less than
+    ///   was truly spent in it. Calls in flight across the change count in the new window
+    ///   twice (reserved, then committed) until it ends. A limit made per-task starts every
+    ///   task at zero.
+    /// - **A new selector** counts per selected value: usage of values no longer selected is
+    ///   not carried to the new ones.
     pub fn set_limit(&self, limit: Limit) -> Result<(), LimitError> {
         let mut guard = self.inner.limits.write();
         let mut set = LimitSet::clone(&guard);
@@ -876,7 +892,8 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         Ok(())
     }
 
-    /// Removes a limit; returns whether it existed.
+    /// Removes a limit; returns whether it existed. Its counters are not cleared: a limit set
+    /// again under the same id finds the usage still in its window.
     pub fn remove_limit(&self, id: &str) -> bool {
         let mut guard = self.inner.limits.write();
         let mut set = LimitSet::clone(&guard);
