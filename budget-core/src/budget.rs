@@ -524,6 +524,9 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         output: std::ops::RangeInclusive<u64>,
     ) -> Result<Reservation<S, L>, BudgetError> {
         let who = scope.attribution();
+        // Bound first: a cancel of an enclosing task that came before this tree's first call
+        // is applied now, and refuses this very call.
+        self.bind_scope(scope);
         if let Err(stopped) = scope.refusal() {
             self.count_denial(&who, |d| d.stopped += 1);
             return Err(stopped);
@@ -922,7 +925,9 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         &self.inner.controls
     }
 
-    /// Ends a task: forgets its per-task counters and its cancellation token.
+    /// Ends a task: forgets its per-task counters and its entry in [`Controls`] (a pending
+    /// cancel, and the bindings of its scopes). Task scopes do this themselves when their last
+    /// clone is dropped; call it for tasks that run without a scope.
     pub fn finish_task(&self, task: &TaskId) {
         self.inner.store.forget_task(task);
         self.inner.controls.finish_task(task);
@@ -984,28 +989,12 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     }
 
     /// The counters of a task scope's own limits and its parents', which apply to every call
-    /// made in it whatever its attribution. The first time a scope reserves here, its
-    /// cancellation is bound to [`Controls`] and its counters are set to be forgotten when the
-    /// scope ends.
+    /// made in it whatever its attribution. Binds the scope and its parents first
+    /// ([`Budget::bind_scope`]).
     fn scope_counters(&self, scope: &TaskScope) -> Vec<CounterSpec> {
-        let limits = scope.task_limits();
-        let key = Arc::as_ptr(&self.inner) as *const () as usize;
-        if !scope.has_finisher(key) {
-            // First call of this task here: `controls().cancel_task` must reach its scope, and
-            // its counters must go when it ends.
-            self.inner
-                .controls
-                .bind_task(scope.task(), scope.cancel_token());
-            let budget = Arc::downgrade(&self.inner);
-            let task = scope.task().clone();
-            scope.on_finish_once(key, move || {
-                if let Some(inner) = budget.upgrade() {
-                    inner.store.forget_task(&task);
-                    inner.controls.finish_task(&task);
-                }
-            });
-        }
-        limits
+        self.bind_scope(scope);
+        scope
+            .task_limits()
             .into_iter()
             .map(|(task, limit)| CounterSpec {
                 key: CounterKey {
@@ -1018,6 +1007,42 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                 span: WindowSpan::Task,
             })
             .collect()
+    }
+
+    /// Ties a task scope, and every scope it is nested in, to this budget, once each:
+    /// `controls().cancel_task` then reaches each of them (and so their sub-agents) whichever
+    /// of them reached the budget (an orchestrator that only delegates is cancelled too), and
+    /// each one's counters and control entry go when it ends. A scope nested in a scope of its
+    /// own task id is reached through that one, and leaves the task's counters to it.
+    ///
+    /// Outermost first, so that a scope found bound has all its parents bound: the usual call
+    /// costs one look at the scope's own registrations.
+    fn bind_scope(&self, scope: &TaskScope) {
+        let key = Arc::as_ptr(&self.inner) as *const () as usize;
+        if scope.has_finisher(key) {
+            return;
+        }
+        let chain: Vec<&TaskScope> = std::iter::successors(Some(scope), |s| s.parent()).collect();
+        for s in chain.into_iter().rev() {
+            s.finish_once_with(key, || {
+                let budget = Arc::downgrade(&self.inner);
+                let task = s.task().clone();
+                let counters = s.counter_task().clone();
+                let binding = s
+                    .owns_task()
+                    .then(|| self.inner.controls.bind_task(&task, s.cancel_token()));
+                move || {
+                    let Some(inner) = budget.upgrade() else {
+                        return;
+                    };
+                    // Another scope still running the same task keeps the task's counters.
+                    let last = binding.is_none_or(|b| inner.controls.unbind_task(&task, b));
+                    if last {
+                        inner.store.forget_task(&counters);
+                    }
+                }
+            });
+        }
     }
 
     /// The counters of every limit that applies to a call, in their current windows.

@@ -5,9 +5,10 @@ mod common;
 
 use budget_core::clock::FakeClock;
 use budget_core::limits::LimitError;
+use budget_core::scope::TaskScope;
 use budget_core::{
-    Attribution, Budget, BudgetError, CommitDetails, Estimate, Limit, Period, Selector, Usage,
-    Window,
+    Attribution, Budget, BudgetError, BudgetStore, CommitDetails, Estimate, Limit, Period,
+    Selector, TaskId, Usage, Window,
 };
 use common::ready;
 use jiff::{SignedDuration, Timestamp};
@@ -195,4 +196,178 @@ fn changing_a_cap_keeps_the_usage_of_every_window_kind() {
         assert!(!fits(&budget, &who, 700), "{}", limit.window);
         assert!(fits(&budget, &who, 600), "{}", limit.window);
     }
+}
+
+// ---- nested scopes that reuse their parent's task id -------------------------------------------
+
+fn scope(agent: &str, task: &str, tokens: u64, parent: Option<&TaskScope>) -> TaskScope {
+    TaskScope::builder(Attribution::agent(agent).with_task(TaskId::new(task)))
+        .tokens(tokens)
+        .runaway(budget_core::runaway::RunawayConfig::disabled())
+        .parent(parent.cloned())
+        .build()
+}
+
+fn spend_in(budget: &Budget, scope: &TaskScope, tokens: u64) -> Result<(), BudgetError> {
+    let held = ready(budget.reserve_in_scope(scope, MODEL, tokens, 0..=0))?;
+    ready(held.commit(Usage::new(tokens, 0)))?;
+    Ok(())
+}
+
+#[test]
+fn a_nested_scope_with_its_parents_task_id_counts_once() {
+    let budget = Budget::builder().build().unwrap();
+    let parent = scope("lead", "same-id", 1_000, None);
+    let child = scope("helper", "same-id", 1_000, Some(&parent));
+    spend_in(&budget, &child, 400).unwrap();
+    // 400 spent in all: the parent has 600 left, not 200.
+    spend_in(&budget, &parent, 600).expect("the child's 400 were counted twice");
+    assert!(spend_in(&budget, &parent, 1).is_err());
+}
+
+#[test]
+fn a_nested_scope_with_its_parents_task_id_keeps_its_own_cap() {
+    let budget = Budget::builder().build().unwrap();
+    let parent = scope("lead", "same-cap", 1_000, None);
+    let child = scope("helper", "same-cap", 300, Some(&parent));
+    spend_in(&budget, &child, 250).unwrap();
+    let err = ready(budget.reserve_in_scope(&child, MODEL, 100, 0..=0)).unwrap_err();
+    assert!(
+        matches!(&err, BudgetError::Exhausted(d) if d.cap.tokens == Some(300)),
+        "{err}"
+    );
+    // A second helper under the same id gets its own 300.
+    drop(child);
+    let again = scope("helper", "same-cap", 300, Some(&parent));
+    spend_in(&budget, &again, 300).unwrap();
+}
+
+#[test]
+fn a_nested_scope_ending_does_not_wipe_its_parents_counter() {
+    let budget = Budget::builder().build().unwrap();
+    let parent = scope("lead", "kept", 1_000, None);
+    spend_in(&budget, &parent, 100).unwrap();
+    let child = scope("helper", "kept", 1_000, Some(&parent));
+    spend_in(&budget, &child, 400).unwrap();
+    drop(child);
+    // 500 spent: 600 more would cross the parent's cap.
+    let err = ready(budget.reserve_in_scope(&parent, MODEL, 600, 0..=0)).unwrap_err();
+    assert!(
+        matches!(&err, BudgetError::Exhausted(d) if &*d.limit == "task:kept"),
+        "{err}"
+    );
+    // And a cancel of the task still reaches the parent after the child is gone.
+    budget.controls().cancel_task(&TaskId::new("kept"));
+    assert!(matches!(
+        parent.step_boundary(),
+        Err(BudgetError::TaskCancelled { .. })
+    ));
+}
+
+// ---- item 6: cancelling a task that only delegates ---------------------------------------------
+
+fn orchestrator(task: &str) -> TaskScope {
+    TaskScope::builder(Attribution::agent("orchestrator").with_task(TaskId::new(task)))
+        .runaway(budget_core::runaway::RunawayConfig::disabled())
+        .build()
+}
+
+#[test]
+fn cancelling_an_orchestrator_that_only_delegates_stops_its_tree() {
+    let budget = Budget::builder().build().unwrap();
+    let orch = orchestrator("orch-after");
+    let sub = orch.child(Attribution::agent("researcher"));
+    let grand = sub.child(Attribution::agent("fetcher"));
+    orch.step_boundary().unwrap();
+    spend_in(&budget, &grand, 10).unwrap();
+    // Only the grandchild ever reserved.
+    budget.controls().cancel_task(orch.task());
+    assert!(matches!(
+        orch.step_boundary(),
+        Err(BudgetError::TaskCancelled { task }) if task == *orch.task()
+    ));
+    assert!(sub.is_cancelled() && grand.is_cancelled());
+    assert!(matches!(
+        spend_in(&budget, &grand, 10),
+        Err(BudgetError::TaskCancelled { .. })
+    ));
+    // A sub-agent started after the cancel is cancelled from the start.
+    let late = orch.child(Attribution::agent("late"));
+    assert!(late.step_boundary().is_err());
+    assert!(budget.controls().is_cancelled(orch.task()));
+}
+
+#[test]
+fn cancelling_before_the_first_reserve_stops_the_first_call_and_the_tree() {
+    let budget = Budget::builder().build().unwrap();
+    let orch = orchestrator("orch-before");
+    budget.controls().cancel_task(orch.task());
+    let sub = orch.child(Attribution::agent("researcher"));
+    sub.step_boundary().unwrap(); // nothing has reached the budget yet
+    let err = spend_in(&budget, &sub, 10).unwrap_err();
+    assert!(matches!(err, BudgetError::TaskCancelled { .. }), "{err}");
+    assert!(budget.ledger().events().is_empty(), "a call was admitted");
+    assert!(orch.step_boundary().is_err(), "the orchestrator goes on");
+    assert!(sub.step_boundary().is_err());
+}
+
+#[test]
+fn cancelling_a_sub_agent_leaves_its_orchestrator_running() {
+    let budget = Budget::builder().build().unwrap();
+    let orch = orchestrator("orch-sibling");
+    let a = orch.child(Attribution::agent("a"));
+    let b = orch.child(Attribution::agent("b"));
+    spend_in(&budget, &a, 10).unwrap();
+    spend_in(&budget, &b, 10).unwrap();
+    budget.controls().cancel_task(a.task());
+    assert!(a.step_boundary().is_err());
+    assert!(orch.step_boundary().is_ok());
+    spend_in(&budget, &b, 10).unwrap();
+}
+
+// ---- growth: parents that never reserve ------------------------------------------------------
+
+#[test]
+fn finished_orchestrators_leave_no_counters_or_controls_behind() {
+    let budget = Budget::builder()
+        .limit(Limit::new("per-task", Selector::Global, Window::PerTask).tokens(1_000_000))
+        .build()
+        .unwrap();
+    for i in 0..200 {
+        let orch = scope("orchestrator", &format!("orch-{i}"), 100_000, None);
+        for j in 0..3 {
+            let sub = scope("sub", &format!("orch-{i}/sub-{j}"), 1_000, Some(&orch));
+            spend_in(&budget, &sub, 10).unwrap();
+        }
+        if i % 2 == 0 {
+            budget.controls().cancel_task(orch.task());
+        }
+    }
+    let left = ready(budget.store().snapshot(budget.now())).unwrap();
+    let per_task: Vec<_> = left.iter().filter(|(k, _)| k.task.is_some()).collect();
+    assert!(
+        per_task.is_empty(),
+        "{} left, e.g. {:?}",
+        per_task.len(),
+        per_task[0].0
+    );
+    assert_eq!(budget.controls().tracked_tasks(), 0);
+}
+
+#[test]
+fn cancels_of_tasks_that_never_come_are_bounded() {
+    let budget = Budget::builder().build().unwrap();
+    for i in 0..(budget_core::controls::PENDING_CANCELS + 500) {
+        budget
+            .controls()
+            .cancel_task(&TaskId::new(format!("ghost-{i}")));
+    }
+    assert!(budget.controls().tracked_tasks() <= budget_core::controls::PENDING_CANCELS);
+    // The most recent ones are still kept.
+    let last = budget_core::controls::PENDING_CANCELS + 499;
+    assert!(
+        budget
+            .controls()
+            .is_cancelled(&TaskId::new(format!("ghost-{last}")))
+    );
 }
