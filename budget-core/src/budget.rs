@@ -883,8 +883,9 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     ///   hour's (and any earlier hour the store still holds) in today. Usage that had already
     ///   left the old window is not brought back, so a window made longer may count less than
     ///   was truly spent in it. Calls in flight across the change count in the new window
-    ///   twice (reserved, then committed) until it ends. A limit made per-task starts every
-    ///   task at zero.
+    ///   twice (reserved, then committed) until it ends. A limit made per-task, or a per-task
+    ///   limit given a rolling or calendar window, starts at zero: per-task usage has no time,
+    ///   and no window's usage belongs to one task.
     /// - **A new selector** counts per selected value: usage of values no longer selected is
     ///   not carried to the new ones.
     pub fn set_limit(&self, limit: Limit) -> Result<(), LimitError> {

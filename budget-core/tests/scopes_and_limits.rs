@@ -132,6 +132,29 @@ fn a_window_changed_back_and_forth_keeps_its_usage() {
 }
 
 #[test]
+fn a_window_change_first_seen_by_another_agent_keeps_every_agents_usage() {
+    let clock = FakeClock::at(ts("2026-12-01T10:00:00Z"));
+    let each = |minutes| {
+        Limit::new(
+            "each/rolling",
+            Selector::Agent(budget_core::limits::Scope::Each),
+            Window::Rolling(SignedDuration::from_mins(minutes)),
+        )
+        .tokens(1_000)
+    };
+    let budget = budget_at(&clock, each(60));
+    let (a, b) = (Attribution::agent("a"), Attribution::agent("b"));
+    spend(&budget, &a, 900);
+    let in_flight = ready(budget.reserve(&a, MODEL, Estimate::new(50, 0))).unwrap();
+    budget.set_limit(each(90)).unwrap();
+    assert!(fits(&budget, &b, 1_000), "b has spent nothing");
+    ready(in_flight.commit(Usage::new(50, 0))).unwrap();
+    // Exactly 950: the reservation made before the change is not counted twice.
+    assert!(fits(&budget, &a, 50));
+    assert!(!fits(&budget, &a, 51));
+}
+
+#[test]
 fn changing_a_calendar_period_carries_the_usage() {
     // Day to hour: the day's usage may all have been this hour; it counts in it.
     let clock = FakeClock::at(ts("2026-12-01T10:20:00Z"));

@@ -20,12 +20,11 @@
 //! carried (no usage of the old window belongs to one task).
 
 use std::future::{Future, ready};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use parking_lot::{Mutex, MutexGuard};
-
-use std::sync::Arc;
 
 use super::{BudgetStore, CounterSpec, CounterUsage, Denial, ReserveOutcome, StoreError, Ticket};
 use crate::admission::{Amount, Decision, ReserveRequest, fit};
@@ -523,6 +522,21 @@ impl State {
             .collect();
         let carries = spec.limit.window != Window::PerTask;
         for key in old {
+            // Per-task usage has no time, and no usage of a window belongs to one task.
+            let target = (carries && key.task.is_none()).then(|| CounterKey {
+                limit: key.limit.clone(),
+                scope: key.scope.clone(),
+                task: None,
+                window: spec.span.id(),
+            });
+            if target.as_ref() == Some(&key) {
+                // The same counter in the new window (a rolling duration changed, or a period
+                // that starts at the same instant): it keeps its reservations as they are.
+                if let Some(counter) = self.counters.get_mut(&key) {
+                    counter.fit_to(spec.span);
+                }
+                continue;
+            }
             let Some(mut counter) = self.counters.remove(&key) else {
                 continue;
             };
@@ -531,16 +545,10 @@ impl State {
                 counter.total = Tally::default();
                 counter.ring = None;
                 counter.retired = true;
-                self.counters.insert(key.clone(), counter);
+                self.counters.insert(key, counter);
             }
-            if !carries || key.task.is_some() {
+            let Some(target) = target else {
                 continue;
-            }
-            let target = CounterKey {
-                limit: key.limit,
-                scope: key.scope,
-                task: None,
-                window: spec.span.id(),
             };
             let target = self
                 .counters
