@@ -394,3 +394,31 @@ fn cancels_of_tasks_that_never_come_are_bounded() {
             .is_cancelled(&TaskId::new(format!("ghost-{last}")))
     );
 }
+
+#[test]
+fn sub_agents_binding_their_orchestrator_at_once_bind_it_once() {
+    let budget = Budget::builder().build().unwrap();
+    for round in 0..50 {
+        let orch = scope("orchestrator", &format!("race-{round}"), 1_000_000, None);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let (budget, orch, start) = (budget.clone(), orch.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let sub = scope("sub", &format!("race-{round}/{i}"), 1_000, Some(&orch));
+                    start.wait();
+                    spend_in(&budget, &sub, 10).unwrap();
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        budget.controls().cancel_task(orch.task());
+        assert!(orch.is_cancelled());
+    }
+    // Every orchestrator was bound once, and unbound when it ended.
+    assert_eq!(budget.controls().tracked_tasks(), 0);
+    let left = ready(budget.store().snapshot(budget.now())).unwrap();
+    assert!(left.iter().all(|(k, _)| k.task.is_none()), "{left:?}");
+}
