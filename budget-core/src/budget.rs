@@ -648,11 +648,14 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         model: &str,
         call: CallEstimate,
     ) -> Result<Reservation<S, L>, BudgetError> {
-        if let Some(scope) = scope
-            && let Err(stopped) = scope.refusal()
-        {
-            self.count_denial(who, |d| d.stopped += 1);
-            return Err(stopped);
+        if let Some(scope) = scope {
+            // Bound first: a cancel of an enclosing task that came before this tree's first
+            // call is applied now, and refuses this very call.
+            self.bind_scope(scope);
+            if let Err(stopped) = scope.refusal() {
+                self.count_denial(who, |d| d.stopped += 1);
+                return Err(stopped);
+            }
         }
         self.ensure_restored().await?;
         let CallEstimate {
@@ -1034,7 +1037,24 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     }
 
     /// Adds a limit or replaces the one with the same id ("set budget for agent X"). Usage so
-    /// far in the current window is kept: counters are keyed by the limit's id.
+    /// far is kept: counters are keyed by the limit's id.
+    ///
+    /// - **A new cap** (or enforcement, or alert thresholds) applies at once to the usage
+    ///   already in the current window.
+    /// - **A new window** carries the usage over, rounded toward safety (this is what
+    ///   [`MemoryBudgetStore`] does; a shared store documents its own rule). A rolling window
+    ///   of another duration re-slots its usage, each amount at the latest instant it may have
+    ///   happened, so none leaves the new window early. A new calendar period, or a switch
+    ///   between rolling and calendar, counts every amount that may fall in the new window as
+    ///   if it did: day to hour puts the whole day's usage in this hour, hour to day puts this
+    ///   hour's (and any earlier hour the store still holds) in today. Usage that had already
+    ///   left the old window is not brought back, so a window made longer may count less than
+    ///   was truly spent in it. Calls in flight across the change count in the new window
+    ///   twice (reserved, then committed) until it ends. A limit made per-task, or a per-task
+    ///   limit given a rolling or calendar window, starts at zero: per-task usage has no time,
+    ///   and no window's usage belongs to one task.
+    /// - **A new selector** counts per selected value: usage of values no longer selected is
+    ///   not carried to the new ones.
     pub fn set_limit(&self, limit: Limit) -> Result<(), LimitError> {
         let mut guard = self.inner.limits.write();
         let mut set = LimitSet::clone(&guard);
@@ -1043,7 +1063,8 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         Ok(())
     }
 
-    /// Removes a limit; returns whether it existed.
+    /// Removes a limit; returns whether it existed. Its counters are not cleared: a limit set
+    /// again under the same id finds the usage still in its window.
     pub fn remove_limit(&self, id: &str) -> bool {
         let mut guard = self.inner.limits.write();
         let mut set = LimitSet::clone(&guard);
@@ -1072,7 +1093,9 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         &self.inner.controls
     }
 
-    /// Ends a task: forgets its per-task counters and its cancellation token.
+    /// Ends a task: forgets its per-task counters and its entry in [`Controls`] (a pending
+    /// cancel, and the bindings of its scopes). Task scopes do this themselves when their last
+    /// clone is dropped; call it for tasks that run without a scope.
     pub fn finish_task(&self, task: &TaskId) {
         self.inner.store.forget_task(task);
         self.inner.controls.finish_task(task);
@@ -1134,28 +1157,12 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     }
 
     /// The counters of a task scope's own limits and its parents', which apply to every call
-    /// made in it whatever its attribution. The first time a scope reserves here, its
-    /// cancellation is bound to [`Controls`] and its counters are set to be forgotten when the
-    /// scope ends.
+    /// made in it whatever its attribution. Binds the scope and its parents first
+    /// ([`Budget::bind_scope`]).
     fn scope_counters(&self, scope: &TaskScope) -> Vec<CounterSpec> {
-        let limits = scope.task_limits();
-        let key = Arc::as_ptr(&self.inner) as *const () as usize;
-        if !scope.has_finisher(key) {
-            // First call of this task here: `controls().cancel_task` must reach its scope, and
-            // its counters must go when it ends.
-            self.inner
-                .controls
-                .bind_task(scope.task(), scope.cancel_token());
-            let budget = Arc::downgrade(&self.inner);
-            let task = scope.task().clone();
-            scope.on_finish_once(key, move || {
-                if let Some(inner) = budget.upgrade() {
-                    inner.store.forget_task(&task);
-                    inner.controls.finish_task(&task);
-                }
-            });
-        }
-        limits
+        self.bind_scope(scope);
+        scope
+            .task_limits()
             .into_iter()
             .map(|(task, limit)| CounterSpec {
                 key: CounterKey {
@@ -1168,6 +1175,42 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                 span: WindowSpan::Task,
             })
             .collect()
+    }
+
+    /// Ties a task scope, and every scope it is nested in, to this budget, once each:
+    /// `controls().cancel_task` then reaches each of them (and so their sub-agents) whichever
+    /// of them reached the budget (an orchestrator that only delegates is cancelled too), and
+    /// each one's counters and control entry go when it ends. A scope nested in a scope of its
+    /// own task id is reached through that one, and leaves the task's counters to it.
+    ///
+    /// Outermost first, so that a scope found bound has all its parents bound: the usual call
+    /// costs one look at the scope's own registrations.
+    fn bind_scope(&self, scope: &TaskScope) {
+        let key = Arc::as_ptr(&self.inner) as *const () as usize;
+        if scope.has_finisher(key) {
+            return;
+        }
+        let chain: Vec<&TaskScope> = std::iter::successors(Some(scope), |s| s.parent()).collect();
+        for s in chain.into_iter().rev() {
+            s.finish_once_with(key, || {
+                let budget = Arc::downgrade(&self.inner);
+                let task = s.task().clone();
+                let counters = s.counter_task().clone();
+                let binding = s
+                    .owns_task()
+                    .then(|| self.inner.controls.bind_task(&task, s.cancel_token()));
+                move || {
+                    let Some(inner) = budget.upgrade() else {
+                        return;
+                    };
+                    // Another scope still running the same task keeps the task's counters.
+                    let last = binding.is_none_or(|b| inner.controls.unbind_task(&task, b));
+                    if last {
+                        inner.store.forget_task(&counters);
+                    }
+                }
+            });
+        }
     }
 
     /// The counters of every limit that applies to a call, in their current windows.

@@ -515,11 +515,13 @@ pub struct LimitSet {
 }
 
 impl LimitSet {
-    /// Validates and collects limits.
+    /// Validates and collects limits. Two limits with one id are an error
+    /// ([`LimitError::DuplicateId`]): counters are keyed by the id, so the second would
+    /// silently replace the first, or share its usage.
     pub fn new(limits: impl IntoIterator<Item = Limit>) -> Result<LimitSet, LimitError> {
         let mut set = LimitSet::default();
         for limit in limits {
-            set.upsert(limit)?;
+            set.insert(limit)?;
         }
         Ok(set)
     }

@@ -12,10 +12,19 @@
 //! [`TaskScope::step_boundary`]) the scope says whether the task may go on: not when it was
 //! cancelled from outside or by runaway detection, when it reached its step cap, or when its
 //! budget is spent. The check reads a few atomics: no lock, no allocation.
+//!
+//! A scope nested (at any depth) in a scope of the *same task id* is part of that task: its
+//! calls are attributed to the task, and cancelling the task reaches it through the outer
+//! scope. Its own cap is still its own: it is counted under a derived id (`<task>#<n>`, unique
+//! in the process), so the outer cap is not charged twice and the inner scope ending does not
+//! wipe the outer one's counters.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Numbers the derived counter ids of scopes nested in a scope of their own task.
+static NESTED: AtomicU64 = AtomicU64::new(1);
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -124,6 +133,9 @@ type Finisher = Box<dyn FnOnce() + Send>;
 
 struct Inner {
     attribution: Attribution,
+    /// The id the task's own limit is counted under: the task's id, or a derived one when an
+    /// enclosing scope has the same task id.
+    counter_task: TaskId,
     limits: TaskLimits,
     /// The task's limit as the budget store counts it (`None` without a token or money cap).
     limit: Option<Arc<Limit>>,
@@ -208,10 +220,17 @@ impl TaskScopeBuilder {
             None => attribution.with_task(TaskId::generate()),
         };
         let task = attribution.task().cloned().unwrap_or_else(TaskId::generate);
+        let mut ancestors = std::iter::successors(parent.as_ref(), |p| p.parent());
+        let counter_task = if ancestors.any(|p| *p.task() == task) {
+            let n = NESTED.fetch_add(1, Ordering::Relaxed);
+            TaskId::new(format!("{task}#{n}"))
+        } else {
+            task
+        };
         let limit = (limits.tokens.is_some() || limits.money.is_some()).then(|| {
             let mut limit = Limit::new(
-                format!("task:{task}"),
-                Selector::task(task.as_str()),
+                format!("task:{counter_task}"),
+                Selector::task(counter_task.as_str()),
                 Window::PerTask,
             );
             limit.cap.tokens = limits.tokens;
@@ -225,6 +244,7 @@ impl TaskScopeBuilder {
         TaskScope {
             inner: Arc::new(Inner {
                 attribution,
+                counter_task,
                 limits,
                 limit,
                 runaway,
@@ -290,6 +310,19 @@ impl TaskScope {
             .attribution
             .task()
             .expect("the builder always sets a task")
+    }
+
+    /// The id the task's own limit is counted under: [`TaskScope::task`], except for a scope
+    /// nested in a scope of the same task, which gets an id of its own (`<task>#<n>`).
+    pub fn counter_task(&self) -> &TaskId {
+        &self.inner.counter_task
+    }
+
+    /// Whether this is the outermost scope of its task id: the one that cancelling the task
+    /// binds to, and whose end finishes the task. A scope nested in a scope of the same task
+    /// is reached through that one.
+    pub fn owns_task(&self) -> bool {
+        self.inner.counter_task == *self.task()
     }
 
     /// The task's own limits.
@@ -397,13 +430,14 @@ impl TaskScope {
         self.inner.parent.as_ref()
     }
 
-    /// The task's and its ancestors' limits, each with the task it belongs to.
+    /// The task's and its ancestors' limits, each with the id it is counted under
+    /// ([`TaskScope::counter_task`]).
     pub fn task_limits(&self) -> Vec<(TaskId, Arc<Limit>)> {
         let mut out = Vec::new();
         let mut scope = Some(self);
         while let Some(s) = scope {
             if let Some(limit) = &s.inner.limit {
-                out.push((s.task().clone(), limit.clone()));
+                out.push((s.counter_task().clone(), limit.clone()));
             }
             scope = s.parent();
         }
@@ -481,10 +515,23 @@ impl TaskScope {
     /// Runs `finish` when the last clone of this scope is dropped (the budget uses it to
     /// forget the task's counters) — unless something was already registered under `key`.
     pub fn on_finish_once(&self, key: usize, finish: impl FnOnce() + Send + 'static) {
+        self.finish_once_with(key, || finish);
+    }
+
+    /// Like [`TaskScope::on_finish_once`], but `setup` (which returns the work to do at the
+    /// end) runs only when nothing is registered under `key` yet, and no other caller can
+    /// register under `key` meanwhile: what it sets up is undone exactly once. Returns whether
+    /// `setup` ran.
+    pub fn finish_once_with<F>(&self, key: usize, setup: impl FnOnce() -> F) -> bool
+    where
+        F: FnOnce() + Send + 'static,
+    {
         let mut registered = self.inner.on_finish.lock();
-        if registered.iter().all(|(k, _)| *k != key) {
-            registered.push((key, Box::new(finish)));
+        if registered.iter().any(|(k, _)| *k == key) {
+            return false;
         }
+        registered.push((key, Box::new(setup())));
+        true
     }
 }
 

@@ -4,8 +4,23 @@
 //! hash lookups (well under a microsecond), which measures faster than lock-free schemes that
 //! must roll back partial reservations. The lock is taken with `try_lock` first so that stress
 //! tests can prove threads really collided ([`MemoryBudgetStore::contended`]).
+//!
+//! # When a limit's window changes
+//!
+//! Counters are keyed by the limit's id, so a new cap simply applies to the usage so far. A new
+//! *window* (a rolling duration, a calendar period, rolling to calendar and back) is noticed
+//! where it shows: a rolling counter whose slot width differs from the call's, or a counter
+//! missing for a limit last seen with another window. The usage is then carried over, rounded
+//! toward safety: each amount is placed at the latest instant it may have happened (the end of
+//! its old slot or period, never later than now), so it stays in the new window at least as
+//! long as it truly belongs there. Usage that had already left the old window, or that the
+//! store no longer holds (ended calendar counters are swept), is not brought back. Reservations
+//! in flight across the change are carried as if committed, and commit again when they settle:
+//! the new window over-counts them until it ends, never under-counts. Per-task windows are not
+//! carried (no usage of the old window belongs to one task).
 
 use std::future::{Future, ready};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
@@ -14,7 +29,7 @@ use parking_lot::{Mutex, MutexGuard};
 use super::{BudgetStore, CounterSpec, CounterUsage, Denial, ReserveOutcome, StoreError, Ticket};
 use crate::admission::{Amount, Decision, ReserveRequest, fit};
 use crate::attribution::TaskId;
-use crate::limits::{CounterKey, ROLLING_SLOTS, WindowSpan};
+use crate::limits::{CounterKey, ROLLING_SLOTS, Window, WindowSpan};
 
 /// Budget counters in this process's memory. Fast, exact, and gone on restart.
 #[derive(Debug, Default)]
@@ -28,6 +43,9 @@ struct State {
     counters: foldhash::HashMap<CounterKey, Counter>,
     next_ticket: u64,
     ops_since_sweep: u32,
+    /// The window each limit's counters were last kept in (per-task windows are not tracked:
+    /// every task scope has a limit of its own), to notice a limit whose window changed.
+    windows: foldhash::HashMap<Arc<str>, Window>,
 }
 
 /// Committed usage and the reserved part of it.
@@ -54,6 +72,9 @@ struct Counter {
     in_flight: u32,
     /// Calendar windows end; the counter may be dropped after that once nothing is in flight.
     ends: Option<Timestamp>,
+    /// Its limit moved to another window: its usage was carried there, and it stays only
+    /// until the reservations still made on it are settled.
+    retired: bool,
 }
 
 #[derive(Debug)]
@@ -95,6 +116,42 @@ impl Ring {
         slot.1.add(tally);
     }
 
+    /// Every stored slot's usage, with the last instant (in nanoseconds) it may have
+    /// happened at.
+    fn entries(&self) -> impl Iterator<Item = (Option<i64>, Tally)> + '_ {
+        let width = self.slot_nanos;
+        self.slots
+            .iter()
+            .filter(|(n, _)| *n != i64::MIN)
+            .map(move |&(n, tally)| {
+                let last = n
+                    .checked_add(1)
+                    .and_then(|m| m.checked_mul(width))
+                    .map(|end| end - 1);
+                (last, tally)
+            })
+    }
+
+    /// The same usage in slots of another width, each amount in the new slot holding the
+    /// last instant it may have happened at (but not after the current slot): it never leaves
+    /// the window earlier than it would have in the old slots.
+    fn reslotted(&self, slot_nanos: i64, current: i64) -> Ring {
+        let mut ring = Ring::new(slot_nanos);
+        for (last, tally) in self.entries() {
+            ring.place(current, last, tally);
+        }
+        ring
+    }
+
+    /// Adds usage last possibly seen at `last` (nanoseconds; `None`: now), if it is still in
+    /// the window.
+    fn place(&mut self, current: i64, last: Option<i64>, tally: Tally) {
+        let at = last.map_or(current, |l| l.div_euclid(self.slot_nanos).min(current));
+        if at > current - i64::from(ROLLING_SLOTS) {
+            self.add(at, tally);
+        }
+    }
+
     /// When enough committed usage will have aged out that `need` more fits, given that
     /// `excess` must leave the window.
     fn frees_at(&self, current: i64, excess: Amount) -> Option<Timestamp> {
@@ -128,6 +185,72 @@ impl Counter {
                 WindowSpan::Calendar { end, .. } => Some(end),
                 _ => None,
             },
+            retired: false,
+        }
+    }
+
+    /// Makes the counter the one of `span`. Nothing to do unless the limit's window changed
+    /// (a rolling duration gives another slot width; a calendar period another end).
+    fn fit_to(&mut self, span: WindowSpan) {
+        self.retired = false;
+        match span {
+            WindowSpan::Rolling { slot_nanos, slot } => match &mut self.ring {
+                Some(ring) if ring.slot_nanos == slot_nanos => {}
+                Some(ring) => **ring = ring.reslotted(slot_nanos, slot),
+                None => {
+                    // Kept in another shape: all of it is placed now, the latest it may be.
+                    let mut ring = Ring::new(slot_nanos);
+                    ring.add(slot, std::mem::take(&mut self.total));
+                    self.ring = Some(Box::new(ring));
+                    self.ends = None;
+                }
+            },
+            WindowSpan::Calendar { end, .. } => {
+                if let Some(ring) = self.ring.take() {
+                    for (_, tally) in ring.entries() {
+                        self.total.add(tally);
+                    }
+                }
+                self.ends = Some(end);
+            }
+            WindowSpan::Task => {}
+        }
+    }
+
+    /// The usage to carry to another window, each amount with the last instant (nanoseconds)
+    /// it may have happened at (`None`: up to now). In-flight reservations count as used.
+    fn carried(&self) -> Vec<(Option<i64>, Tally)> {
+        let mut out: Vec<_> = match &self.ring {
+            Some(ring) => ring.entries().collect(),
+            None => {
+                let last = self
+                    .ends
+                    .and_then(|end| i64::try_from(end.as_nanosecond()).ok())
+                    .map(|end| end - 1);
+                vec![(last, self.total)]
+            }
+        };
+        out.push((
+            None,
+            Tally {
+                committed: self.reserved,
+                admitted: self.reserved,
+            },
+        ));
+        out
+    }
+
+    /// Adds usage carried from another window, if it falls in this one.
+    fn take_in(&mut self, span: WindowSpan, last: Option<i64>, tally: Tally) {
+        match (&mut self.ring, span) {
+            (Some(ring), WindowSpan::Rolling { slot, .. }) => ring.place(slot, last, tally),
+            (_, WindowSpan::Calendar { start, .. }) => {
+                let start = i64::try_from(start.as_nanosecond()).unwrap_or(i64::MIN);
+                if last.is_none_or(|l| l >= start) {
+                    self.total.add(tally);
+                }
+            }
+            _ => self.total.add(tally),
         }
     }
 
@@ -219,7 +342,18 @@ impl MemoryBudgetStore {
             if !spec.is_hard() {
                 continue;
             }
-            let counter = state.counters.get(&spec.key);
+            // Written out rather than a method: the borrow checker takes the early return of
+            // a found counter only inside one function body, and a second lookup costs.
+            let counter = match state.counters.get_mut(&spec.key) {
+                Some(counter) => {
+                    counter.fit_to(spec.span);
+                    Some(&*counter)
+                }
+                None => {
+                    state.first_use(spec);
+                    state.counters.get(&spec.key)
+                }
+            };
             let in_use = counter
                 .map(|c| c.usage(spec.span).in_use())
                 .unwrap_or_default();
@@ -273,10 +407,19 @@ impl MemoryBudgetStore {
         let mut out = Vec::with_capacity(counters.len());
         for spec in counters {
             let was_reserved = ticket.keys.contains(&spec.key);
-            let counter = state
-                .counters
-                .entry(spec.key.clone())
-                .or_insert_with(|| Counter::new(spec.span));
+            let counter = match state.counters.get_mut(&spec.key) {
+                Some(counter) => {
+                    counter.fit_to(spec.span);
+                    counter
+                }
+                None => {
+                    state.first_use(spec);
+                    state
+                        .counters
+                        .entry(spec.key.clone())
+                        .or_insert_with(|| Counter::new(spec.span))
+                }
+            };
             let admitted = if was_reserved {
                 actual.min(ticket.amount)
             } else {
@@ -297,15 +440,22 @@ impl MemoryBudgetStore {
 
     /// The synchronous core of [`BudgetStore::usage`].
     pub fn usage_now(&self, counters: &[CounterSpec]) -> Vec<CounterUsage> {
-        let state = self.lock();
+        let mut state = self.lock();
         counters
             .iter()
-            .map(|spec| {
-                state
-                    .counters
-                    .get(&spec.key)
-                    .map(|c| c.usage(spec.span))
-                    .unwrap_or_default()
+            .map(|spec| match state.counters.get_mut(&spec.key) {
+                Some(counter) => {
+                    counter.fit_to(spec.span);
+                    counter.usage(spec.span)
+                }
+                None => {
+                    state.first_use(spec);
+                    state
+                        .counters
+                        .get(&spec.key)
+                        .map(|c| c.usage(spec.span))
+                        .unwrap_or_default()
+                }
             })
             .collect()
     }
@@ -316,7 +466,7 @@ impl MemoryBudgetStore {
         let mut out: Vec<_> = state
             .counters
             .iter()
-            .filter(|(_, c)| c.ends.is_none_or(|end| end > now))
+            .filter(|(_, c)| !c.retired && c.ends.is_none_or(|end| end > now))
             .map(|(key, c)| {
                 let span = match &c.ring {
                     Some(ring) => WindowSpan::Rolling {
@@ -336,11 +486,89 @@ impl MemoryBudgetStore {
 }
 
 impl State {
+    /// A counter is about to be used for the first time: a new window, a new scope value, or
+    /// a limit whose window changed (whose other counters then move to the new window).
+    fn first_use(&mut self, spec: &CounterSpec) {
+        let window = spec.limit.window;
+        if window == Window::PerTask {
+            // Task scopes' limits never change window; a budget limit that became per-task
+            // leaves its old counters behind.
+            if self.windows.remove(&spec.key.limit).is_some() {
+                self.carry_over(spec);
+            }
+            return;
+        }
+        match self.windows.get(&spec.key.limit) {
+            Some(known) if *known == window => {}
+            Some(_) => {
+                self.carry_over(spec);
+                self.windows.insert(spec.key.limit.clone(), window);
+            }
+            None => {
+                self.windows.insert(spec.key.limit.clone(), window);
+            }
+        }
+    }
+
+    /// Moves the usage of every counter of `spec`'s limit into the counter of the same scope
+    /// in `spec`'s window. Counters with reservations in flight stay, emptied, until those
+    /// settle.
+    fn carry_over(&mut self, spec: &CounterSpec) {
+        let old: Vec<CounterKey> = self
+            .counters
+            .iter()
+            .filter(|(k, c)| k.limit == spec.key.limit && **k != spec.key && !c.retired)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let carries = spec.limit.window != Window::PerTask;
+        for key in old {
+            // Per-task usage has no time, and no usage of a window belongs to one task.
+            let target = (carries && key.task.is_none()).then(|| CounterKey {
+                limit: key.limit.clone(),
+                scope: key.scope.clone(),
+                task: None,
+                window: spec.span.id(),
+            });
+            if target.as_ref() == Some(&key) {
+                // The same counter in the new window (a rolling duration changed, or a period
+                // that starts at the same instant): it keeps its reservations as they are.
+                if let Some(counter) = self.counters.get_mut(&key) {
+                    counter.fit_to(spec.span);
+                }
+                continue;
+            }
+            let Some(mut counter) = self.counters.remove(&key) else {
+                continue;
+            };
+            let carried = counter.carried();
+            if counter.in_flight > 0 {
+                counter.total = Tally::default();
+                counter.ring = None;
+                counter.retired = true;
+                self.counters.insert(key, counter);
+            }
+            let Some(target) = target else {
+                continue;
+            };
+            let target = self
+                .counters
+                .entry(target)
+                .or_insert_with(|| Counter::new(spec.span));
+            target.fit_to(spec.span);
+            for (last, tally) in carried {
+                target.take_in(spec.span, last, tally);
+            }
+        }
+    }
+
     fn unreserve(&mut self, ticket: &Ticket) {
         for key in &ticket.keys {
             if let Some(counter) = self.counters.get_mut(key) {
                 counter.reserved = counter.reserved.saturating_sub(ticket.amount);
                 counter.in_flight = counter.in_flight.saturating_sub(1);
+                if counter.retired && counter.in_flight == 0 {
+                    self.counters.remove(key);
+                }
             }
         }
     }
@@ -354,7 +582,7 @@ impl State {
         }
         self.ops_since_sweep = 0;
         self.counters
-            .retain(|_, c| c.in_flight > 0 || c.ends.is_none_or(|end| end > now));
+            .retain(|_, c| c.in_flight > 0 || (!c.retired && c.ends.is_none_or(|end| end > now)));
     }
 }
 
@@ -528,6 +756,40 @@ mod tests {
             ),
             ReserveOutcome::Reserved(_)
         ));
+    }
+
+    #[test]
+    fn reservations_in_flight_across_a_window_change_are_carried_then_settled() {
+        let store = MemoryBudgetStore::new();
+        let tz = jiff::tz::TimeZone::UTC;
+        let now = t("2026-01-01T10:20:00Z");
+        let spec_in = |window: crate::limits::Window| CounterSpec {
+            key: CounterKey {
+                limit: "l".into(),
+                scope: "*".into(),
+                task: None,
+                window: window.span(now, &tz).unwrap().id(),
+            },
+            limit: std::sync::Arc::new(
+                crate::Limit::new("l", crate::Selector::Global, window).tokens(1_000),
+            ),
+            span: window.span(now, &tz).unwrap(),
+        };
+        let day = [spec_in(crate::limits::Window::Calendar(crate::Period::Day))];
+        let hour = [spec_in(crate::limits::Window::Calendar(
+            crate::Period::Hour,
+        ))];
+        let held = reserve(&store, &day, 300).unwrap();
+        // The limit became hourly while 300 were in flight: they count in the hour.
+        assert_eq!(store.usage_now(&hour)[0].in_use().tokens, 300);
+        assert!(reserve(&store, &hour, 701).is_err());
+        store.settle_now(held, &hour, Amount::new(200, Money::ZERO), now);
+        // Counted twice until the hour ends (carried, then committed), never less; the day
+        // counter that only held the reservation is gone.
+        let left = store.snapshot_now(now);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].1.committed.tokens, 500);
+        assert_eq!(left[0].1.reserved.tokens, 0);
     }
 
     #[test]
