@@ -297,3 +297,141 @@ async fn a_failed_writer_refuses_every_later_record() {
     ledger.record(untagged).await.expect_err("writer failed");
     ledger.flush().await.expect_err("writer failed");
 }
+
+/// The SQLite ledgers the hand-over tests run on: durable, buffered, and durable with a queue of
+/// one (so that writers outrun the writer thread and find the queue full).
+fn hand_over_modes() -> Vec<(&'static str, SqliteOptions)> {
+    vec![
+        ("durable", SqliteOptions::default()),
+        (
+            "buffered",
+            SqliteOptions {
+                durability: Durability::Buffered {
+                    max_delay: Duration::from_millis(5),
+                },
+                ..SqliteOptions::default()
+            },
+        ),
+        (
+            "durable, queue of one",
+            SqliteOptions {
+                queue_capacity: 1,
+                max_batch: 8,
+                ..SqliteOptions::default()
+            },
+        ),
+    ]
+}
+
+/// The ids stored in the file at `path`, read by a new instance, sorted.
+async fn ids_after_reopen(path: &std::path::Path) -> Vec<u64> {
+    let reopened = SqliteLedger::open(path).expect("reopen");
+    let mut ids = reopened.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_meets_the_hand_over_contract() {
+    let check = |ledger: &MemoryLedger, events: &[UsageEvent]| {
+        let mut ids: Vec<u64> = ledger.events().iter().map(|e| e.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, sorted_ids(events));
+    };
+    let ledger = MemoryLedger::new();
+    let events = unpolled_records_are_stored_once(&ledger).await;
+    check(&ledger, &events);
+    let ledger = MemoryLedger::new();
+    let events = records_polled_once_are_stored_once(&ledger).await;
+    check(&ledger, &events);
+    let ledger = Arc::new(MemoryLedger::new());
+    let events = cancelled_concurrent_records_are_stored_once(ledger.clone()).await;
+    check(&ledger, &events);
+    let ledger = MemoryLedger::new();
+    let events = stalled_records_block_nothing(&ledger).await;
+    check(&ledger, &events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_stalled_records_block_nothing() {
+    for (mode, options) in hand_over_modes() {
+        eprintln!("mode: {mode}");
+        let db = TempDb::new("stalled");
+        let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+        let events = stalled_records_block_nothing(&ledger).await;
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_unpolled_records_are_stored_once() {
+    for (mode, options) in hand_over_modes() {
+        eprintln!("mode: {mode}");
+        let db = TempDb::new("unpolled");
+        let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+        let events = unpolled_records_are_stored_once(&ledger).await;
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_records_polled_once_are_stored_once() {
+    for (mode, options) in hand_over_modes() {
+        eprintln!("mode: {mode}");
+        let db = TempDb::new("polled-once");
+        let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+        let events = records_polled_once_are_stored_once(&ledger).await;
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_cancelled_concurrent_records_are_stored_once() {
+    for (mode, options) in hand_over_modes() {
+        eprintln!("mode: {mode}");
+        let db = TempDb::new("cancelled");
+        let ledger = Arc::new(SqliteLedger::open_with(db.path(), options).expect("open"));
+        let events = cancelled_concurrent_records_are_stored_once(ledger.clone()).await;
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+/// Dropping the ledger right after handing events over (no `flush`, futures never polled)
+/// commits them: nothing depends on a caller or a task surviving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_dropped_with_unpolled_records_commits_them() {
+    for (mode, options) in hand_over_modes() {
+        let db = TempDb::new("drop-unpolled");
+        let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+        let events = numbered_events(0xd409, 0, 50);
+        for e in &events {
+            drop(ledger.record(e.clone()));
+        }
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
