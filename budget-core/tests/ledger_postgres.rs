@@ -252,3 +252,117 @@ async fn a_lost_connection_is_reopened_and_nothing_is_stored_twice() {
     );
     assert_same(&answers(&memory).await, &answers(&*pg).await);
 }
+
+/// The ids stored in the schema, read by a new instance (its own connection), sorted.
+async fn ids_from_another_instance(url: &str, schema: &str) -> Vec<u64> {
+    let other = PostgresLedger::connect(url, schema)
+        .await
+        .expect("second instance");
+    let mut ids = other.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unpolled_records_are_stored_once() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "unpolled");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = unpolled_records_are_stored_once(&pg).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_records_polled_once_are_stored_once() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "polled_once");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = records_polled_once_are_stored_once(&pg).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_cancelled_concurrent_records_are_stored_once() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "cancelled");
+    let pg = Arc::new(
+        PostgresLedger::connect(&url, &schema.name)
+            .await
+            .expect("connect"),
+    );
+    let events = cancelled_concurrent_records_are_stored_once(pg.clone()).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stalled_records_block_nothing() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "stalled");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = stalled_records_block_nothing(&pg).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+/// A query sees every event handed over before it, without a `flush`: the reader's own
+/// writes, even when their futures were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_totals_see_unpolled_records() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "read_own");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = numbered_events(0x4ead, 0, 40);
+    for e in &events {
+        drop(pg.record(e.clone()));
+    }
+    assert_same(&memory_answers(&events).await, &answers(&pg).await);
+}
+
+/// Dropping the ledger with events handed over and never polled (no `flush`) stores them, on
+/// a runtime of its own: nothing depends on a caller or a task surviving.
+#[test]
+fn postgres_dropped_with_unpolled_records_stores_them() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "drop_unpolled");
+    let events = numbered_events(0xd409, 0, 50);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let pg = rt
+        .block_on(PostgresLedger::connect(&url, &schema.name))
+        .expect("connect");
+    for e in &events {
+        drop(pg.record(e.clone()));
+    }
+    // The runtime that drove the connection is gone before the ledger is.
+    drop(rt);
+    drop(pg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    assert_eq!(
+        rt.block_on(ids_from_another_instance(&url, &schema.name)),
+        sorted_ids(&events)
+    );
+}
