@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use budget_core::ledger::{Dimension, GroupTotal, Ledger, LedgerQuery, PostgresLedger};
+use budget_core::ledger::{AnyLedger, Dimension, GroupTotal, Ledger, LedgerQuery, PostgresLedger};
 use budget_core::{MemoryLedger, Money, Period};
 
 mod common;
@@ -363,6 +363,35 @@ fn postgres_dropped_with_unpolled_records_stores_them() {
         .expect("rt");
     assert_eq!(
         rt.block_on(ids_from_another_instance(&url, &schema.name)),
+        sorted_ids(&events)
+    );
+}
+
+/// `AnyLedger` hands the event to its backend when `record` is called, not when the future is
+/// first polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_postgres_ledger_meets_the_hand_over_contract() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "any_unpolled");
+    let ledger = AnyLedger::from(
+        PostgresLedger::connect(&url, &schema.name)
+            .await
+            .expect("connect"),
+    );
+    let events = unpolled_records_are_stored_once(&ledger).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+    let schema = TempSchema::new(&url, "any_cancelled");
+    let ledger = Arc::new(AnyLedger::from(
+        PostgresLedger::connect(&url, &schema.name)
+            .await
+            .expect("connect"),
+    ));
+    let events = cancelled_concurrent_records_are_stored_once(ledger.clone()).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
         sorted_ids(&events)
     );
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use budget_core::ledger::{
-    Dimension, Durability, GroupTotal, Ledger, LedgerQuery, SqliteLedger, SqliteOptions, UsageEvent,
+    AnyLedger, Dimension, Durability, GroupTotal, Ledger, LedgerQuery, SqliteLedger, SqliteOptions,
+    UsageEvent,
 };
 use budget_core::{Attribution, MemoryLedger, Money, Period};
 
@@ -434,4 +435,23 @@ async fn sqlite_dropped_with_unpolled_records_commits_them() {
             "{mode}"
         );
     }
+}
+
+/// `AnyLedger` hands the event to its backend when `record` is called, not when the future is
+/// first polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_sqlite_ledger_meets_the_hand_over_contract() {
+    let db = TempDb::new("any-unpolled");
+    let ledger = AnyLedger::from(SqliteLedger::open(db.path()).expect("open"));
+    let events = unpolled_records_are_stored_once(&ledger).await;
+    drop(ledger);
+    assert_eq!(ids_after_reopen(db.path()).await, sorted_ids(&events));
+
+    let db = TempDb::new("any-cancelled");
+    let ledger = Arc::new(AnyLedger::from(
+        SqliteLedger::open(db.path()).expect("open"),
+    ));
+    let events = cancelled_concurrent_records_are_stored_once(ledger.clone()).await;
+    drop(ledger);
+    assert_eq!(ids_after_reopen(db.path()).await, sorted_ids(&events));
 }
