@@ -395,3 +395,79 @@ async fn any_postgres_ledger_meets_the_hand_over_contract() {
         sorted_ids(&events)
     );
 }
+
+/// When the server refuses a `record`'s own write, the error hands the event back and the
+/// ledger never stores it later; a write whose future was dropped stays queued instead,
+/// `flush` says so, and stores it once the server accepts writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_refused_write_is_handed_back_and_a_dropped_one_stays_queued() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "refused");
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = numbered_events(0x4e5e, 0, 3);
+    pg.record(events[0].clone()).await.expect("first record");
+    let tags = format!("{}.usage_event_tags", schema.name);
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {tags} RENAME TO usage_event_tags_away"
+        ))
+        .await
+        .expect("take the tags table away");
+    let err = pg
+        .record(events[1].clone())
+        .await
+        .expect_err("the server refuses the write");
+    assert!(err.message.contains("write failed"), "{err}");
+    drop(pg.record(events[2].clone()));
+    let err = pg
+        .flush()
+        .await
+        .expect_err("the dropped write is not stored yet");
+    assert!(err.message.contains("1 usage events stay queued"), "{err}");
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {}.usage_event_tags_away RENAME TO usage_event_tags",
+            schema.name
+        ))
+        .await
+        .expect("put the tags table back");
+    pg.flush().await.expect("stored now");
+    let mut ids = pg.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        vec![0, 2],
+        "the refused event was handed back, not stored"
+    );
+}
+
+/// A backlog of dropped writes larger than one pipeline round: a later `record` takes some of
+/// it along and returns, and `flush` stores the rest, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_backlog_of_dropped_writes_is_stored_once() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "backlog");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = numbered_events(0xb4c1, 0, 1_500);
+    let (last, backlog) = events.split_last().expect("events");
+    for e in backlog {
+        drop(pg.record(e.clone()));
+    }
+    pg.record(last.clone())
+        .await
+        .expect("a record behind the backlog");
+    pg.flush().await.expect("flush");
+    assert_same(&memory_answers(&events).await, &answers(&pg).await);
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}

@@ -113,6 +113,14 @@ const MAX_RECONNECTS: u32 = 3;
 /// How long dropping a ledger that still holds unstored events waits for them to be stored.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most `INSERT`s one drain has in flight at once (pipelined on the connection): a long
+/// queue is sent in rounds of this size.
+const PIPELINE: usize = 256;
+
+/// The most writes of dropped `record` futures that one `record` sends besides its own, so that
+/// a backlog slows no single caller much (`flush` and queries send all of it).
+const ORPHANS_PER_RECORD: usize = 32;
+
 /// Events in a PostgreSQL schema: the [`Ledger`] shared by many instances.
 ///
 /// # Storage
@@ -447,8 +455,8 @@ impl PostgresLedger {
     /// Stores the queued writes numbered below `upto`, without ever waiting for another
     /// future's `INSERT` (a write sent twice is stored once).
     ///
-    /// For a `record` (`mine` is its write): sends its own write and the older ones no live
-    /// future is sending, and returns its own write's outcome; when its own `INSERT` fails and
+    /// For a `record` (`mine` is its write): sends its own write and (up to
+    /// [`ORPHANS_PER_RECORD`]) older ones no live future is sending, and returns its own write's outcome; when its own `INSERT` fails and
     /// the write was not stored meanwhile, the write leaves the queue (the error hands it
     /// back), while the others' failures leave them queued. Otherwise (`flush`, queries):
     /// sends every write below `upto`; the failed ones stay queued and the first failure is
@@ -456,10 +464,19 @@ impl PostgresLedger {
     async fn drain(&self, upto: i64, mine: Option<i64>) -> Result<(), LedgerError> {
         let batch: Vec<Arc<Write>> = {
             let mut pending = self.pending.lock();
+            let mut orphans = 0;
             pending
                 .writes
                 .range_mut(..upto)
-                .filter(|(seq, queued)| mine.is_none_or(|m| m == **seq) || queued.senders == 0)
+                .filter(|(seq, queued)| match mine {
+                    None => true,
+                    Some(m) if m == **seq => true,
+                    Some(_) => {
+                        let take = queued.senders == 0 && orphans < ORPHANS_PER_RECORD;
+                        orphans += usize::from(take);
+                        take
+                    }
+                })
                 .map(|(_, queued)| {
                     queued.senders += 1;
                     queued.write.clone()
@@ -474,7 +491,10 @@ impl PostgresLedger {
             ledger: self,
             seqs: batch.iter().map(|w| w.write_seq).collect(),
         };
-        let results = join_all(batch.iter().map(|w| self.insert(w))).await;
+        let mut results = Vec::with_capacity(batch.len());
+        for round in batch.chunks(PIPELINE) {
+            results.extend(join_all(round.iter().map(|w| self.insert(w))).await);
+        }
         let mut own = Ok(());
         let mut failure = None;
         let mut failed = 0_usize;
@@ -829,7 +849,10 @@ fn store_on_close(
         .map_err(|e| (all, format!("cannot start a runtime: {e}")))?;
     runtime.block_on(async {
         let client = open(url, name, ns).await.map_err(|e| (all, e.message))?;
-        let results = join_all(writes.iter().map(|w| insert_on(&client, w, writer))).await;
+        let mut results = Vec::with_capacity(writes.len());
+        for round in writes.chunks(PIPELINE) {
+            results.extend(join_all(round.iter().map(|w| insert_on(&client, w, writer))).await);
+        }
         let failed = results.iter().filter(|r| r.is_err()).count();
         match results.into_iter().find_map(Result::err) {
             None => Ok(()),
