@@ -783,7 +783,7 @@ impl Ledger for PostgresLedger {
 
 impl Drop for PostgresLedger {
     /// Stores what is still queued, on a connection and a runtime of its own (see the type
-    /// docs); what cannot be stored within [`CLOSE_TIMEOUT`] is named in an error log.
+    /// docs); what cannot be stored within 10 seconds is named in an error log.
     fn drop(&mut self) {
         let writes: Vec<Arc<Write>> = std::mem::take(&mut self.pending.get_mut().writes)
             .into_values()
