@@ -471,3 +471,173 @@ async fn postgres_a_backlog_of_dropped_writes_is_stored_once() {
         sorted_ids(&events)
     );
 }
+
+/// The error events logged on one thread, each as `message field=value ...`.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("log lock").clone()
+    }
+}
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::ERROR {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().expect("log lock").push(fields.0);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A TCP proxy in front of the server, which can be cut: every connection through it closed,
+/// and new ones either closed at once or (a server that hangs) accepted and never answered.
+struct Proxy {
+    url: String,
+    relays: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// 0: relay new connections; 1: close them; 2: hold them unanswered.
+    mode: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Proxy {
+    /// A proxy to the server named in `url` (a `postgres://user@host:port/db` URL), or `None`
+    /// when the URL has another form.
+    async fn start(url: &str) -> Option<Proxy> {
+        use std::sync::atomic::Ordering;
+        let (user, rest) = url.split_once('@')?;
+        let (server, path) = rest.split_once('/')?;
+        let server = server.to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?;
+        let addr = listener.local_addr().ok()?;
+        let relays = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mode = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        {
+            let (relays, mode) = (relays.clone(), mode.clone());
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((mut client, _)) = listener.accept().await {
+                    match mode.load(Ordering::SeqCst) {
+                        0 => {
+                            let server = server.clone();
+                            let relay = tokio::spawn(async move {
+                                if let Ok(mut server) = tokio::net::TcpStream::connect(server).await
+                                {
+                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server)
+                                        .await;
+                                }
+                            });
+                            relays.lock().expect("lock").push(relay.abort_handle());
+                        }
+                        1 => drop(client),
+                        _ => held.push(client),
+                    }
+                }
+            });
+        }
+        Some(Proxy {
+            url: format!("{user}@{addr}/{path}"),
+            relays,
+            mode,
+        })
+    }
+
+    /// Closes every connection through the proxy; new ones are held unanswered when `hang`,
+    /// else closed at once.
+    fn cut(&self, hang: bool) {
+        self.mode.store(
+            if hang { 2 } else { 1 },
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        for relay in self.relays.lock().expect("lock").drain(..) {
+            relay.abort();
+        }
+    }
+}
+
+/// Drops a ledger connected through a proxy, with five writes queued, after cutting the proxy;
+/// how long the drop took and the error lines it logged. Checks that nothing was stored.
+fn drop_behind_a_cut_proxy(test: &str, hang: bool) -> Option<(std::time::Duration, Vec<String>)> {
+    let url = database_url()?;
+    let schema = TempSchema::new(&url, test);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let Some(proxy) = rt.block_on(Proxy::start(&url)) else {
+        println!("skipped: DATABASE_URL is not of the form postgres://user@host:port/db");
+        return None;
+    };
+    let pg = rt
+        .block_on(PostgresLedger::connect(&proxy.url, &schema.name))
+        .expect("connect through the proxy");
+    for e in &numbered_events(0xdead, 0, 5) {
+        drop(pg.record(e.clone()));
+    }
+    proxy.cut(hang);
+    let captured = Captured::default();
+    let started = std::time::Instant::now();
+    tracing::subscriber::with_default(captured.clone(), || drop(pg));
+    let waited = started.elapsed();
+    assert_eq!(
+        rt.block_on(ids_from_another_instance(&url, &schema.name)),
+        Vec::<u64>::new()
+    );
+    Some((waited, captured.lines()))
+}
+
+/// Dropping a ledger whose queued writes cannot reach the server does not lose them silently:
+/// an error log names how many were lost and their ids.
+#[test]
+fn postgres_dropped_while_the_server_is_unreachable_logs_what_it_lost() {
+    let Some((waited, lines)) = drop_behind_a_cut_proxy("drop_refused", false) else {
+        return;
+    };
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("lost=5") && l.contains("ids=[0, 1, 2, 3, 4]")),
+        "{lines:?}"
+    );
+}
+
+/// Dropping a ledger whose server accepts connections and never answers waits a bounded time
+/// (10 s), then logs what it could not store.
+#[test]
+fn postgres_dropped_while_the_server_hangs_waits_a_bounded_time() {
+    let Some((waited, lines)) = drop_behind_a_cut_proxy("drop_hangs", true) else {
+        return;
+    };
+    assert!(
+        waited >= std::time::Duration::from_secs(9) && waited < std::time::Duration::from_secs(15),
+        "{waited:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("lost=5") && l.contains("not stored within")),
+        "{lines:?}"
+    );
+}
