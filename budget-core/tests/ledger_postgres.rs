@@ -472,45 +472,6 @@ async fn postgres_a_backlog_of_dropped_writes_is_stored_once() {
     );
 }
 
-/// The error events logged on one thread, each as `message field=value ...`.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<String>>>);
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().expect("log lock").clone()
-    }
-}
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        use std::fmt::Write;
-        let _ = write!(self.0, " {}={value:?}", field.name());
-    }
-}
-
-impl tracing::Subscriber for Captured {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        if *event.metadata().level() == tracing::Level::ERROR {
-            let mut fields = Fields(String::new());
-            event.record(&mut fields);
-            self.0.lock().expect("log lock").push(fields.0);
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// A TCP proxy in front of the server, which can be cut: every connection through it closed,
 /// and new ones either closed at once or (a server that hangs) accepted and never answered.
 struct Proxy {

@@ -455,3 +455,73 @@ async fn any_sqlite_ledger_meets_the_hand_over_contract() {
     drop(ledger);
     assert_eq!(ids_after_reopen(db.path()).await, sorted_ids(&events));
 }
+
+/// Sabotages the file from outside (its tags table dropped) once one tagged event is stored:
+/// the next tagged write fails, and the ledger accepts no more.
+async fn a_ledger_whose_writes_fail(db: &TempDb) -> (SqliteLedger, UsageEvent) {
+    let ledger = SqliteLedger::open(db.path()).expect("open");
+    let event = random_events(5, 1).remove(0);
+    let tagged = UsageEvent {
+        attribution: event.attribution.clone().with_tag("team", "search"),
+        ..event
+    };
+    ledger.record(tagged.clone()).await.expect("first record");
+    let conn = rusqlite::Connection::open(db.path()).expect("sqlite");
+    conn.execute_batch("DROP TABLE usage_event_tags;")
+        .expect("drop");
+    (ledger, tagged)
+}
+
+/// A record refused at hand-over (the writer has failed) whose future is dropped unread is
+/// logged, not lost without a word.
+#[tokio::test]
+async fn sqlite_a_refusal_nobody_reads_is_logged() {
+    let db = TempDb::new("refusal-log");
+    let (ledger, tagged) = a_ledger_whose_writes_fail(&db).await;
+    ledger
+        .record(tagged.clone())
+        .await
+        .expect_err("write fails");
+    let captured = Captured::default();
+    tracing::subscriber::with_default(captured.clone(), || {
+        drop(ledger.record(UsageEvent { id: 77, ..tagged }));
+    });
+    let lines = captured.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("event=77") && l.contains("refused")),
+        "{lines:?}"
+    );
+}
+
+/// A write that fails when its `record` future is already dropped is logged (by the writer
+/// thread with the count of events nobody will hear about, or by the dropped future when the
+/// answer came first), not lost without a word.
+#[tokio::test]
+async fn sqlite_a_failed_write_nobody_awaits_is_logged() {
+    let captured = Captured::default();
+    // The writer thread logs: only a global subscriber sees it (the only one in this binary).
+    tracing::subscriber::set_global_default(captured.clone()).expect("global subscriber");
+    let db = TempDb::new("failed-log");
+    let (ledger, tagged) = a_ledger_whose_writes_fail(&db).await;
+    drop(ledger.record(UsageEvent { id: 88, ..tagged }));
+    ledger.flush().await.expect_err("the write failed");
+    let name = db.path().display().to_string();
+    // The writer logs the count when the future was gone before its answer; the future logs
+    // the event when it was dropped between the answer and reading it.
+    let logged = || {
+        captured
+            .lines()
+            .iter()
+            .any(|l| l.contains(&name) && (l.contains("lost=1") || l.contains("event=88")))
+    };
+    // The writer logs after answering the flush.
+    for _ in 0..500 {
+        if logged() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(logged(), "{:?}", captured.lines());
+}

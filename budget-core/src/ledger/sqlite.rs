@@ -422,15 +422,24 @@ impl Ledger for SqliteLedger {
     /// Hands the event to the writer now (see the type docs); the future waits for the
     /// commit in durable mode (and in buffered mode beyond the queue's capacity).
     fn record(&self, event: UsageEvent) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        let id = event.id;
+        // The answer is guarded from here on: a future dropped unpolled drops the guard too.
         let handed = to_row(&event)
             .map_err(|m| error(&self.name, m))
             .and_then(|row| self.hand_over(Box::new(row)))
-            .map_err(|e| Refusal::new(e, event.id));
+            .map(|answer| {
+                answer.map(|rx| Answer {
+                    rx,
+                    event: id,
+                    ledger: &self.name,
+                })
+            })
+            .map_err(|e| Refusal::new(e, id));
         async move {
             match handed {
                 Err(refusal) => Err(refusal.into_error()),
                 Ok(None) => Ok(()),
-                Ok(Some(committed)) => committed.await.map_err(|_| {
+                Ok(Some(mut answer)) => (&mut answer.rx).await.map_err(|_| {
                     self.failed_or(error(&self.name, "the writer stopped before committing"))
                 })?,
             }
@@ -578,6 +587,31 @@ fn to_row(e: &UsageEvent) -> Result<EventRow, String> {
             .map(|(k, v)| (Arc::from(k), Arc::from(v)))
             .collect(),
     })
+}
+
+/// The writer's answer to one `record`. Dropped unread (the `record` future was cancelled), it
+/// logs a failure the writer had already delivered; a failure delivered later finds nobody
+/// listening and the writer logs it. Either way, never lost without a word.
+struct Answer<'a> {
+    rx: oneshot::Receiver<Result<(), LedgerError>>,
+    event: u64,
+    ledger: &'a str,
+}
+
+impl Drop for Answer<'_> {
+    fn drop(&mut self) {
+        // Closed first, so that no answer can arrive between this look and the drop.
+        self.rx.close();
+        if let Ok(Err(e)) = self.rx.try_recv() {
+            tracing::error!(
+                ledger = self.ledger,
+                event = self.event,
+                error = %e,
+                "usage event could not be written; its record future was dropped before the \
+                 error was read"
+            );
+        }
+    }
 }
 
 /// The writer thread's state: it commits batches and answers the waiting `record`s.

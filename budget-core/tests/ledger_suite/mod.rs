@@ -401,3 +401,43 @@ pub async fn stalled_records_block_nothing<L: Ledger>(ledger: &L) -> Vec<UsageEv
     drop(stalled);
     events
 }
+
+/// A tracing subscriber keeping the error events it sees, each as `message=... field=value ...`
+/// (how tests check that a lost event is never lost without a word).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Captured {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("log lock").clone()
+    }
+}
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::ERROR {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().expect("log lock").push(fields.0);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
