@@ -147,10 +147,11 @@ const ORPHANS_PER_RECORD: usize = 32;
 ///
 /// [`Ledger::record`] takes the event *when it is called* (the hand-over contract of
 /// [`Ledger`]): it numbers the write and puts it on the ledger's queue, and its future sends
-/// the queue's unstored writes up to its own, each as one `INSERT` statement (a data-modifying
-/// CTE inserts the event and its tags, so an event is stored with all its tags or not at all),
-/// and returns once PostgreSQL has committed its event. Concurrent `record`s are pipelined on
-/// the one connection. A write leaves the queue only once its `INSERT` is confirmed: when a
+/// its own write and (at most 32) older ones no live future is sending, each as one `INSERT`
+/// statement (a data-modifying CTE inserts the event and its tags, so an event is stored with
+/// all its tags or not at all), and returns once PostgreSQL has committed its event.
+/// Concurrent `record`s are pipelined on the one connection, and a long queue is sent in
+/// pipelined rounds of at most 256. A write leaves the queue only once its `INSERT` is confirmed: when a
 /// `record` future is dropped — unpolled, or half-way through its `INSERT` — its event stays
 /// queued, and the next operation of any caller sends it (again: see below, a write sent twice
 /// is stored once). [`Ledger::flush`] and every query ([`Ledger::totals`],
@@ -165,7 +166,8 @@ const ORPHANS_PER_RECORD: usize = 32;
 /// the same write and its copy landed after the `record`'s own failed. No operation waits for
 /// another's `INSERT` (that future might never be polled again): `flush` and queries send
 /// every queued write themselves. Writes whose `record` future is gone stay queued after a
-/// failure, and `flush` reports it.
+/// failure, and `flush` reports it; so do queries, which answer only once the writes before
+/// them are stored (a write the server keeps refusing fails them until it is accepted).
 ///
 /// # Dropping the ledger
 ///
@@ -174,7 +176,8 @@ const ORPHANS_PER_RECORD: usize = 32;
 /// its own — so it works inside an async runtime, outside one, and after the runtime that
 /// drove the ledger has shut down. The drop blocks for up to 10 seconds; events not stored by
 /// then (the server is unreachable) are named, with their count and ids, in an error log
-/// (`tracing`), and the thread keeps trying in the background until the process exits. Call
+/// (`tracing`); a thread still waiting on a server that does not answer goes on in the
+/// background (its writes are stored if the server answers before the process exits). Call
 /// [`Ledger::flush`] before dropping to get that error as a value instead.
 ///
 /// # Lost connections
