@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use budget_core::ledger::{Dimension, GroupTotal, Ledger, LedgerQuery, PostgresLedger};
+use budget_core::ledger::{AnyLedger, Dimension, GroupTotal, Ledger, LedgerQuery, PostgresLedger};
 use budget_core::{MemoryLedger, Money, Period};
 
 mod common;
@@ -251,4 +251,354 @@ async fn a_lost_connection_is_reopened_and_nothing_is_stored_twice() {
         "each event exactly once"
     );
     assert_same(&answers(&memory).await, &answers(&*pg).await);
+}
+
+/// The ids stored in the schema, read by a new instance (its own connection), sorted.
+async fn ids_from_another_instance(url: &str, schema: &str) -> Vec<u64> {
+    let other = PostgresLedger::connect(url, schema)
+        .await
+        .expect("second instance");
+    let mut ids = other.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unpolled_records_are_stored_once() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "unpolled");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = unpolled_records_are_stored_once(&pg).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_records_polled_once_are_stored_once() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "polled_once");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = records_polled_once_are_stored_once(&pg).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_cancelled_concurrent_records_are_stored_once() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "cancelled");
+    let pg = Arc::new(
+        PostgresLedger::connect(&url, &schema.name)
+            .await
+            .expect("connect"),
+    );
+    let events = cancelled_concurrent_records_are_stored_once(pg.clone()).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stalled_records_block_nothing() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "stalled");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = stalled_records_block_nothing(&pg).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+/// A query sees every event handed over before it, without a `flush`: the reader's own
+/// writes, even when their futures were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_totals_see_unpolled_records() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "read_own");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = numbered_events(0x4ead, 0, 40);
+    for e in &events {
+        drop(pg.record(e.clone()));
+    }
+    assert_same(&memory_answers(&events).await, &answers(&pg).await);
+}
+
+/// Dropping the ledger with events handed over and never polled (no `flush`) stores them, on
+/// a runtime of its own: nothing depends on a caller or a task surviving.
+#[test]
+fn postgres_dropped_with_unpolled_records_stores_them() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "drop_unpolled");
+    let events = numbered_events(0xd409, 0, 50);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let pg = rt
+        .block_on(PostgresLedger::connect(&url, &schema.name))
+        .expect("connect");
+    for e in &events {
+        drop(pg.record(e.clone()));
+    }
+    // The runtime that drove the connection is gone before the ledger is.
+    drop(rt);
+    drop(pg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    assert_eq!(
+        rt.block_on(ids_from_another_instance(&url, &schema.name)),
+        sorted_ids(&events)
+    );
+}
+
+/// `AnyLedger` hands the event to its backend when `record` is called, not when the future is
+/// first polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_postgres_ledger_meets_the_hand_over_contract() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "any_unpolled");
+    let ledger = AnyLedger::from(
+        PostgresLedger::connect(&url, &schema.name)
+            .await
+            .expect("connect"),
+    );
+    let events = unpolled_records_are_stored_once(&ledger).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+    let schema = TempSchema::new(&url, "any_cancelled");
+    let ledger = Arc::new(AnyLedger::from(
+        PostgresLedger::connect(&url, &schema.name)
+            .await
+            .expect("connect"),
+    ));
+    let events = cancelled_concurrent_records_are_stored_once(ledger.clone()).await;
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+/// When the server refuses a `record`'s own write, the error hands the event back and the
+/// ledger never stores it later; a write whose future was dropped stays queued instead,
+/// `flush` says so, and stores it once the server accepts writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_refused_write_is_handed_back_and_a_dropped_one_stays_queued() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "refused");
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = numbered_events(0x4e5e, 0, 3);
+    pg.record(events[0].clone()).await.expect("first record");
+    let tags = format!("{}.usage_event_tags", schema.name);
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {tags} RENAME TO usage_event_tags_away"
+        ))
+        .await
+        .expect("take the tags table away");
+    let err = pg
+        .record(events[1].clone())
+        .await
+        .expect_err("the server refuses the write");
+    assert!(err.message.contains("write failed"), "{err}");
+    drop(pg.record(events[2].clone()));
+    let err = pg
+        .flush()
+        .await
+        .expect_err("the dropped write is not stored yet");
+    assert!(err.message.contains("1 usage events stay queued"), "{err}");
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {}.usage_event_tags_away RENAME TO usage_event_tags",
+            schema.name
+        ))
+        .await
+        .expect("put the tags table back");
+    pg.flush().await.expect("stored now");
+    let mut ids = pg.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        vec![0, 2],
+        "the refused event was handed back, not stored"
+    );
+}
+
+/// A backlog of dropped writes larger than one pipeline round: a later `record` takes some of
+/// it along and returns, and `flush` stores the rest, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_backlog_of_dropped_writes_is_stored_once() {
+    let Some(url) = database_url() else { return };
+    let schema = TempSchema::new(&url, "backlog");
+    let pg = PostgresLedger::connect(&url, &schema.name)
+        .await
+        .expect("connect");
+    let events = numbered_events(0xb4c1, 0, 1_500);
+    let (last, backlog) = events.split_last().expect("events");
+    for e in backlog {
+        drop(pg.record(e.clone()));
+    }
+    pg.record(last.clone())
+        .await
+        .expect("a record behind the backlog");
+    pg.flush().await.expect("flush");
+    assert_same(&memory_answers(&events).await, &answers(&pg).await);
+    assert_eq!(
+        ids_from_another_instance(&url, &schema.name).await,
+        sorted_ids(&events)
+    );
+}
+
+/// A TCP proxy in front of the server, which can be cut: every connection through it closed,
+/// and new ones either closed at once or (a server that hangs) accepted and never answered.
+struct Proxy {
+    url: String,
+    relays: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// 0: relay new connections; 1: close them; 2: hold them unanswered.
+    mode: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Proxy {
+    /// A proxy to the server named in `url` (a `postgres://user@host:port/db` URL), or `None`
+    /// when the URL has another form.
+    async fn start(url: &str) -> Option<Proxy> {
+        use std::sync::atomic::Ordering;
+        let (user, rest) = url.split_once('@')?;
+        let (server, path) = rest.split_once('/')?;
+        let server = server.to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?;
+        let addr = listener.local_addr().ok()?;
+        let relays = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mode = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        {
+            let (relays, mode) = (relays.clone(), mode.clone());
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((mut client, _)) = listener.accept().await {
+                    match mode.load(Ordering::SeqCst) {
+                        0 => {
+                            let server = server.clone();
+                            let relay = tokio::spawn(async move {
+                                if let Ok(mut server) = tokio::net::TcpStream::connect(server).await
+                                {
+                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server)
+                                        .await;
+                                }
+                            });
+                            relays.lock().expect("lock").push(relay.abort_handle());
+                        }
+                        1 => drop(client),
+                        _ => held.push(client),
+                    }
+                }
+            });
+        }
+        Some(Proxy {
+            url: format!("{user}@{addr}/{path}"),
+            relays,
+            mode,
+        })
+    }
+
+    /// Closes every connection through the proxy; new ones are held unanswered when `hang`,
+    /// else closed at once.
+    fn cut(&self, hang: bool) {
+        self.mode.store(
+            if hang { 2 } else { 1 },
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        for relay in self.relays.lock().expect("lock").drain(..) {
+            relay.abort();
+        }
+    }
+}
+
+/// Drops a ledger connected through a proxy, with five writes queued, after cutting the proxy;
+/// how long the drop took and the error lines it logged. Checks that nothing was stored.
+fn drop_behind_a_cut_proxy(test: &str, hang: bool) -> Option<(std::time::Duration, Vec<String>)> {
+    let url = database_url()?;
+    let schema = TempSchema::new(&url, test);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let Some(proxy) = rt.block_on(Proxy::start(&url)) else {
+        println!("skipped: DATABASE_URL is not of the form postgres://user@host:port/db");
+        return None;
+    };
+    let pg = rt
+        .block_on(PostgresLedger::connect(&proxy.url, &schema.name))
+        .expect("connect through the proxy");
+    for e in &numbered_events(0xdead, 0, 5) {
+        drop(pg.record(e.clone()));
+    }
+    proxy.cut(hang);
+    let captured = Captured::default();
+    let started = std::time::Instant::now();
+    tracing::subscriber::with_default(captured.clone(), || drop(pg));
+    let waited = started.elapsed();
+    assert_eq!(
+        rt.block_on(ids_from_another_instance(&url, &schema.name)),
+        Vec::<u64>::new()
+    );
+    Some((waited, captured.lines()))
+}
+
+/// Dropping a ledger whose queued writes cannot reach the server does not lose them silently:
+/// an error log names how many were lost and their ids.
+#[test]
+fn postgres_dropped_while_the_server_is_unreachable_logs_what_it_lost() {
+    let Some((waited, lines)) = drop_behind_a_cut_proxy("drop_refused", false) else {
+        return;
+    };
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("lost=5") && l.contains("ids=[0, 1, 2, 3, 4]")),
+        "{lines:?}"
+    );
+}
+
+/// Dropping a ledger whose server accepts connections and never answers waits a bounded time
+/// (10 s), then logs what it could not store.
+#[test]
+fn postgres_dropped_while_the_server_hangs_waits_a_bounded_time() {
+    let Some((waited, lines)) = drop_behind_a_cut_proxy("drop_hangs", true) else {
+        return;
+    };
+    assert!(
+        waited >= std::time::Duration::from_secs(9) && waited < std::time::Duration::from_secs(15),
+        "{waited:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("lost=5") && l.contains("not stored within")),
+        "{lines:?}"
+    );
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use budget_core::ledger::{
-    Dimension, Durability, GroupTotal, Ledger, LedgerQuery, SqliteLedger, SqliteOptions, UsageEvent,
+    AnyLedger, Dimension, Durability, GroupTotal, Ledger, LedgerQuery, SqliteLedger, SqliteOptions,
+    UsageEvent,
 };
 use budget_core::{Attribution, MemoryLedger, Money, Period};
 
@@ -296,4 +297,231 @@ async fn a_failed_writer_refuses_every_later_record() {
     };
     ledger.record(untagged).await.expect_err("writer failed");
     ledger.flush().await.expect_err("writer failed");
+}
+
+/// The SQLite ledgers the hand-over tests run on: durable, buffered, and durable with a queue of
+/// one (so that writers outrun the writer thread and find the queue full).
+fn hand_over_modes() -> Vec<(&'static str, SqliteOptions)> {
+    vec![
+        ("durable", SqliteOptions::default()),
+        (
+            "buffered",
+            SqliteOptions {
+                durability: Durability::Buffered {
+                    max_delay: Duration::from_millis(5),
+                },
+                ..SqliteOptions::default()
+            },
+        ),
+        (
+            "durable, queue of one",
+            SqliteOptions {
+                queue_capacity: 1,
+                max_batch: 8,
+                ..SqliteOptions::default()
+            },
+        ),
+    ]
+}
+
+/// The ids stored in the file at `path`, read by a new instance, sorted.
+async fn ids_after_reopen(path: &std::path::Path) -> Vec<u64> {
+    let reopened = SqliteLedger::open(path).expect("reopen");
+    let mut ids = reopened.event_ids().await.expect("ids");
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_meets_the_hand_over_contract() {
+    let check = |ledger: &MemoryLedger, events: &[UsageEvent]| {
+        let mut ids: Vec<u64> = ledger.events().iter().map(|e| e.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, sorted_ids(events));
+    };
+    let ledger = MemoryLedger::new();
+    let events = unpolled_records_are_stored_once(&ledger).await;
+    check(&ledger, &events);
+    let ledger = MemoryLedger::new();
+    let events = records_polled_once_are_stored_once(&ledger).await;
+    check(&ledger, &events);
+    let ledger = Arc::new(MemoryLedger::new());
+    let events = cancelled_concurrent_records_are_stored_once(ledger.clone()).await;
+    check(&ledger, &events);
+    let ledger = MemoryLedger::new();
+    let events = stalled_records_block_nothing(&ledger).await;
+    check(&ledger, &events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_stalled_records_block_nothing() {
+    for (mode, options) in hand_over_modes() {
+        eprintln!("mode: {mode}");
+        let db = TempDb::new("stalled");
+        let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+        let events = stalled_records_block_nothing(&ledger).await;
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_unpolled_records_are_stored_once() {
+    for (mode, options) in hand_over_modes() {
+        eprintln!("mode: {mode}");
+        let db = TempDb::new("unpolled");
+        let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+        let events = unpolled_records_are_stored_once(&ledger).await;
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_records_polled_once_are_stored_once() {
+    for (mode, options) in hand_over_modes() {
+        eprintln!("mode: {mode}");
+        let db = TempDb::new("polled-once");
+        let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+        let events = records_polled_once_are_stored_once(&ledger).await;
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_cancelled_concurrent_records_are_stored_once() {
+    for (mode, options) in hand_over_modes() {
+        eprintln!("mode: {mode}");
+        let db = TempDb::new("cancelled");
+        let ledger = Arc::new(SqliteLedger::open_with(db.path(), options).expect("open"));
+        let events = cancelled_concurrent_records_are_stored_once(ledger.clone()).await;
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+/// Dropping the ledger right after handing events over (no `flush`, futures never polled)
+/// commits them: nothing depends on a caller or a task surviving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_dropped_with_unpolled_records_commits_them() {
+    for (mode, options) in hand_over_modes() {
+        let db = TempDb::new("drop-unpolled");
+        let ledger = SqliteLedger::open_with(db.path(), options).expect("open");
+        let events = numbered_events(0xd409, 0, 50);
+        for e in &events {
+            drop(ledger.record(e.clone()));
+        }
+        drop(ledger);
+        assert_eq!(
+            ids_after_reopen(db.path()).await,
+            sorted_ids(&events),
+            "{mode}"
+        );
+    }
+}
+
+/// `AnyLedger` hands the event to its backend when `record` is called, not when the future is
+/// first polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_sqlite_ledger_meets_the_hand_over_contract() {
+    let db = TempDb::new("any-unpolled");
+    let ledger = AnyLedger::from(SqliteLedger::open(db.path()).expect("open"));
+    let events = unpolled_records_are_stored_once(&ledger).await;
+    drop(ledger);
+    assert_eq!(ids_after_reopen(db.path()).await, sorted_ids(&events));
+
+    let db = TempDb::new("any-cancelled");
+    let ledger = Arc::new(AnyLedger::from(
+        SqliteLedger::open(db.path()).expect("open"),
+    ));
+    let events = cancelled_concurrent_records_are_stored_once(ledger.clone()).await;
+    drop(ledger);
+    assert_eq!(ids_after_reopen(db.path()).await, sorted_ids(&events));
+}
+
+/// Sabotages the file from outside (its tags table dropped) once one tagged event is stored:
+/// the next tagged write fails, and the ledger accepts no more.
+async fn a_ledger_whose_writes_fail(db: &TempDb) -> (SqliteLedger, UsageEvent) {
+    let ledger = SqliteLedger::open(db.path()).expect("open");
+    let event = random_events(5, 1).remove(0);
+    let tagged = UsageEvent {
+        attribution: event.attribution.clone().with_tag("team", "search"),
+        ..event
+    };
+    ledger.record(tagged.clone()).await.expect("first record");
+    let conn = rusqlite::Connection::open(db.path()).expect("sqlite");
+    conn.execute_batch("DROP TABLE usage_event_tags;")
+        .expect("drop");
+    (ledger, tagged)
+}
+
+/// A record refused at hand-over (the writer has failed) whose future is dropped unread is
+/// logged, not lost without a word.
+#[tokio::test]
+async fn sqlite_a_refusal_nobody_reads_is_logged() {
+    let db = TempDb::new("refusal-log");
+    let (ledger, tagged) = a_ledger_whose_writes_fail(&db).await;
+    ledger
+        .record(tagged.clone())
+        .await
+        .expect_err("write fails");
+    let captured = Captured::default();
+    tracing::subscriber::with_default(captured.clone(), || {
+        drop(ledger.record(UsageEvent { id: 77, ..tagged }));
+    });
+    let lines = captured.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("event=77") && l.contains("refused")),
+        "{lines:?}"
+    );
+}
+
+/// A write that fails when its `record` future is already dropped is logged (by the writer
+/// thread with the count of events nobody will hear about, or by the dropped future when the
+/// answer came first), not lost without a word.
+#[tokio::test]
+async fn sqlite_a_failed_write_nobody_awaits_is_logged() {
+    let captured = Captured::default();
+    // The writer thread logs: only a global subscriber sees it (the only one in this binary).
+    tracing::subscriber::set_global_default(captured.clone()).expect("global subscriber");
+    let db = TempDb::new("failed-log");
+    let (ledger, tagged) = a_ledger_whose_writes_fail(&db).await;
+    drop(ledger.record(UsageEvent { id: 88, ..tagged }));
+    ledger.flush().await.expect_err("the write failed");
+    let name = db.path().display().to_string();
+    // The writer logs the count when the future was gone before its answer; the future logs
+    // the event when it was dropped between the answer and reading it.
+    let logged = || {
+        captured
+            .lines()
+            .iter()
+            .any(|l| l.contains(&name) && (l.contains("lost=1") || l.contains("event=88")))
+    };
+    // The writer logs after answering the flush.
+    for _ in 0..500 {
+        if logged() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(logged(), "{:?}", captured.lines());
 }

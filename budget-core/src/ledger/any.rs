@@ -491,20 +491,48 @@ impl AnyLedger {
         }
     }
 
-    /// Waits until every event recorded so far is stored. Only a SQLite ledger in buffered
-    /// mode has anything to wait for; the others store an event before `record` returns.
-    /// Dropping the ledger also commits what a SQLite writer still holds.
+    /// Waits until every event handed over before this call is stored, events whose `record`
+    /// future was dropped included (see [`Ledger::flush`]). The backend's flush starts when this
+    /// is called. Dropping a SQLite ledger also commits what its writer still holds; dropping a
+    /// PostgreSQL ledger stores what it still holds within a bounded wait.
     ///
     /// # Errors
     ///
-    /// The backend's [`LedgerError`] when the pending events could not be committed.
-    pub async fn flush(&self) -> Result<(), LedgerError> {
+    /// The backend's [`LedgerError`] when the pending events could not be stored.
+    pub fn flush(&self) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send + '_ {
         match self {
-            AnyLedger::Memory(_) => Ok(()),
+            AnyLedger::Memory(_) => Handed::Ready(Some(Ok(()))),
             #[cfg(feature = "sqlite")]
-            AnyLedger::Sqlite(l) => l.flush().await,
+            AnyLedger::Sqlite(l) => Handed::Waiting(Box::pin(l.flush())),
             #[cfg(feature = "postgres")]
-            AnyLedger::Postgres(_) => Ok(()),
+            AnyLedger::Postgres(l) => Handed::Waiting(Box::pin(Ledger::flush(l))),
+        }
+    }
+}
+
+/// A backend's `record` or `flush`, started when the call was made: the memory ledger's answer
+/// is already known; a durable ledger's future is boxed (its type differs per backend).
+enum Handed<'a> {
+    /// The answer, until it is taken.
+    Ready(Option<Result<(), LedgerError>>),
+    /// The backend's future.
+    Waiting(
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LedgerError>> + Send + 'a>>,
+    ),
+}
+
+impl std::future::Future for Handed<'_> {
+    type Output = Result<(), LedgerError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        match &mut *self {
+            // Taken once; a poll after completion waits forever, as a fused future does.
+            Handed::Ready(answer) => answer.take().map_or(Poll::Pending, Poll::Ready),
+            Handed::Waiting(future) => future.as_mut().poll(cx),
         }
     }
 }
@@ -546,8 +574,8 @@ impl fmt::Display for AnyLedger {
 }
 
 impl Ledger for AnyLedger {
-    async fn flush(&self) -> Result<(), LedgerError> {
-        AnyLedger::flush(self).await
+    fn flush(&self) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send {
+        AnyLedger::flush(self)
     }
 
     fn is_durable(&self) -> bool {
@@ -560,13 +588,21 @@ impl Ledger for AnyLedger {
         }
     }
 
-    async fn record(&self, event: UsageEvent) -> Result<(), LedgerError> {
+    /// Hands the event to the backend now, not when the future is first polled: the
+    /// backend's own hand-over contract holds through `AnyLedger`.
+    fn record(
+        &self,
+        event: UsageEvent,
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send {
         match self {
-            AnyLedger::Memory(l) => l.record(event).await,
+            AnyLedger::Memory(l) => {
+                l.record_now(event);
+                Handed::Ready(Some(Ok(())))
+            }
             #[cfg(feature = "sqlite")]
-            AnyLedger::Sqlite(l) => l.record(event).await,
+            AnyLedger::Sqlite(l) => Handed::Waiting(Box::pin(l.record(event))),
             #[cfg(feature = "postgres")]
-            AnyLedger::Postgres(l) => l.record(event).await,
+            AnyLedger::Postgres(l) => Handed::Waiting(Box::pin(l.record(event))),
         }
     }
 

@@ -34,6 +34,11 @@ impl MemoryLedger {
         self.events.read().clone()
     }
 
+    /// The synchronous core of [`Ledger::record`]: the event is stored when this returns.
+    pub(super) fn record_now(&self, event: UsageEvent) {
+        self.events.write().push(event);
+    }
+
     /// The synchronous core of [`Ledger::totals`]. Takes the read lock exactly once (the seed
     /// sketch took its lock twice in its top-N report and deadlocked).
     pub fn totals_now(&self, query: &LedgerQuery) -> Vec<GroupTotal> {
@@ -62,7 +67,7 @@ impl MemoryLedger {
 
 impl Ledger for MemoryLedger {
     fn record(&self, event: UsageEvent) -> impl Future<Output = Result<(), LedgerError>> + Send {
-        self.events.write().push(event);
+        self.record_now(event);
         ready(Ok(()))
     }
 

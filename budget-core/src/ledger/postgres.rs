@@ -1,15 +1,19 @@
 //! The PostgreSQL ledger: the same schema and exact money scheme as the SQLite ledger, shared by
 //! many instances.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 use super::any::valid_namespace;
-use super::sql::{Folder, HOUR_NS, SqlRow, clamp_ns, column, error, split_money, to_i64};
+use super::sql::{Folder, HOUR_NS, Refusal, SqlRow, clamp_ns, column, error, split_money, to_i64};
 use super::{Dimension, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent};
 use crate::redact::redact_url;
 
@@ -106,6 +110,17 @@ macro_rules! with_client {
 /// ending sessions gets an error rather than an endless loop.
 const MAX_RECONNECTS: u32 = 3;
 
+/// How long dropping a ledger that still holds unstored events waits for them to be stored.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most `INSERT`s one drain has in flight at once (pipelined on the connection): a long
+/// queue is sent in rounds of this size.
+const PIPELINE: usize = 256;
+
+/// The most writes of dropped `record` futures that one `record` sends besides its own, so that
+/// a backlog slows no single caller much (`flush` and queries send all of it).
+const ORPHANS_PER_RECORD: usize = 32;
+
 /// Events in a PostgreSQL schema: the [`Ledger`] shared by many instances.
 ///
 /// # Storage
@@ -130,9 +145,40 @@ const MAX_RECONNECTS: u32 = 3;
 ///
 /// # Writes
 ///
-/// [`Ledger::record`] is one `INSERT` statement (a data-modifying CTE inserts the event and its
-/// tags), so an event is stored with all its tags or not at all, and returns once PostgreSQL has
-/// committed it. Concurrent `record`s are pipelined on the one connection.
+/// [`Ledger::record`] takes the event *when it is called* (the hand-over contract of
+/// [`Ledger`]): it numbers the write and puts it on the ledger's queue, and its future sends
+/// its own write and (at most 32) older ones no live future is sending, each as one `INSERT`
+/// statement (a data-modifying CTE inserts the event and its tags, so an event is stored with
+/// all its tags or not at all), and returns once PostgreSQL has committed its event.
+/// Concurrent `record`s are pipelined on the one connection, and a long queue is sent in
+/// pipelined rounds of at most 256. A write leaves the queue only once its `INSERT` is confirmed: when a
+/// `record` future is dropped — unpolled, or half-way through its `INSERT` — its event stays
+/// queued, and the next operation of any caller sends it (again: see below, a write sent twice
+/// is stored once). [`Ledger::flush`] and every query ([`Ledger::totals`],
+/// [`PostgresLedger::event_ids`]) first store the writes handed over before them, so a process
+/// reads its own writes.
+///
+/// When a `record`'s own `INSERT` fails (the server refuses it, or cannot be reached within
+/// three new connections), its event leaves the queue and the future returns the
+/// [`LedgerError`]: the budget hands the event back to its caller. Bound: a write can then be
+/// both stored and handed back when its commit succeeded but the reply was lost with the
+/// connection (as for any client of a database), or when a concurrent `flush` or query sent
+/// the same write and its copy landed after the `record`'s own failed. No operation waits for
+/// another's `INSERT` (that future might never be polled again): `flush` and queries send
+/// every queued write themselves. Writes whose `record` future is gone stay queued after a
+/// failure, and `flush` reports it; so do queries, which answer only once the writes before
+/// them are stored (a write the server keeps refusing fails them until it is accepted).
+///
+/// # Dropping the ledger
+///
+/// Dropping a ledger whose queue still holds events (their `record` futures were dropped, and
+/// no operation ran since) stores them on a connection and a runtime of its own, in a thread of
+/// its own — so it works inside an async runtime, outside one, and after the runtime that
+/// drove the ledger has shut down. The drop blocks for up to 10 seconds; events not stored by
+/// then (the server is unreachable) are named, with their count and ids, in an error log
+/// (`tracing`); a thread still waiting on a server that does not answer goes on in the
+/// background (its writes are stored if the server answers before the process exits). Call
+/// [`Ledger::flush`] before dropping to get that error as a value instead.
 ///
 /// # Lost connections
 ///
@@ -162,8 +208,178 @@ pub struct PostgresLedger {
     reconnecting: tokio::sync::Mutex<()>,
     /// This instance's number in the schema's `ledger_writers` sequence.
     writer: i64,
-    /// Numbers this instance's writes.
-    writes: AtomicI64,
+    /// Writes handed over and not yet confirmed stored.
+    pending: parking_lot::Mutex<Pending>,
+}
+
+/// The writes a ledger holds and their numbering.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The next write's `write_seq`.
+    next_seq: i64,
+    /// Unstored writes by `write_seq`.
+    writes: BTreeMap<i64, Queued>,
+}
+
+/// One unstored write.
+#[derive(Debug)]
+struct Queued {
+    write: Arc<Write>,
+    /// How many live futures have an `INSERT` of it in flight (each releases it when it ends
+    /// or is dropped). Only a `record` looking for writes nobody sends reads it: no one ever
+    /// waits for another future's `INSERT`, which might never be polled again.
+    senders: u32,
+}
+
+/// An event as the columns of its `INSERT`, numbered: ready to be sent (again).
+#[derive(Debug)]
+struct Write {
+    write_seq: i64,
+    id: i64,
+    at_ns: i64,
+    agent: Arc<str>,
+    task: Option<String>,
+    step: Option<i64>,
+    user: Option<String>,
+    session: Option<String>,
+    critical: bool,
+    model: Arc<str>,
+    requested_model: Option<Arc<str>>,
+    usage: [i64; 5],
+    cost: (i64, i64),
+    estimated: bool,
+    kind: &'static str,
+    saved_tokens: i64,
+    saved: (i64, i64),
+    tag_keys: Vec<String>,
+    tag_values: Vec<String>,
+}
+
+impl Write {
+    /// The columns of `e` (numbered later, at hand-over); an error names what does not fit.
+    fn of(e: &UsageEvent) -> Result<Write, String> {
+        let u = &e.usage;
+        let who = &e.attribution;
+        let (tag_keys, tag_values) = who
+            .tags()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .unzip();
+        Ok(Write {
+            write_seq: 0,
+            id: to_i64(e.id, "event id")?,
+            at_ns: i64::try_from(e.at.as_nanosecond())
+                .map_err(|_| format!("event time {} is outside 1677..2262", e.at))?,
+            agent: who.agent_arc().clone(),
+            task: who.task().map(|t| t.as_str().to_owned()),
+            step: who.step().map(i64::from),
+            user: who.user().map(str::to_owned),
+            session: who.session().map(str::to_owned),
+            critical: who.is_critical(),
+            model: e.model.clone(),
+            requested_model: e.requested_model.clone(),
+            usage: [
+                to_i64(u.input, "input tokens")?,
+                to_i64(u.cached_input, "cached input tokens")?,
+                to_i64(u.cache_write, "cache-write tokens")?,
+                to_i64(u.output, "output tokens")?,
+                to_i64(u.reasoning, "reasoning tokens")?,
+            ],
+            cost: split_money(e.cost, "cost")?,
+            estimated: e.estimated,
+            kind: e.kind.as_str(),
+            saved_tokens: to_i64(e.saved.tokens, "saved tokens")?,
+            saved: split_money(e.saved.money, "saved money")?,
+            tag_keys,
+            tag_values,
+        })
+    }
+}
+
+/// Sends `w` on `client` as writer `writer`'s write.
+async fn insert_on(client: &Client, w: &Write, writer: i64) -> Result<u64, tokio_postgres::Error> {
+    let agent: &str = &w.agent;
+    let model: &str = &w.model;
+    let requested_model: Option<&str> = w.requested_model.as_deref();
+    let params: [&(dyn ToSql + Sync); 26] = [
+        &w.id,
+        &w.at_ns,
+        &agent,
+        &w.task,
+        &w.step,
+        &w.user,
+        &w.session,
+        &w.critical,
+        &model,
+        &requested_model,
+        &w.usage[0],
+        &w.usage[1],
+        &w.usage[2],
+        &w.usage[3],
+        &w.usage[4],
+        &w.cost.0,
+        &w.cost.1,
+        &w.estimated,
+        &w.kind,
+        &w.saved_tokens,
+        &w.saved.0,
+        &w.saved.1,
+        &w.tag_keys,
+        &w.tag_values,
+        &writer,
+        &w.write_seq,
+    ];
+    client.execute(INSERT, &params).await
+}
+
+/// Runs the futures concurrently (on one connection their requests are pipelined); their
+/// outputs, in order.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *output = Some(v),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// The writes one drain is sending. Dropped — also with the drain's future, half-way through
+/// its `INSERT`s — it releases those not stored: they stay queued for the next drain.
+struct Claim<'a> {
+    ledger: &'a PostgresLedger,
+    seqs: Vec<i64>,
+}
+
+impl Claim<'_> {
+    /// `seq` leaves the queue: stored, or handed back to its caller.
+    fn remove(&mut self, seq: i64) {
+        self.ledger.pending.lock().writes.remove(&seq);
+        self.seqs.retain(|s| *s != seq);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.ledger.pending.lock();
+        for seq in &self.seqs {
+            if let Some(queued) = pending.writes.get_mut(seq) {
+                queued.senders = queued.senders.saturating_sub(1);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for PostgresLedger {
@@ -219,8 +435,114 @@ impl PostgresLedger {
             client: Mutex::new(Arc::new(client)),
             reconnecting: tokio::sync::Mutex::new(()),
             writer,
-            writes: AtomicI64::new(0),
+            pending: parking_lot::Mutex::new(Pending::default()),
         })
+    }
+
+    /// Numbers `write` and queues it; its `write_seq`.
+    fn hand_over(&self, mut write: Write) -> i64 {
+        let mut pending = self.pending.lock();
+        let seq = pending.next_seq;
+        pending.next_seq += 1;
+        write.write_seq = seq;
+        pending.writes.insert(
+            seq,
+            Queued {
+                write: Arc::new(write),
+                senders: 0,
+            },
+        );
+        seq
+    }
+
+    /// Stores the queued writes numbered below `upto`, without ever waiting for another
+    /// future's `INSERT` (a write sent twice is stored once).
+    ///
+    /// For a `record` (`mine` is its write): sends its own write and (up to
+    /// [`ORPHANS_PER_RECORD`]) older ones no live future is sending, and returns its own write's outcome; when its own `INSERT` fails and
+    /// the write was not stored meanwhile, the write leaves the queue (the error hands it
+    /// back), while the others' failures leave them queued. Otherwise (`flush`, queries):
+    /// sends every write below `upto`; the failed ones stay queued and the first failure is
+    /// returned.
+    async fn drain(&self, upto: i64, mine: Option<i64>) -> Result<(), LedgerError> {
+        let batch: Vec<Arc<Write>> = {
+            let mut pending = self.pending.lock();
+            let mut orphans = 0;
+            pending
+                .writes
+                .range_mut(..upto)
+                .filter(|(seq, queued)| match mine {
+                    None => true,
+                    Some(m) if m == **seq => true,
+                    Some(_) => {
+                        let take = queued.senders == 0 && orphans < ORPHANS_PER_RECORD;
+                        orphans += usize::from(take);
+                        take
+                    }
+                })
+                .map(|(_, queued)| {
+                    queued.senders += 1;
+                    queued.write.clone()
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            // A record's own write is gone only once stored.
+            return Ok(());
+        }
+        let mut claim = Claim {
+            ledger: self,
+            seqs: batch.iter().map(|w| w.write_seq).collect(),
+        };
+        let mut results = Vec::with_capacity(batch.len());
+        for round in batch.chunks(PIPELINE) {
+            results.extend(join_all(round.iter().map(|w| self.insert(w))).await);
+        }
+        let mut own = Ok(());
+        let mut failure = None;
+        let mut failed = 0_usize;
+        for (w, result) in batch.iter().zip(results) {
+            let seq = w.write_seq;
+            match result {
+                Ok(()) => claim.remove(seq),
+                Err(e) if mine == Some(seq) => {
+                    // Unless another future stored it meanwhile, it is handed back through
+                    // the error: never stored later.
+                    if self.pending.lock().writes.contains_key(&seq) {
+                        claim.remove(seq);
+                        own = Err(e);
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        drop(claim);
+        match (mine, failure) {
+            (Some(_), _) | (None, None) => own,
+            (None, Some(e)) => Err(error(
+                &self.name,
+                format!(
+                    "{failed} usage events stay queued, not yet stored: {}",
+                    e.message
+                ),
+            )),
+        }
+    }
+
+    /// Sends one queued write (again, after a lost connection).
+    async fn insert(&self, w: &Write) -> Result<(), LedgerError> {
+        let writer = self.writer;
+        with_client!(self, "write failed", |client| insert_on(&client, w, writer))?;
+        Ok(())
+    }
+
+    /// A drain of every write handed over so far.
+    fn drain_all(&self) -> impl Future<Output = Result<(), LedgerError>> + Send + '_ {
+        let upto = self.pending.lock().next_seq;
+        self.drain(upto, None)
     }
 
     /// The current connection.
@@ -273,8 +595,10 @@ impl PostgresLedger {
         &self.namespace
     }
 
-    /// The ids of every recorded event, in recording order.
+    /// The ids of every recorded event, in recording order (after storing the events handed
+    /// over before this call).
     pub async fn event_ids(&self) -> Result<Vec<u64>, LedgerError> {
+        self.drain_all().await?;
         let rows = with_client!(self, "cannot read event ids", |client| client
             .query("SELECT id FROM usage_events ORDER BY seq", &[]))?;
         rows.iter()
@@ -426,66 +750,24 @@ impl Ledger for PostgresLedger {
         true
     }
 
-    async fn record(&self, e: UsageEvent) -> Result<(), LedgerError> {
-        let row = (|| -> Result<_, String> {
-            let u = &e.usage;
-            Ok((
-                to_i64(e.id, "event id")?,
-                i64::try_from(e.at.as_nanosecond())
-                    .map_err(|_| format!("event time {} is outside 1677..2262", e.at))?,
-                [
-                    to_i64(u.input, "input tokens")?,
-                    to_i64(u.cached_input, "cached input tokens")?,
-                    to_i64(u.cache_write, "cache-write tokens")?,
-                    to_i64(u.output, "output tokens")?,
-                    to_i64(u.reasoning, "reasoning tokens")?,
-                ],
-                split_money(e.cost, "cost")?,
-                to_i64(e.saved.tokens, "saved tokens")?,
-                split_money(e.saved.money, "saved money")?,
-            ))
-        })()
-        .map_err(|m| error(&self.name, m))?;
-        let (id, at_ns, usage, cost, saved_tokens, saved) = row;
-        let who = &e.attribution;
-        let task = who.task().map(|t| t.as_str());
-        let step = who.step().map(i64::from);
-        let (keys, values): (Vec<&str>, Vec<&str>) = who.tags().unzip();
-        let write_seq = self.writes.fetch_add(1, Ordering::Relaxed);
-        let params: [&(dyn ToSql + Sync); 26] = [
-            &id,
-            &at_ns,
-            &who.agent_arc().as_ref(),
-            &task,
-            &step,
-            &who.user(),
-            &who.session(),
-            &who.is_critical(),
-            &e.model.as_ref(),
-            &e.requested_model.as_deref(),
-            &usage[0],
-            &usage[1],
-            &usage[2],
-            &usage[3],
-            &usage[4],
-            &cost.0,
-            &cost.1,
-            &e.estimated,
-            &e.kind.as_str(),
-            &saved_tokens,
-            &saved.0,
-            &saved.1,
-            &keys,
-            &values,
-            &self.writer,
-            &write_seq,
-        ];
-        with_client!(self, "write failed", |client| client
-            .execute(INSERT, &params))?;
-        Ok(())
+    /// Queues the event now (see the type docs); the future stores it.
+    fn record(&self, e: UsageEvent) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        let handed = Write::of(&e)
+            .map(|w| self.hand_over(w))
+            .map_err(|m| Refusal::new(error(&self.name, m), e.id));
+        async move {
+            let seq = handed.map_err(Refusal::into_error)?;
+            self.drain(seq + 1, Some(seq)).await
+        }
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        self.drain_all()
     }
 
     async fn totals(&self, query: &LedgerQuery) -> Result<Vec<GroupTotal>, LedgerError> {
+        // Read your own writes, those whose `record` future was dropped included.
+        self.drain_all().await?;
         let has_bucket = query
             .group_by
             .iter()
@@ -500,6 +782,86 @@ impl Ledger for PostgresLedger {
             Ok(self.totals_at(query, None).await?.unwrap_or_default())
         }
     }
+}
+
+impl Drop for PostgresLedger {
+    /// Stores what is still queued, on a connection and a runtime of its own (see the type
+    /// docs); what cannot be stored within 10 seconds is named in an error log.
+    fn drop(&mut self) {
+        let writes: Vec<Arc<Write>> = std::mem::take(&mut self.pending.get_mut().writes)
+            .into_values()
+            .map(|q| q.write)
+            .collect();
+        if writes.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = writes.iter().map(|w| w.id).collect();
+        let (url, name, ns, writer) = (
+            self.connect_url.clone(),
+            self.name.clone(),
+            self.namespace.clone(),
+            self.writer,
+        );
+        let (done, outcome) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("postgres-ledger-close".into())
+            .spawn(move || {
+                let _ = done.send(store_on_close(&url, &name, &ns, writer, &writes));
+            });
+        let lost = match spawned {
+            Err(e) => Err((
+                ids.len(),
+                format!("cannot start a thread to store them: {e}"),
+            )),
+            Ok(_) => outcome.recv_timeout(CLOSE_TIMEOUT).unwrap_or_else(|_| {
+                Err((
+                    ids.len(),
+                    format!(
+                        "not stored within {CLOSE_TIMEOUT:?}; still being tried in the \
+                         background until the process exits"
+                    ),
+                ))
+            }),
+        };
+        if let Err((lost, reason)) = lost {
+            tracing::error!(
+                ledger = %self.name,
+                lost,
+                queued = ids.len(),
+                ids = ?ids,
+                "usage events handed over to a PostgreSQL ledger dropped before storing them: \
+                 {reason}"
+            );
+        }
+    }
+}
+
+/// Stores `writes` as writer `writer`'s, on a new connection driven by a runtime of its own.
+/// How many were not stored, and why.
+fn store_on_close(
+    url: &str,
+    name: &str,
+    ns: &str,
+    writer: i64,
+    writes: &[Arc<Write>],
+) -> Result<(), (usize, String)> {
+    let all = writes.len();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| (all, format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(async {
+        let client = open(url, name, ns).await.map_err(|e| (all, e.message))?;
+        let mut results = Vec::with_capacity(writes.len());
+        for round in writes.chunks(PIPELINE) {
+            results.extend(join_all(round.iter().map(|w| insert_on(&client, w, writer))).await);
+        }
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        match results.into_iter().find_map(Result::err) {
+            None => Ok(()),
+            Some(e) => Err((failed, pg_error(name, "write failed", &e).message)),
+        }
+    })
 }
 
 /// A query parameter.
@@ -823,7 +1185,7 @@ mod tests {
             (events, tags)
         };
         ledger.record(event.clone()).await.expect("first send");
-        ledger.writes.store(0, Ordering::Relaxed);
+        ledger.pending.lock().next_seq = 0;
         ledger
             .record(event.clone())
             .await

@@ -214,3 +214,45 @@ fn parse_kind(s: &str) -> Option<EventKind> {
         .into_iter()
         .find(|k| k.as_str() == s)
 }
+
+/// A `record` the ledger refused at hand-over (the ledger has failed, or the event does not fit
+/// its columns). The refusal reaches the caller through the record's future; when that future
+/// is dropped before it is read, the refusal is logged instead: an event the ledger did not
+/// take is never lost without a word.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    error: LedgerError,
+    event: u64,
+    told: bool,
+}
+
+impl Refusal {
+    /// The refusal of event `event` (its id) with `error`.
+    pub(super) fn new(error: LedgerError, event: u64) -> Refusal {
+        Refusal {
+            error,
+            event,
+            told: false,
+        }
+    }
+
+    /// The error, for the caller who reads it (no log then).
+    pub(super) fn into_error(mut self) -> LedgerError {
+        self.told = true;
+        self.error.clone()
+    }
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        if !self.told {
+            tracing::error!(
+                ledger = %self.error.ledger,
+                event = self.event,
+                error = %self.error.message,
+                "usage event refused by the ledger; its record future was dropped before the \
+                 refusal was read"
+            );
+        }
+    }
+}

@@ -1,7 +1,10 @@
 //! The embedded SQLite ledger: one file, WAL mode, one writer thread with group commit.
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -9,9 +12,9 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::sql::{Folder, HOUR_NS, SqlRow, clamp_ns, column, error, split_money, to_i64};
+use super::sql::{Folder, HOUR_NS, Refusal, SqlRow, clamp_ns, column, error, split_money, to_i64};
 use super::{Dimension, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent};
 
 /// `PRAGMA application_id` of a token-budget ledger file ("TBLG").
@@ -70,8 +73,10 @@ pub enum Durability {
     /// power loss, as far as the disk honours fsync) cannot lose it.
     #[default]
     Durable,
-    /// Once the event is queued. The writer gathers events for up to `max_delay` before a
-    /// commit (`synchronous=NORMAL`): **a crash can lose the events of that window.**
+    /// Once the event is queued (while fewer than [`SqliteOptions::queue_capacity`] events
+    /// wait; beyond that, once it is committed). The writer gathers events for up to
+    /// `max_delay` before a commit (`synchronous=NORMAL`): **a crash can lose the events of
+    /// that window.**
     Buffered {
         /// The longest an event waits in the queue before its batch is committed.
         max_delay: Duration,
@@ -83,7 +88,10 @@ pub enum Durability {
 pub struct SqliteOptions {
     /// When `record` returns.
     pub durability: Durability,
-    /// How many events may wait for the writer; `record` waits (asynchronously) beyond that.
+    /// How many events may wait for the writer before a buffered `record` waits
+    /// (asynchronously) for its event's commit, so that writers cannot outrun the disk without
+    /// bound. The event is handed over either way: a full queue never refuses or delays the
+    /// hand-over itself.
     pub queue_capacity: usize,
     /// The most events committed in one transaction.
     pub max_batch: usize,
@@ -160,16 +168,24 @@ enum ReadMsg {
 ///
 /// # Writes
 ///
-/// [`Ledger::record`] sends the event over a **bounded** queue to one writer thread. The writer
-/// takes whatever is queued (up to [`SqliteOptions::max_batch`]) into one transaction, commits,
-/// and then answers every waiting `record`: with [`Durability::Durable`] (the default;
-/// `synchronous=FULL`) a `record` returns only once its event is on disk. With
-/// [`Durability::Buffered`] `record` returns as soon as the event is queued and the writer
-/// waits up to `max_delay` to gather a batch: **a crash can lose the events of that window**.
+/// [`Ledger::record`] puts the event on the writer thread's queue *when it is called*
+/// (the hand-over contract of [`Ledger`]): its future only waits for the answer, so dropping it
+/// — unpolled, or half-way — loses nothing, and neither does dropping the ledger (closing
+/// commits what is queued). The writer takes whatever is queued (up to
+/// [`SqliteOptions::max_batch`]) into one transaction, commits, and then answers every waiting
+/// `record`: with [`Durability::Durable`] (the default; `synchronous=FULL`) a `record` returns
+/// only once its event is on disk. With [`Durability::Buffered`] `record` returns as soon as
+/// the event is queued (beyond [`SqliteOptions::queue_capacity`] waiting events, once it is
+/// committed) and the writer waits up to `max_delay` to gather a batch: **a crash can lose the
+/// events of that window**. [`SqliteLedger::flush`] waits for every event handed over before it.
 ///
 /// If a write fails, the writer stops accepting events: the pending `record`s and every later one
 /// return a [`LedgerError`] (the budget hands the event back to its caller), nothing is dropped
-/// silently.
+/// silently: events whose `record` future is gone when their write fails are counted in an
+/// error log.
+///
+/// Queries wait for the events handed over before them to be committed, so a process reads its
+/// own writes (also those whose `record` future was dropped).
 ///
 /// # Queries
 ///
@@ -184,9 +200,13 @@ enum ReadMsg {
 /// the writer commits.
 pub struct SqliteLedger {
     name: String,
+    /// Unbounded, so that handing an event over never waits (see the type docs).
     writes: Option<mpsc::Sender<WriteMsg>>,
-    reads: Option<std::sync::mpsc::Sender<ReadMsg>>,
+    reads: Option<mpsc::Sender<ReadMsg>>,
     failed: Arc<Mutex<Option<LedgerError>>>,
+    /// Events handed over and not yet answered by the writer.
+    queued: Arc<AtomicUsize>,
+    queue_capacity: usize,
     durability: Durability,
     threads: Vec<JoinHandle<()>>,
 }
@@ -233,18 +253,22 @@ impl SqliteLedger {
         let reader = connect(&path, &name, options.durability)?;
 
         let failed = Arc::new(Mutex::new(None));
-        let (wtx, wrx) = mpsc::channel(options.queue_capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (wtx, wrx) = mpsc::channel();
         let writer = {
-            let failed = failed.clone();
-            let thread_name = name.clone();
-            let max_batch = options.max_batch.max(1);
-            let durability = options.durability;
+            let writer = Writer {
+                name: name.clone(),
+                failed: failed.clone(),
+                queued: queued.clone(),
+                durability: options.durability,
+                max_batch: options.max_batch.max(1),
+            };
             std::thread::Builder::new()
                 .name("sqlite-ledger-writer".into())
-                .spawn(move || write_loop(conn, wrx, &thread_name, &failed, durability, max_batch))
+                .spawn(move || writer.run(conn, &wrx))
                 .map_err(|e| error(&name, format!("cannot start the writer thread: {e}")))?
         };
-        let (rtx, rrx) = std::sync::mpsc::channel();
+        let (rtx, rrx) = mpsc::channel();
         let reader = {
             let thread_name = name.clone();
             std::thread::Builder::new()
@@ -257,6 +281,8 @@ impl SqliteLedger {
             writes: Some(wtx),
             reads: Some(rtx),
             failed,
+            queued,
+            queue_capacity: options.queue_capacity.max(1),
             durability: options.durability,
             threads: vec![writer, reader],
         })
@@ -267,21 +293,86 @@ impl SqliteLedger {
         &self.name
     }
 
-    /// Waits until every event queued so far is committed (useful in buffered mode).
-    pub async fn flush(&self) -> Result<(), LedgerError> {
-        self.check_failed()?;
-        let (tx, rx) = oneshot::channel();
-        self.send(WriteMsg::Flush(tx)).await?;
-        rx.await
-            .map_err(|_| error(&self.name, "the writer stopped before committing"))?
+    /// Waits until every event handed over before this call is committed (events whose
+    /// `record` future was dropped included). The flush is queued when it is called.
+    ///
+    /// # Errors
+    ///
+    /// The writer's [`LedgerError`] once a write has failed.
+    pub fn flush(&self) -> impl Future<Output = Result<(), LedgerError>> + Send + '_ {
+        let sent = self.send_flush();
+        async move {
+            sent?.await.map_err(|_| {
+                self.failed_or(error(&self.name, "the writer stopped before committing"))
+            })?
+        }
     }
 
-    /// The ids of every recorded event, in recording order.
+    /// The ids of every recorded event, in recording order (after the events handed over
+    /// before this call are committed).
     pub async fn event_ids(&self) -> Result<Vec<u64>, LedgerError> {
+        let written = self.pending_writes();
+        written.await;
         let (tx, rx) = oneshot::channel();
         self.read(ReadMsg::Ids(tx))?;
         rx.await
             .map_err(|_| error(&self.name, "the reader thread stopped"))?
+    }
+
+    /// Hands `row` to the writer; the answer to wait for when the caller must wait for the
+    /// commit (durable mode, or a full queue).
+    fn hand_over(
+        &self,
+        row: Box<EventRow>,
+    ) -> Result<Option<oneshot::Receiver<Result<(), LedgerError>>>, LedgerError> {
+        self.check_failed()?;
+        let writes = self.writes()?;
+        let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
+        let wait = match self.durability {
+            Durability::Durable => true,
+            Durability::Buffered { .. } => ahead >= self.queue_capacity,
+        };
+        let (reply, answer) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if writes.send(WriteMsg::Event(row, reply)).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.failed_or(error(&self.name, "the writer thread stopped")));
+        }
+        Ok(answer)
+    }
+
+    /// Queues a flush now; its answer.
+    fn send_flush(&self) -> Result<oneshot::Receiver<Result<(), LedgerError>>, LedgerError> {
+        self.check_failed()?;
+        let (tx, rx) = oneshot::channel();
+        self.writes()?
+            .send(WriteMsg::Flush(tx))
+            .map_err(|_| self.failed_or(error(&self.name, "the writer thread stopped")))?;
+        Ok(rx)
+    }
+
+    /// Resolves once the events handed over before this call are answered by the writer
+    /// (at once when none is waiting). A failed write is not this future's to report: it
+    /// reaches the events' own `record`s (or the error log), and a query still answers.
+    fn pending_writes(&self) -> impl Future<Output = ()> + Send + use<> {
+        let flushed = (self.queued.load(Ordering::Acquire) > 0)
+            .then(|| self.send_flush().ok())
+            .flatten();
+        async move {
+            if let Some(flushed) = flushed {
+                let _ = flushed.await;
+            }
+        }
+    }
+
+    fn writes(&self) -> Result<&mpsc::Sender<WriteMsg>, LedgerError> {
+        self.writes
+            .as_ref()
+            .ok_or_else(|| error(&self.name, "the ledger is closed"))
     }
 
     fn check_failed(&self) -> Result<(), LedgerError> {
@@ -289,16 +380,6 @@ impl SqliteLedger {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
-    }
-
-    async fn send(&self, msg: WriteMsg) -> Result<(), LedgerError> {
-        let Some(writes) = &self.writes else {
-            return Err(error(&self.name, "the ledger is closed"));
-        };
-        writes
-            .send(msg)
-            .await
-            .map_err(|_| self.failed_or(error(&self.name, "the writer thread stopped")))
     }
 
     fn failed_or(&self, fallback: LedgerError) -> LedgerError {
@@ -330,7 +411,7 @@ impl Drop for SqliteLedger {
 }
 
 impl Ledger for SqliteLedger {
-    fn flush(&self) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send {
+    fn flush(&self) -> impl Future<Output = Result<(), LedgerError>> + Send {
         SqliteLedger::flush(self)
     }
 
@@ -338,17 +419,29 @@ impl Ledger for SqliteLedger {
         true
     }
 
-    async fn record(&self, event: UsageEvent) -> Result<(), LedgerError> {
-        self.check_failed()?;
-        let row = Box::new(to_row(&event).map_err(|m| error(&self.name, m))?);
-        match self.durability {
-            Durability::Buffered { .. } => self.send(WriteMsg::Event(row, None)).await,
-            Durability::Durable => {
-                let (tx, rx) = oneshot::channel();
-                self.send(WriteMsg::Event(row, Some(tx))).await?;
-                rx.await.map_err(|_| {
+    /// Hands the event to the writer now (see the type docs); the future waits for the
+    /// commit in durable mode (and in buffered mode beyond the queue's capacity).
+    fn record(&self, event: UsageEvent) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        let id = event.id;
+        // The answer is guarded from here on: a future dropped unpolled drops the guard too.
+        let handed = to_row(&event)
+            .map_err(|m| error(&self.name, m))
+            .and_then(|row| self.hand_over(Box::new(row)))
+            .map(|answer| {
+                answer.map(|rx| Answer {
+                    rx,
+                    event: id,
+                    ledger: &self.name,
+                })
+            })
+            .map_err(|e| Refusal::new(e, id));
+        async move {
+            match handed {
+                Err(refusal) => Err(refusal.into_error()),
+                Ok(None) => Ok(()),
+                Ok(Some(mut answer)) => (&mut answer.rx).await.map_err(|_| {
                     self.failed_or(error(&self.name, "the writer stopped before committing"))
-                })?
+                })?,
             }
         }
     }
@@ -356,11 +449,13 @@ impl Ledger for SqliteLedger {
     fn totals(
         &self,
         query: &LedgerQuery,
-    ) -> impl std::future::Future<Output = Result<Vec<GroupTotal>, LedgerError>> + Send {
-        let (tx, rx) = oneshot::channel();
-        let sent = self.read(ReadMsg::Totals(query.clone(), tx));
+    ) -> impl Future<Output = Result<Vec<GroupTotal>, LedgerError>> + Send {
+        let written = self.pending_writes();
+        let query = query.clone();
         async move {
-            sent?;
+            written.await;
+            let (tx, rx) = oneshot::channel();
+            self.read(ReadMsg::Totals(query, tx))?;
             rx.await
                 .map_err(|_| error(&self.name, "the reader thread stopped"))?
         }
@@ -494,64 +589,115 @@ fn to_row(e: &UsageEvent) -> Result<EventRow, String> {
     })
 }
 
-fn write_loop(
-    mut conn: Connection,
-    mut rx: mpsc::Receiver<WriteMsg>,
-    name: &str,
-    failed: &Mutex<Option<LedgerError>>,
+/// The writer's answer to one `record`. Dropped unread (the `record` future was cancelled), it
+/// logs a failure the writer had already delivered; a failure delivered later finds nobody
+/// listening and the writer logs it. Either way, never lost without a word.
+struct Answer<'a> {
+    rx: oneshot::Receiver<Result<(), LedgerError>>,
+    event: u64,
+    ledger: &'a str,
+}
+
+impl Drop for Answer<'_> {
+    fn drop(&mut self) {
+        // Closed first, so that no answer can arrive between this look and the drop.
+        self.rx.close();
+        if let Ok(Err(e)) = self.rx.try_recv() {
+            tracing::error!(
+                ledger = self.ledger,
+                event = self.event,
+                error = %e,
+                "usage event could not be written; its record future was dropped before the \
+                 error was read"
+            );
+        }
+    }
+}
+
+/// The writer thread's state: it commits batches and answers the waiting `record`s.
+struct Writer {
+    name: String,
+    failed: Arc<Mutex<Option<LedgerError>>>,
+    queued: Arc<AtomicUsize>,
     durability: Durability,
     max_batch: usize,
-) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        let deadline = match durability {
-            Durability::Durable => None,
-            Durability::Buffered { max_delay } => Some(Instant::now() + max_delay),
-        };
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(msg) => batch.push(msg),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => match deadline {
-                    Some(d)
-                        if Instant::now() < d
-                            && !matches!(batch.last(), Some(WriteMsg::Flush(_))) =>
-                    {
-                        std::thread::sleep((d - Instant::now()).min(Duration::from_millis(1)));
-                    }
-                    _ => break,
-                },
+}
+
+impl Writer {
+    /// Commits what arrives until every sender is gone and the queue is empty: dropping the
+    /// ledger commits what it holds.
+    fn run(&self, mut conn: Connection, rx: &mpsc::Receiver<WriteMsg>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Ok(first) = rx.recv() {
+            let deadline = match self.durability {
+                Durability::Durable => None,
+                Durability::Buffered { max_delay } => Some(Instant::now() + max_delay),
+            };
+            let mut flushing = matches!(first, WriteMsg::Flush(_));
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                let next = match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(TryRecvError::Disconnected) => None,
+                    // A flush is waited for: it ends the gathering at once.
+                    Err(TryRecvError::Empty) => match deadline {
+                        Some(d) if !flushing => rx
+                            .recv_timeout(d.saturating_duration_since(Instant::now()))
+                            .ok(),
+                        _ => None,
+                    },
+                };
+                let Some(msg) = next else { break };
+                flushing |= matches!(msg, WriteMsg::Flush(_));
+                batch.push(msg);
             }
+            self.commit(&mut conn, &mut batch);
         }
-        let known_failure = failed
+    }
+
+    /// Writes `batch` in one transaction and answers (and empties) it.
+    fn commit(&self, conn: &mut Connection, batch: &mut Vec<WriteMsg>) {
+        let name = self.name.as_str();
+        let known_failure = self
+            .failed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let result = match known_failure {
             Some(e) => Err(e),
-            None => write_batch(&mut conn, &batch).map_err(|e| {
+            None => write_batch(conn, batch).map_err(|e| {
                 let e = sql_error(name, "write failed; the ledger accepts no more events", &e);
-                *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.clone());
+                *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.clone());
                 e
             }),
         };
-        if let Err(e) = &result {
-            let lost = batch
-                .iter()
-                .filter(|m| matches!(m, WriteMsg::Event(_, None)))
-                .count();
-            if lost > 0 {
-                tracing::error!(ledger = name, lost, error = %e, "buffered usage events could not be written");
+        let events = batch
+            .iter()
+            .filter(|m| matches!(m, WriteMsg::Event(..)))
+            .count();
+        self.queued.fetch_sub(events, Ordering::AcqRel);
+        // Events that failed with no one left to tell: their `record` future was dropped (or,
+        // buffered, had already returned).
+        let mut untold = 0_usize;
+        for msg in batch.drain(..) {
+            match msg {
+                WriteMsg::Event(_, reply) => {
+                    let told = reply.is_some_and(|r| r.send(result.clone()).is_ok());
+                    untold += usize::from(!told);
+                }
+                WriteMsg::Flush(reply) => {
+                    let _ = reply.send(result.clone());
+                }
             }
         }
-        for msg in batch.drain(..) {
-            let reply = match msg {
-                WriteMsg::Event(_, reply) => reply,
-                WriteMsg::Flush(reply) => Some(reply),
-            };
-            if let Some(reply) = reply {
-                let _ = reply.send(result.clone());
+        if let Err(e) = &result {
+            if untold > 0 {
+                tracing::error!(
+                    ledger = name,
+                    lost = untold,
+                    error = %e,
+                    "usage events could not be written, and no caller is waiting to hear it"
+                );
             }
         }
     }

@@ -260,3 +260,184 @@ pub fn assert_concurrent_totals(total: &[GroupTotal], events: u64) {
         Money::from_units(i128::from(events) * CONCURRENT_EVENT_COST.units())
     );
 }
+
+// The hand-over contract (`Ledger` docs): `record` takes the event when it is called, so a
+// future dropped unpolled or half-way loses nothing, stores nothing twice, and `flush` waits
+// for it. Each check compares the ledger's answers with a memory ledger given every event, so
+// a lost event and a doubled one both show, per group and to the yocto-dollar.
+
+/// `n` random events with ids `first..first + n`.
+pub fn numbered_events(seed: u64, first: u64, n: usize) -> Vec<UsageEvent> {
+    random_events(seed, n)
+        .into_iter()
+        .zip(first..)
+        .map(|(e, id)| UsageEvent { id, ..e })
+        .collect()
+}
+
+/// The answers of a memory ledger holding exactly `events`.
+pub async fn memory_answers(events: &[UsageEvent]) -> Vec<Vec<GroupTotal>> {
+    let memory = budget_core::MemoryLedger::new();
+    record_all(&memory, events).await;
+    answers(&memory).await
+}
+
+/// Polls a `record` future at most `polls` times, yielding to the runtime between polls (so
+/// its I/O makes progress), then drops it. A record that finishes must have succeeded.
+pub async fn poll_then_drop<F>(record: F, polls: u32)
+where
+    F: std::future::Future<Output = Result<(), budget_core::ledger::LedgerError>>,
+{
+    let mut record = std::pin::pin!(record);
+    for _ in 0..polls {
+        let step =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(record.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(result) = step {
+            result.expect("record");
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Every `record` future is dropped without being polled once; after `flush` each event is
+/// stored exactly once. Returns the events.
+pub async fn unpolled_records_are_stored_once<L: Ledger>(ledger: &L) -> Vec<UsageEvent> {
+    let events = numbered_events(0xd20b, 0, 60);
+    for e in &events {
+        drop(ledger.record(e.clone()));
+    }
+    ledger.flush().await.expect("flush");
+    assert_same(&memory_answers(&events).await, &answers(ledger).await);
+    events
+}
+
+/// Every `record` future is polled exactly once (with a waker that never wakes: whatever it
+/// started is abandoned) and dropped; after `flush` each event is stored exactly once.
+/// Returns the events.
+pub async fn records_polled_once_are_stored_once<L: Ledger>(ledger: &L) -> Vec<UsageEvent> {
+    let events = numbered_events(0x0ace, 0, 200);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for e in &events {
+        let mut record = std::pin::pin!(ledger.record(e.clone()));
+        if let std::task::Poll::Ready(result) = record.as_mut().poll(&mut cx) {
+            result.expect("record");
+        }
+    }
+    ledger.flush().await.expect("flush");
+    assert_same(&memory_answers(&events).await, &answers(ledger).await);
+    events
+}
+
+/// 8 tasks record 150 events each; each `record` future is awaited, dropped unpolled, or
+/// dropped after a random number of polls (cancelled while its write is in flight). After
+/// `flush` the books equal a memory ledger's holding every event once. Returns the events.
+pub async fn cancelled_concurrent_records_are_stored_once<L: Ledger>(
+    ledger: Arc<L>,
+) -> Vec<UsageEvent> {
+    const TASKS: u64 = 8;
+    const PER_TASK: usize = 150;
+    let mut all = Vec::new();
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let events = numbered_events(0xca9c + t, t * 1_000_000, PER_TASK);
+        all.extend(events.iter().cloned());
+        let ledger = ledger.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rng = crate::common::Rng::new(0x5eed ^ t);
+            let mut awaited = 0;
+            for e in events {
+                match rng.below(4) {
+                    0 => drop(ledger.record(e)),
+                    1 => {
+                        ledger.record(e).await.expect("record");
+                        awaited += 1;
+                    }
+                    _ => poll_then_drop(ledger.record(e), rng.below(6) as u32 + 1).await,
+                }
+            }
+            awaited
+        }));
+    }
+    let mut awaited = 0;
+    for h in handles {
+        awaited += h.await.expect("writer task");
+    }
+    assert!(awaited > 0 && awaited < TASKS * PER_TASK as u64);
+    ledger.flush().await.expect("flush");
+    assert_same(&memory_answers(&all).await, &answers(&*ledger).await);
+    all
+}
+
+/// The ids of `events`, sorted: what a ledger's stored ids must equal, each once.
+pub fn sorted_ids(events: &[UsageEvent]) -> Vec<u64> {
+    let mut ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// `record` futures polled once and then kept, never polled again (a `select!` that moved on),
+/// block nothing: `flush` and queries finish and include their events. Returns the events.
+pub async fn stalled_records_block_nothing<L: Ledger>(ledger: &L) -> Vec<UsageEvent> {
+    let events = numbered_events(0x57a1, 0, 20);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut stalled = Vec::new();
+    for e in &events {
+        let mut record = Box::pin(ledger.record(e.clone()));
+        if let std::task::Poll::Ready(result) = record.as_mut().poll(&mut cx) {
+            result.expect("record");
+        }
+        stalled.push(record);
+    }
+    let limit = std::time::Duration::from_secs(20);
+    tokio::time::timeout(limit, ledger.flush())
+        .await
+        .expect("flush waited for a record future that is never polled again")
+        .expect("flush");
+    let got = tokio::time::timeout(limit, answers(ledger))
+        .await
+        .expect("a query waited for a record future that is never polled again");
+    assert_same(&memory_answers(&events).await, &got);
+    drop(stalled);
+    events
+}
+
+/// A tracing subscriber keeping the error events it sees, each as `message=... field=value ...`
+/// (how tests check that a lost event is never lost without a word).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Captured {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("log lock").clone()
+    }
+}
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::ERROR {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().expect("log lock").push(fields.0);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
