@@ -199,6 +199,37 @@ pub struct Rates {
     pub reasoning: Option<Money>,
 }
 
+/// The cost of one [`Usage`], split by price class ([`ModelPrice::cost_breakdown`]).
+///
+/// The parts are disjoint and add up exactly to [`ModelPrice::cost`] ([`CostBreakdown::total`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CostBreakdown {
+    /// Plain (uncached) prompt tokens.
+    pub input: Money,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_input: Money,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write: Money,
+    /// Visible output (output that is not reasoning).
+    pub output: Money,
+    /// Reasoning tokens, at the reasoning rate when the model has one, else at the output rate.
+    pub reasoning: Money,
+}
+
+impl CostBreakdown {
+    /// The sum of the parts, saturating at [`Money::MAX`]: what [`ModelPrice::cost`] returns.
+    pub fn total(&self) -> Money {
+        let CostBreakdown {
+            input,
+            cached_input,
+            cache_write,
+            output,
+            reasoning,
+        } = *self;
+        input + cached_input + cache_write + output + reasoning
+    }
+}
+
 /// What one model costs, per token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelPrice {
@@ -315,20 +346,42 @@ impl ModelPrice {
     /// The exact cost of `usage`, saturating at [`Money::MAX`]:
     /// uncached input × input + cached × cached rate + cache writes × write rate + output
     /// (visible output × output + reasoning × reasoning rate, when a reasoning rate exists).
-    /// The tier is chosen by `usage.input`.
+    /// The tier is chosen by `usage.input`. The same as [`ModelPrice::cost_breakdown`]'s total.
     pub fn cost(&self, usage: &Usage) -> Money {
+        self.cost_breakdown(usage).total()
+    }
+
+    /// The cost of `usage` split into its input, cached-input, cache-write, output and
+    /// reasoning parts, which add up exactly to [`ModelPrice::cost`].
+    ///
+    /// ```
+    /// use budget_core::{Money, PriceTable, Usage};
+    ///
+    /// let gpt4o = PriceTable::builtin_ref().resolve("gpt-4o").unwrap().price;
+    /// let usage = Usage::new(120, 40).with_cached_input(64).with_reasoning(12);
+    /// let parts = gpt4o.cost_breakdown(&usage);
+    /// assert_eq!(parts.cached_input.to_string(), "$0.00008"); // 64 × $1.25 / 1M
+    /// assert_eq!(parts.reasoning.to_string(), "$0.00012"); // 12 × $10 / 1M
+    /// assert_eq!(parts.total(), gpt4o.cost(&usage));
+    /// ```
+    pub fn cost_breakdown(&self, usage: &Usage) -> CostBreakdown {
         let r = self.rates_for(usage.input);
-        let mut total = r.input.saturating_mul_tokens(usage.uncached_input());
-        total += r.cached_input.saturating_mul_tokens(usage.cached_input);
-        total += r.cache_write.saturating_mul_tokens(usage.cache_write);
-        match r.reasoning {
-            Some(reasoning) => {
-                total += r.output.saturating_mul_tokens(usage.visible_output());
-                total += reasoning.saturating_mul_tokens(usage.reasoning);
+        // Without a reasoning rate, reasoning is output: never bill more reasoning tokens
+        // than there were output tokens, even for inconsistent usage.
+        let (visible, reasoning, reasoning_rate) = match r.reasoning {
+            Some(rate) => (usage.visible_output(), usage.reasoning, rate),
+            None => {
+                let reasoning = usage.reasoning.min(usage.output);
+                (usage.output - reasoning, reasoning, r.output)
             }
-            None => total += r.output.saturating_mul_tokens(usage.output),
+        };
+        CostBreakdown {
+            input: r.input.saturating_mul_tokens(usage.uncached_input()),
+            cached_input: r.cached_input.saturating_mul_tokens(usage.cached_input),
+            cache_write: r.cache_write.saturating_mul_tokens(usage.cache_write),
+            output: r.output.saturating_mul_tokens(visible),
+            reasoning: reasoning_rate.saturating_mul_tokens(reasoning),
         }
-        total
     }
 
     /// The most a call can cost with a `prompt_tokens` prompt and at most `max_output` output
@@ -538,6 +591,12 @@ impl PriceTable {
     pub fn cost(&self, model: &str, usage: &Usage) -> Result<Priced, PriceError> {
         let resolved = self.resolve(model)?;
         Ok(resolved.priced(resolved.price.cost(usage)))
+    }
+
+    /// The cost of `usage` on `model`, split by price class
+    /// ([`ModelPrice::cost_breakdown`]); the parts add up exactly to [`PriceTable::cost`].
+    pub fn cost_breakdown(&self, model: &str, usage: &Usage) -> Result<CostBreakdown, PriceError> {
+        Ok(self.resolve(model)?.price.cost_breakdown(usage))
     }
 
     /// The most a call to `model` can cost ([`ModelPrice::max_cost_of`]), for reservations.
@@ -891,6 +950,7 @@ const _: () = {
     assert_send_sync::<ModelPrice>();
     assert_send_sync::<PriceTier>();
     assert_send_sync::<Rates>();
+    assert_send_sync::<CostBreakdown>();
     assert_send_sync::<UnknownModelPolicy>();
     assert_send_sync::<ResolvedPrice<'static>>();
     assert_send_sync::<Priced>();
@@ -1081,6 +1141,59 @@ mod tests {
         // Without cache prices, cache reads and writes bill as plain input.
         let plain = ModelPrice::per_million("3", "15").unwrap();
         assert_eq!(plain.cost(&usage), dollars("0.02565")); // 7050 × $3/1M + 300 × $15/1M
+    }
+
+    #[test]
+    fn pricing_breakdown_splits_the_cost_by_price_class() {
+        // PROTOCOLS.md's example on gpt-4o (no reasoning rate: reasoning at the output rate).
+        let usage = Usage::new(120, 40).with_cached_input(64).with_reasoning(12);
+        let parts = PriceTable::builtin_ref()
+            .cost_breakdown("gpt-4o-2024-08-06", &usage)
+            .unwrap();
+        assert_eq!(
+            parts,
+            CostBreakdown {
+                input: dollars("0.00014"),
+                cached_input: dollars("0.00008"),
+                cache_write: Money::ZERO,
+                output: dollars("0.00028"),
+                reasoning: dollars("0.00012"),
+            }
+        );
+        assert_eq!(parts.total(), dollars("0.00062"));
+        // Anthropic's cache reads and writes on Claude 3.5 Sonnet.
+        let usage = Usage::new(7050, 300)
+            .with_cached_input(6000)
+            .with_cache_write(1000);
+        let parts = PriceTable::builtin_ref()
+            .cost_breakdown("claude-3-5-sonnet", &usage)
+            .unwrap();
+        assert_eq!(
+            (
+                parts.input,
+                parts.cached_input,
+                parts.cache_write,
+                parts.output
+            ),
+            (
+                dollars("0.00015"),
+                dollars("0.0018"),
+                dollars("0.00375"),
+                dollars("0.0045")
+            )
+        );
+        assert_eq!(parts.total(), dollars("0.0102"));
+        // A separate reasoning rate.
+        let price = builtin("gemini-2.5-flash").price;
+        let parts = price.cost_breakdown(&Usage::new(0, 10).with_reasoning(4));
+        assert_eq!(
+            parts.reasoning,
+            price.reasoning.unwrap().saturating_mul_tokens(4)
+        );
+        assert!(matches!(
+            PriceTable::builtin_ref().cost_breakdown("no-such-model", &usage),
+            Err(PriceError::UnknownModel { .. })
+        ));
     }
 
     #[test]
@@ -1434,6 +1547,43 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn pricing_breakdown_adds_up_to_the_cost(
+            input in any::<u64>(), cached in any::<u64>(), write in any::<u64>(),
+            output in any::<u64>(), reasoning in any::<u64>(), scale in 0u32..4,
+            model in prop::sample::select(vec![
+                "gpt-4o", "claude-sonnet-4", "gemini-2.5-pro", "gemini-2.5-flash", "o1-pro",
+            ]),
+        ) {
+            // Small, large and inconsistent usages alike (cached above input, reasoning
+            // above output, sums that saturate).
+            let shift = [0, 20, 40, 0][scale as usize];
+            let usage = Usage {
+                input: input >> shift,
+                cached_input: cached >> shift,
+                cache_write: write >> shift,
+                output: output >> shift,
+                reasoning: reasoning >> shift,
+            };
+            let price = builtin(model).price;
+            // The formula `cost` had before it was itemised: the parts must not change it.
+            let r = price.rates_for(usage.input);
+            let mut reference = r.input.saturating_mul_tokens(usage.uncached_input())
+                + r.cached_input.saturating_mul_tokens(usage.cached_input)
+                + r.cache_write.saturating_mul_tokens(usage.cache_write);
+            reference += match r.reasoning {
+                Some(rate) => r.output.saturating_mul_tokens(usage.visible_output())
+                    + rate.saturating_mul_tokens(usage.reasoning),
+                None => r.output.saturating_mul_tokens(usage.output),
+            };
+            prop_assert_eq!(price.cost_breakdown(&usage).total(), reference);
+            prop_assert_eq!(price.cost(&usage), reference);
+            prop_assert_eq!(
+                PriceTable::builtin_ref().cost_breakdown(model, &usage).unwrap().total(),
+                PriceTable::builtin_ref().cost(model, &usage).unwrap().cost
+            );
         }
 
         #[test]
