@@ -12,12 +12,19 @@
 //!
 //! [`PriceTable::from_litellm_json`] reads LiteLLM's `model_prices_and_context_window.json`.
 //! Each price is read from the *text* of its JSON number (`2.5e-06`) with
-//! [`Money::parse_dollars`]. Entries whose `mode` is not `chat`, `completion` or `responses`,
-//! entries without both an input and an output token price, `sample_spec` and keys starting
-//! with `_` are skipped; an entry of the form `{"alias_of": "other-id"}` prices like its
-//! target. A price field that is present but malformed (not a number, negative, more precise
-//! than a yocto-dollar) is a [`PriceError::InvalidField`] naming the model and the field.
-//! [`PriceTable::builtin`] is a curated extract of LiteLLM's file, embedded in the crate.
+//! [`Money::parse_dollars`]. An entry of the form `{"alias_of": "other-id"}` prices like its
+//! target. Skipped, as LiteLLM's own file needs: `sample_spec`, keys starting with `_`, entries
+//! whose `mode` is not `chat`, `completion` or `responses`, entries with no price field at all
+//! (routers, subscription-billed ids) and entries priced in other units or service tiers only
+//! (per second, character, image, query…; `_priority` / `_batches` prices). An entry that has
+//! neither kind of excuse and still lacks `input_cost_per_token` or `output_cost_per_token` —
+//! a misspelled field such as `input_cost_per_tokens`, or half a price — is a
+//! [`PriceError::NoUsablePrice`] naming the entry and the fields it has; a file with model
+//! entries but no price at all is [`PriceError::NoPrices`]. A price field that is present but
+//! malformed (not a number, negative, more precise than a yocto-dollar) is a
+//! [`PriceError::InvalidField`] naming the model and the field.
+//! [`PriceTable::builtin`] is a curated extract of LiteLLM's file, embedded in the crate;
+//! [`PriceTable::from_env`] merges the file named by `TOKEN_BUDGET_PRICES` over it.
 //!
 //! # Resolution
 //!
@@ -67,6 +74,12 @@ const PRICED_MODES: [&str; 3] = ["chat", "completion", "responses"];
 
 /// How much of an offending value an error message quotes.
 const QUOTE_LIMIT: usize = 48;
+
+/// How many field names [`PriceError::NoUsablePrice`] lists.
+pub const FIELDS_LISTED: usize = 16;
+
+/// The environment variable that names a LiteLLM-format price file ([`PriceTable::from_env`]).
+pub const PRICES_ENV: &str = "TOKEN_BUDGET_PRICES";
 
 /// What is wrong with one field of a price entry (or with a per-million price text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +150,42 @@ pub enum PriceError {
         text: String,
         /// What is wrong with it.
         problem: FieldProblem,
+    },
+    /// An entry that should be priced per token has no usable per-token price: a misspelled
+    /// price field, or only one of the input and output prices. (Entries LiteLLM lists without
+    /// any price, or prices in other units, are skipped instead: see the module docs.)
+    #[error(
+        "price entry `{model}` has no usable price: it needs both `input_cost_per_token` and \
+         `output_cost_per_token`; fields seen: {}",
+        fields.join(", ")
+    )]
+    NoUsablePrice {
+        /// The model key.
+        model: String,
+        /// The entry's field names, sorted (at most [`FIELDS_LISTED`], then `…`).
+        fields: Vec<String>,
+    },
+    /// The price file has model entries, but not one of them has a per-token price.
+    #[error("price file has {entries} model entries but no per-token price in any of them")]
+    NoPrices {
+        /// How many model entries the file has (`_…` keys and `sample_spec` not counted).
+        entries: usize,
+    },
+    /// The price file could not be read.
+    #[error("cannot read price file {}: {message}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        message: String,
+    },
+    /// The price file was read but is not a valid price file.
+    #[error("price file {}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        source: Box<PriceError>,
     },
     /// No price is known for the model and the table's policy is
     /// [`UnknownModelPolicy::Error`].
@@ -488,10 +537,12 @@ impl PriceTable {
             serde_json::from_str(top.get()).map_err(|e| PriceError::Json(e.to_string()))?;
         let mut table = PriceTable::new();
         let mut aliases = BTreeMap::new();
+        let mut model_entries = 0;
         for (key, raw) in &entries {
             if key.starts_with('_') || key == "sample_spec" {
                 continue;
             }
+            model_entries += 1;
             match parse_entry(key, raw)? {
                 Parsed::Price(price) => {
                     table.insert(key.as_str(), *price);
@@ -516,6 +567,48 @@ impl PriceTable {
                     None => break,
                 }
             }
+        }
+        // A file of entries none of which is priced is a mistake (a field misnamed throughout,
+        // the wrong file), not an empty price list: every model would then be unknown.
+        if table.is_empty() && model_entries > 0 {
+            return Err(PriceError::NoPrices {
+                entries: model_entries,
+            });
+        }
+        Ok(table)
+    }
+
+    /// Loads a LiteLLM-format price file ([`PriceTable::from_litellm_json`]); errors name the
+    /// file.
+    pub fn from_litellm_file(path: impl AsRef<std::path::Path>) -> Result<PriceTable, PriceError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| PriceError::Io {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        PriceTable::from_litellm_json(&text).map_err(|e| PriceError::InFile {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// The built-in table, with the prices of the LiteLLM-format file named by
+    /// `TOKEN_BUDGET_PRICES` ([`PRICES_ENV`]) merged over it (the file wins for the ids it
+    /// has). Unset or empty: the built-in table alone. A file that cannot be read or is not a
+    /// valid price file is an error naming it, never a silently smaller table.
+    pub fn from_env() -> Result<PriceTable, PriceError> {
+        PriceTable::builtin_with_file(std::env::var_os(PRICES_ENV).filter(|v| !v.is_empty()))
+    }
+
+    /// The built-in table with the prices of the LiteLLM-format file at `path` merged over
+    /// it, or the built-in table alone for `None`: what [`PriceTable::from_env`] does with the
+    /// variable's value.
+    pub fn builtin_with_file(
+        path: Option<impl AsRef<std::path::Path>>,
+    ) -> Result<PriceTable, PriceError> {
+        let mut table = PriceTable::builtin();
+        if let Some(path) = path {
+            table.merge_from(PriceTable::from_litellm_file(path)?);
         }
         Ok(table)
     }
@@ -765,6 +858,109 @@ fn tier_field(field: &str) -> Option<(TierRate, u64)> {
     None
 }
 
+/// What a field of a price entry is, as far as deciding whether an unpriced entry is a
+/// mistake goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CostField {
+    /// Not about money (`mode`, `max_tokens`, `supports_vision`, …).
+    NotACost,
+    /// A per-token price LiteLLM publishes (any modality, tier or service level).
+    Token,
+    /// A price in another unit: per second, character, image, pixel, query, request, page…
+    OtherUnit,
+    /// Names a cost or price, but no field LiteLLM publishes: most likely misspelled.
+    Unknown,
+}
+
+/// Per-token price fields LiteLLM publishes, before tier and service-level suffixes.
+const TOKEN_COST_FIELDS: &[&str] = &[
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "explicit_cache_read_input_token_cost",
+    "output_cost_per_reasoning_token",
+    "input_cost_per_audio_token",
+    "output_cost_per_audio_token",
+    "cache_read_input_audio_token_cost",
+    "cache_creation_input_audio_token_cost",
+    "input_cost_per_image_token",
+    "output_cost_per_image_token",
+    "cache_read_input_image_token_cost",
+    "input_cost_per_video_token",
+    "output_cost_per_video_token",
+    "input_dbu_cost_per_token",
+    "output_dbu_cost_per_token",
+    "citation_cost_per_token",
+    "computer_use_input_cost_per_1k_tokens",
+    "computer_use_output_cost_per_1k_tokens",
+];
+
+/// The units, after `cost_per_`, of LiteLLM's prices that are not per token.
+const OTHER_COST_UNITS: &[&str] = &[
+    "second",
+    "character",
+    "image",
+    "pixel",
+    "query",
+    "request",
+    "session",
+    "page",
+    "text_message",
+    "credit",
+    "unit",
+    "video_per_second",
+    "audio_per_second",
+    "1k_calls",
+    "gb_per_day",
+];
+
+/// Service levels and tiers LiteLLM appends to a price field's name.
+const COST_SUFFIXES: &[&str] = &[
+    "_priority",
+    "_flex",
+    "_batches",
+    "_ultrafast",
+    "_decisions",
+    "_balanced",
+    "_cache_hit",
+];
+
+fn cost_field(field: &str) -> CostField {
+    if !field.contains("cost") && !field.contains("price") {
+        return CostField::NotACost;
+    }
+    let mut base = field;
+    loop {
+        if let Some(rest) = COST_SUFFIXES.iter().find_map(|s| base.strip_suffix(s)) {
+            base = rest;
+            continue;
+        }
+        // `_above_200k_tokens`, `_above_1hr`, `_above_8s_interval`.
+        if let Some((rest, tier)) = base.rsplit_once("_above_")
+            && tier.starts_with(|c: char| c.is_ascii_digit())
+        {
+            base = rest;
+            continue;
+        }
+        break;
+    }
+    if TOKEN_COST_FIELDS.contains(&base) {
+        return CostField::Token;
+    }
+    let unit = base.split_once("cost_per_").map(|(_, unit)| unit);
+    if unit.is_some_and(|u| {
+        OTHER_COST_UNITS.iter().any(|known| {
+            u.strip_prefix(known)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+                && !u.ends_with("_token")
+        })
+    }) {
+        return CostField::OtherUnit;
+    }
+    CostField::Unknown
+}
+
 fn parse_entry(key: &str, raw: &RawValue) -> Result<Parsed, PriceError> {
     let found = json_type(raw);
     if found != "an object" {
@@ -804,14 +1000,31 @@ fn parse_entry(key: &str, raw: &RawValue) -> Result<Parsed, PriceError> {
             return Ok(Parsed::Skip);
         }
     }
-    let (Some(input), Some(output)) = (
+    let (input, output) = (
         price("input_cost_per_token")?,
         price("output_cost_per_token")?,
-    ) else {
-        return Ok(match string("alias_of")? {
-            Some(target) => Parsed::Alias(target),
-            None => Parsed::Skip,
-        });
+    );
+    let (Some(input), Some(output)) = (input, output) else {
+        if let Some(target) = string("alias_of")? {
+            return Ok(Parsed::Alias(target));
+        }
+        let kinds: Vec<CostField> = fields.keys().map(|f| cost_field(f)).collect();
+        let misnamed = kinds.contains(&CostField::Unknown);
+        let other_unit = kinds.contains(&CostField::OtherUnit);
+        let half = input.is_some() || output.is_some();
+        if misnamed || (half && !other_unit) {
+            let mut names: Vec<String> = fields.keys().take(FIELDS_LISTED).cloned().collect();
+            if fields.len() > FIELDS_LISTED {
+                names.push("…".to_owned());
+            }
+            return Err(PriceError::NoUsablePrice {
+                model: key.to_owned(),
+                fields: names,
+            });
+        }
+        // No price at all (LiteLLM lists routers and subscription-billed ids), a price in
+        // another unit (per second, per character, per image…) or for a service tier only.
+        return Ok(Parsed::Skip);
     };
     let mut tiers: BTreeMap<u64, PriceTier> = BTreeMap::new();
     for field in fields.keys() {
@@ -1371,8 +1584,13 @@ mod tests {
                               "output_cost_per_token": 0.0, "mode": "one of: chat, embedding"},
               "embedder": {"mode": "embedding", "input_cost_per_token": "bogus", "output_cost_per_token": 0},
               "image": {"mode": "image_generation", "output_cost_per_image": 0.04},
-              "no-output": {"mode": "chat", "input_cost_per_token": 1e-06},
-              "null-price": {"mode": "chat", "input_cost_per_token": null, "output_cost_per_token": 1e-06},
+              "router": {"mode": "chat", "litellm_provider": "fireworks_ai", "max_tokens": 8192},
+              "per-second": {"mode": "chat", "input_cost_per_second": 0.0001, "output_cost_per_second": 0.0001},
+              "video-in": {"mode": "chat", "input_cost_per_video_per_second": 1e-05, "output_cost_per_token": 7.5e-06},
+              "priority-only": {"mode": "chat", "input_cost_per_token_priority": 1e-06,
+                                "output_cost_per_token_priority": 2e-06,
+                                "cache_read_input_token_cost_above_200k_tokens_priority": 1e-07},
+              "tts": {"input_cost_per_character": 3e-05, "litellm_provider": "deepgram"},
               "no-mode": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06, "max_tokens": 4096},
               "comp": {"mode": "completion", "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
                        "max_input_tokens": 8000, "max_output_tokens": 1000, "max_tokens": 4096,
@@ -1474,6 +1692,155 @@ mod tests {
         let long = format!("\"{}\"", "x".repeat(10_000));
         let (_, _, problem) = field_problem(&entry("input_cost_per_token", &long));
         assert!(problem.to_string().len() < 120);
+    }
+
+    /// A misspelled price field used to load as "OK, 0 models" and leave the model unknown.
+    #[test]
+    fn pricing_entry_without_a_usable_price_names_its_fields() {
+        let cases = [
+            // Misspelled: `input_cost_per_tokens`.
+            (
+                r#"{"my-model": {"mode": "chat", "input_cost_per_tokens": 1e-06,
+                    "output_cost_per_token": 2e-06}}"#,
+                vec!["input_cost_per_tokens", "mode", "output_cost_per_token"],
+            ),
+            // A price field LiteLLM does not have.
+            (
+                r#"{"my-model": {"input_price": 1e-06, "output_price": 2e-06}}"#,
+                vec!["input_price", "output_price"],
+            ),
+            // Half a price: the output side is missing, or null.
+            (
+                r#"{"my-model": {"mode": "chat", "input_cost_per_token": 1e-06}}"#,
+                vec!["input_cost_per_token", "mode"],
+            ),
+            (
+                r#"{"my-model": {"mode": "chat", "input_cost_per_token": null,
+                    "output_cost_per_token": 1e-06}}"#,
+                vec!["input_cost_per_token", "mode", "output_cost_per_token"],
+            ),
+        ];
+        for (doc, fields) in cases {
+            // The same mistake among good entries still fails the file.
+            let doc = doc.replacen(
+                '{',
+                r#"{"gpt-x": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06}, "#,
+                1,
+            );
+            let err = load_err(&doc);
+            assert_eq!(
+                err,
+                PriceError::NoUsablePrice {
+                    model: "my-model".into(),
+                    fields: fields.iter().map(|f| f.to_string()).collect(),
+                },
+                "{doc}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("my-model") && fields.iter().all(|f| message.contains(f)),
+                "{message}"
+            );
+        }
+        // Many fields are listed shortly.
+        let many: Vec<String> = (0..40).map(|i| format!(r#""f{i:02}": 1"#)).collect();
+        let doc = format!(
+            r#"{{"m": {{"input_cost_per_tokens": 1, {}}}}}"#,
+            many.join(", ")
+        );
+        match load_err(&doc) {
+            PriceError::NoUsablePrice { fields, .. } => {
+                assert_eq!(fields.len(), FIELDS_LISTED + 1);
+                assert_eq!(fields.last().map(String::as_str), Some("…"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A file whose entries are all unpriced is no price list.
+        assert_eq!(
+            load_err(r#"{"a": {"mode": "chat"}, "b": {"mode": "embedding"}, "_meta": {}}"#),
+            PriceError::NoPrices { entries: 2 }
+        );
+    }
+
+    #[test]
+    fn pricing_cost_fields_are_classified_like_litellm_names_them() {
+        use CostField::{NotACost, OtherUnit, Token, Unknown};
+        for (field, kind) in [
+            ("mode", NotACost),
+            ("max_output_tokens", NotACost),
+            ("input_cost_per_token", Token),
+            (
+                "cache_creation_input_token_cost_above_12hr_above_200k_tokens_flex",
+                Token,
+            ),
+            (
+                "input_cost_per_audio_token_above_128k_tokens_batches",
+                Token,
+            ),
+            ("input_cost_per_token_cache_hit", Token),
+            ("output_cost_per_image", OtherUnit),
+            ("output_cost_per_image_1024", OtherUnit),
+            ("output_cost_per_second_1080p", OtherUnit),
+            (
+                "input_cost_per_video_per_second_above_15s_interval",
+                OtherUnit,
+            ),
+            ("search_context_cost_per_query", OtherUnit),
+            ("cost_per_second", OtherUnit),
+            ("annotation_cost_per_page_batches", OtherUnit),
+            ("input_cost_per_tokens", Unknown),
+            ("input_cost_per_toke", Unknown),
+            ("output_price", Unknown),
+            ("input_cost_per_imagery", Unknown),
+        ] {
+            assert_eq!(cost_field(field), kind, "{field}");
+        }
+    }
+
+    #[test]
+    fn pricing_file_and_env_loading() {
+        let dir = std::env::temp_dir().join(format!("budget-prices-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        std::fs::write(
+            &good,
+            r#"{"gpt-4o": {"input_cost_per_token": 5e-06, "output_cost_per_token": 2e-05},
+                "house-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}"#,
+        )
+        .unwrap();
+        let table = PriceTable::builtin_with_file(Some(&good)).unwrap();
+        // The file overrides the built-in price and adds its own model; the rest stays.
+        assert_eq!(table.get("gpt-4o").unwrap().input, per_million("5"));
+        assert_eq!(table.get("house-model").unwrap().output, per_million("2"));
+        assert_eq!(table.len(), PriceTable::builtin_ref().len() + 1);
+        assert_eq!(
+            PriceTable::builtin_with_file(None::<&str>).unwrap(),
+            PriceTable::builtin()
+        );
+
+        let bad = dir.join("bad.json");
+        std::fs::write(
+            &bad,
+            r#"{"m": {"input_cost_per_tokn": 1, "output_cost_per_token": 1}}"#,
+        )
+        .unwrap();
+        let err = PriceTable::builtin_with_file(Some(&bad)).unwrap_err();
+        assert!(
+            matches!(&err, PriceError::InFile { path, source }
+                if path == &bad && matches!(**source, PriceError::NoUsablePrice { .. })),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("bad.json") && err.to_string().contains("input_cost_per_tokn")
+        );
+        let missing = dir.join("missing.json");
+        let err = PriceTable::from_litellm_file(&missing).unwrap_err();
+        assert!(
+            matches!(&err, PriceError::Io { path, .. } if path == &missing),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("missing.json"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
