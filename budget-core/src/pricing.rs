@@ -29,15 +29,21 @@
 //! # Resolution
 //!
 //! [`PriceTable::resolve`] lower-cases the requested id and looks it up; on a miss it strips one
-//! decoration at a time and looks up again, so the most specific known id wins:
+//! decoration at a time and looks up again, so the most specific known id wins. Trailing
+//! decorations go first, with the provider prefix kept; only when none is left does a prefix
+//! go, and then the trailing ones are tried again:
 //!
-//! 1. a provider prefix before the first `/` (`openai/gpt-4o`, `openrouter/openai/gpt-4o`);
-//! 2. a Bedrock region/vendor prefix (`us.anthropic.claude-…`: a leading all-letters segment
-//!    before a `.`);
-//! 3. a Vertex `@` suffix (`claude-3-haiku@20240307`), a Bedrock `-v2:0` suffix, `-latest`;
-//! 4. a date suffix, `-2024-08-06` or `-20241022`;
-//! 5. for Claude ids, a `-v2` suffix and dotted versions (`claude-3.5-sonnet`); for Gemini ids
-//!    a `-001` version suffix.
+//! 1. trailing: a Vertex `@` suffix (`claude-3-haiku@20240307`), a Bedrock `-v2:0` suffix,
+//!    `-latest`; a date suffix, `-2024-08-06` or `-20241022`; for Claude ids, a `-v2` suffix
+//!    and dotted versions (`claude-3.5-sonnet`); for Gemini ids a `-001` version suffix;
+//! 2. leading: a provider prefix before the first `/` (`openai/gpt-4o`,
+//!    `openrouter/openai/gpt-4o`) or a Bedrock region/vendor prefix (`us.anthropic.claude-…`:
+//!    a leading all-letters segment before a `.`).
+//!
+//! The `gemini/` prefix (Google AI Studio) is never dropped: LiteLLM prices AI Studio's ids
+//! apart from Vertex AI's bare `gemini-…` ids, so `gemini/gemini-2.5-flash-001` resolves to
+//! `gemini/gemini-2.5-flash`, and a `gemini/` id the table lacks is unknown rather than priced
+//! as Vertex's.
 //!
 //! So `gpt-4o-2024-08-06` and `openai/gpt-4o` resolve to `gpt-4o`, while
 //! `gpt-4o-2024-05-13` (priced differently) matches its own entry when the table has it.
@@ -710,11 +716,23 @@ impl PriceTable {
         }
         let mut name = model.trim().to_lowercase();
         loop {
-            if let Some(entry) = self.models.get(&name) {
-                return Some(entry);
+            // Suffixes first, with the provider prefix kept: `gemini/gemini-2.5-pro-001` is
+            // AI Studio's `gemini/gemini-2.5-pro`, not Vertex's bare `gemini-2.5-pro`.
+            let mut candidate = name.clone();
+            loop {
+                if let Some(entry) = self.models.get(&candidate) {
+                    return Some(entry);
+                }
+                // Every step shortens the name or removes a '.', so this ends.
+                match strip_suffix_once(&candidate) {
+                    Some(shorter) => candidate = shorter,
+                    None => break,
+                }
             }
-            // Every step shortens the name or removes its last '.', so this ends.
-            name = strip_once(&name)?;
+            if KEPT_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                return None;
+            }
+            name = strip_prefix_once(&name)?;
         }
     }
 }
@@ -729,8 +747,14 @@ impl ResolvedPrice<'_> {
     }
 }
 
-/// One decoration removed from a lower-cased model id, or `None` when there is none left.
-fn strip_once(name: &str) -> Option<String> {
+/// Provider prefixes that are never dropped: their ids are priced apart from the bare ids of
+/// the same models (Google AI Studio's `gemini/…` against Vertex AI's `gemini-…`), so an id
+/// the table lacks under its prefix is unknown, never priced as the other provider's.
+const KEPT_PREFIXES: [&str; 1] = ["gemini/"];
+
+/// A lower-cased model id without its first provider (`openai/`) or vendor (`us.`,
+/// `anthropic.`) prefix, or `None` when it has none.
+fn strip_prefix_once(name: &str) -> Option<String> {
     if let Some((_, rest)) = name.split_once('/') {
         return Some(rest.to_owned());
     }
@@ -739,29 +763,40 @@ fn strip_once(name: &str) -> Option<String> {
             return Some(rest.to_owned());
         }
     }
+    None
+}
+
+/// One trailing decoration (a date, a version, `@…`, `-latest`…) removed from a lower-cased
+/// model id, which may still carry its provider prefix; `None` when there is none left.
+fn strip_suffix_once(name: &str) -> Option<String> {
+    // The decorations below are matched on the model part, after any provider prefix.
+    let model = name.rsplit_once('/').map_or(name, |(_, m)| m);
+    let prefix = &name[..name.len() - model.len()];
+    let keep = |base: &str| Some(format!("{prefix}{base}"));
+    let name = model;
     if let Some((base, _)) = name.rsplit_once('@') {
-        return Some(base.to_owned());
+        return keep(base);
     }
     if let Some(base) = strip_suffix_shape(name, "-v#:#") {
-        return Some(base.to_owned());
+        return keep(base);
     }
     if let Some(base) = name.strip_suffix("-latest") {
-        return Some(base.to_owned());
+        return keep(base);
     }
     if let Some(base) = strip_date(name) {
-        return Some(base.to_owned());
+        return keep(base);
     }
     if name.starts_with("claude") {
         if let Some(base) = strip_suffix_shape(name, "-v#") {
-            return Some(base.to_owned());
+            return keep(base);
         }
         if name.contains('.') {
-            return Some(name.replace('.', "-"));
+            return keep(&name.replace('.', "-"));
         }
     }
     if name.starts_with("gemini") {
         if let Some(base) = strip_suffix_shape(name, "-ddd") {
-            return Some(base.to_owned());
+            return keep(base);
         }
     }
     None
@@ -1266,8 +1301,19 @@ mod tests {
                 "claude-3-5-sonnet",
             ),
             ("claude-3.5-sonnet", "claude-3-5-sonnet"),
-            ("gemini/gemini-2.5-pro", "gemini-2.5-pro"),
+            // AI Studio and Vertex AI are priced apart, as in LiteLLM's file.
+            ("gemini/gemini-2.5-pro", "gemini/gemini-2.5-pro"),
+            ("gemini/gemini-2.5-flash-001", "gemini/gemini-2.5-flash"),
+            (
+                "openrouter/gemini/gemini-3.8-flash",
+                "gemini/gemini-3.8-flash",
+            ),
+            ("vertex_ai/gemini-2.5-pro", "gemini-2.5-pro"),
             ("gemini-2.0-flash-001", "gemini-2.0-flash"),
+            ("gpt-4", "gpt-4"),
+            ("openai/gpt-4-0613", "gpt-4-0613"),
+            ("deepseek/deepseek-chat", "deepseek-chat"),
+            ("deepseek-reasoner", "deepseek-reasoner"),
             // `alias_of` entries report their target.
             ("claude-sonnet-latest", "claude-sonnet-5-5"),
         ];
@@ -1283,7 +1329,15 @@ mod tests {
     #[test]
     fn pricing_unknown_model_is_an_error_unless_a_fallback_is_declared() {
         let table = PriceTable::builtin();
-        for model in ["gpt-7-ultra", "gpt-4o-mini-foo", "", "openai/", "claude"] {
+        // A `gemini/` id the table lacks is unknown, not priced as Vertex's bare id.
+        for model in [
+            "gpt-7-ultra",
+            "gpt-4o-mini-foo",
+            "",
+            "openai/",
+            "claude",
+            "gemini/gemini-2.0-flash",
+        ] {
             assert_eq!(
                 table.resolve(model).unwrap_err(),
                 PriceError::UnknownModel {

@@ -173,3 +173,54 @@ fn pricing_env_variable_loads_a_price_file() {
     run("unset", None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `gemini/…` ids are Google AI Studio's, priced apart from Vertex AI's bare `gemini-…` ids in
+/// LiteLLM's file; the built-in table used to price them with the Vertex entry.
+#[test]
+fn pricing_gemini_ai_studio_ids_are_priced_apart_from_vertex() {
+    let Some(real) = real_table() else { return };
+    let builtin = PriceTable::builtin_ref();
+    let mut checked = Vec::new();
+    for (id, theirs) in real.iter() {
+        if !id.starts_with("gemini/") {
+            continue;
+        }
+        let Ok(ours) = builtin.resolve(id) else {
+            continue;
+        };
+        assert_eq!(
+            ours.price.provider.as_deref(),
+            Some("gemini"),
+            "{id} resolved to {}",
+            ours.id
+        );
+        let key = |p: &budget_core::ModelPrice| {
+            (
+                (p.input, p.output, p.cached_input, p.cache_write),
+                (p.reasoning, p.tiers.clone()),
+            )
+        };
+        assert_eq!(key(ours.price), key(theirs), "{id} resolved to {}", ours.id);
+        checked.push(id.to_owned());
+    }
+    println!("{} gemini/ ids checked", checked.len());
+    assert!(checked.len() >= 8, "{checked:?}");
+}
+
+/// Models the tokenizer counts exactly, or that users run, must have a built-in price.
+#[test]
+fn pricing_builtin_covers_gpt_4_and_deepseek() {
+    let Some(real) = real_table() else { return };
+    for id in ["gpt-4", "gpt-4-0613", "deepseek-chat", "deepseek-reasoner"] {
+        let ours = PriceTable::builtin_ref()
+            .resolve(id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let theirs = real.get(id).unwrap();
+        assert_eq!(ours.id, id);
+        assert_eq!(
+            (ours.price.input, ours.price.output, ours.price.cached_input),
+            (theirs.input, theirs.output, theirs.cached_input),
+            "{id}"
+        );
+    }
+}
