@@ -539,6 +539,31 @@ pub fn file_part(base64: Option<&str>) -> MediaPart {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn media_parsers_never_panic_on_arbitrary_payloads(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+            prefix in prop::sample::select(vec![
+                &b""[..], b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", b"GIF89a", b"RIFF\0\0\0\0WEBPVP8X",
+                b"RIFF\0\0\0\0WEBPVP8L", b"RIFF\0\0\0\0WEBPVP8 ", b"\xff\xd8", b"RIFF\0\0\0\0WAVEfmt ",
+                b"%PDF-1.7 /Type /Page /Count ",
+            ]),
+            model in "(?s).{0,12}",
+        ) {
+            let mut data = prefix.to_vec();
+            data.extend(&bytes);
+            let text = b64(&data);
+            let _ = image_size_from_data_url(&format!("data:image/png;base64,{text}"));
+            let _ = wav_seconds(&data);
+            let _ = pdf_pages(&data);
+            prop_assert_eq!(decode_base64_prefix(&text, usize::MAX), data);
+            for part in [audio_part(AudioFormat::Wav, &text), file_part(Some(&text))] {
+                prop_assert!(count_media(&model, &part).estimated);
+            }
+        }
+    }
 
     fn b64(bytes: &[u8]) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
