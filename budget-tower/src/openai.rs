@@ -34,7 +34,7 @@ use async_openai::types::chat::{
     InputAudioFormat,
 };
 use budget_core::conversation::{Role, Turn};
-use budget_core::tokens::count_chat_with_media;
+use budget_core::tokens::count_prompt_bound;
 use budget_core::tokens::media::{
     AudioFormat, ImageDetail, MediaPart, audio_part, file_part, image_size_from_data_url,
 };
@@ -392,9 +392,10 @@ impl LlmRequest for CreateChatCompletionRequest {
             .as_ref()
             .filter(|t| !t.is_empty())
             .and_then(|t| serde_json::to_string(t).ok());
-        // Images, audio and files are prompt tokens too; left out, the reservation runs short.
+        // What the reservation needs: images, audio and files are prompt tokens too, and an
+        // o200k count for another vendor's model runs low. Left out, the call overshoots.
         let media: Vec<MediaPart> = self.messages.iter().flat_map(media_parts).collect();
-        count_chat_with_media(&self.model, &messages, tools.as_deref(), &media)
+        count_prompt_bound(&self.model, &messages, tools.as_deref(), &media)
     }
 
     fn max_output_tokens(&self) -> Option<u64> {

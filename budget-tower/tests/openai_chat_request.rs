@@ -138,3 +138,15 @@ fn prompt_count_includes_images_audio_and_files() {
     assert_eq!(file.tokens, text_only.tokens + 100 * (85 + 8 * 170 + 3000));
     assert!(file.estimated);
 }
+
+/// Another vendor's model behind an OpenAI-compatible gateway: its o200k count runs low, so
+/// the prompt is reserved with the documented margin.
+#[test]
+fn prompt_count_of_other_vendors_models_carries_the_margin() {
+    let request = multimodal("anthropic/claude-sonnet-4-5", serde_json::json!([]));
+    let messages = [budget_core::ChatMessage::user("What is in this?")];
+    let o200k = budget_core::count_chat("claude-sonnet-4-5", &messages, None);
+    let count = request.count_prompt();
+    assert_eq!(count.tokens, (o200k.tokens * 180).div_ceil(100));
+    assert!(count.estimated && count.encoding.is_none());
+}
