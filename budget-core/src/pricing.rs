@@ -747,6 +747,12 @@ impl ResolvedPrice<'_> {
     }
 }
 
+/// One decoration removed from a lower-cased model id, or `None` when there is none left.
+pub(crate) fn strip_once(name: &str) -> Option<String> {
+    // Prefix first: the order model families are derived in (`limits::model_family`).
+    strip_prefix_once(name).or_else(|| strip_suffix_once(name))
+}
+
 /// Provider prefixes that are never dropped: their ids are priced apart from the bare ids of
 /// the same models (Google AI Studio's `gemini/…` against Vertex AI's `gemini-…`), so an id
 /// the table lacks under its prefix is unknown, never priced as the other provider's.
@@ -1324,6 +1330,31 @@ mod tests {
         let old = builtin("gpt-4o-2024-05-13");
         assert_eq!(old.id, "gpt-4o-2024-05-13");
         assert_eq!(old.price.input, per_million("5.00"));
+    }
+
+    #[test]
+    fn pricing_strip_once_removes_one_decoration_prefix_first() {
+        let steps = |id: &str| {
+            let mut out = vec![id.to_owned()];
+            while let Some(next) = strip_once(out.last().unwrap()) {
+                out.push(next);
+            }
+            out
+        };
+        assert_eq!(
+            steps("openai/gpt-4o-2024-08-06"),
+            ["openai/gpt-4o-2024-08-06", "gpt-4o-2024-08-06", "gpt-4o"]
+        );
+        assert_eq!(
+            steps("us.anthropic.claude-3.5-sonnet-v2:0"),
+            [
+                "us.anthropic.claude-3.5-sonnet-v2:0",
+                "anthropic.claude-3.5-sonnet-v2:0",
+                "claude-3.5-sonnet-v2:0",
+                "claude-3.5-sonnet",
+                "claude-3-5-sonnet"
+            ]
+        );
     }
 
     #[test]
