@@ -748,6 +748,10 @@ impl ResolvedPrice<'_> {
 }
 
 /// One decoration removed from a lower-cased model id, or `None` when there is none left.
+#[allow(
+    dead_code,
+    reason = "limits::model_family on main derives model families with it"
+)]
 pub(crate) fn strip_once(name: &str) -> Option<String> {
     // Prefix first: the order model families are derived in (`limits::model_family`).
     strip_prefix_once(name).or_else(|| strip_suffix_once(name))
