@@ -292,7 +292,7 @@ impl GroupTotal {
 /// assert_eq!(
 ///     total.to_string(),
 ///     "researcher / gpt-4o: 1500 tokens (1200 in, 200 cached, 300 out, 40 reasoning), \
-///      $0.0087125 over 3 events (1 estimated), saved 500 tokens and $0.00125"
+///      $0.0087125 over 3 events (1 estimated), saved 500 tokens / $0.00125"
 /// );
 /// let plain = GroupTotal { usage: Usage::new(10, 5), events: 1, ..GroupTotal::default() };
 /// assert_eq!(plain.to_string(), "(all): 15 tokens (10 in, 5 out), $0.00 over 1 event");
@@ -328,7 +328,7 @@ impl fmt::Display for GroupTotal {
         if self.saved != Amount::ZERO {
             write!(
                 f,
-                ", saved {} tokens and {}",
+                ", saved {} tokens / {}",
                 self.saved.tokens, self.saved.money
             )?;
         }

@@ -92,28 +92,28 @@ impl CounterUsage {
 /// };
 /// assert_eq!(
 ///     usage.to_string(),
-///     "committed 1250 tokens and $0.0031 (overshoot 50 tokens and $0.0001), \
-///      reserved 400 tokens and $0.002 by 2 calls in flight"
+///     "committed 1250 tokens / $0.0031 (overshoot 50 tokens / $0.0001), \
+///      reserved 400 tokens / $0.002 by 2 calls in flight"
 /// );
 /// assert_eq!(
 ///     CounterUsage::default().to_string(),
-///     "committed 0 tokens and $0.00, reserved 0 tokens and $0.00 by 0 calls in flight"
+///     "committed 0 tokens / $0.00, reserved 0 tokens / $0.00 by 0 calls in flight"
 /// );
 /// ```
 impl std::fmt::Display for CounterUsage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Amount { tokens, money } = self.committed;
-        write!(f, "committed {tokens} tokens and {money}")?;
+        write!(f, "committed {tokens} tokens / {money}")?;
         let overshoot = self.overshoot();
         if overshoot != Amount::ZERO {
             let Amount { tokens, money } = overshoot;
-            write!(f, " (overshoot {tokens} tokens and {money})")?;
+            write!(f, " (overshoot {tokens} tokens / {money})")?;
         }
         let Amount { tokens, money } = self.reserved;
         let plural = if self.in_flight == 1 { "" } else { "s" };
         write!(
             f,
-            ", reserved {tokens} tokens and {money} by {} call{plural} in flight",
+            ", reserved {tokens} tokens / {money} by {} call{plural} in flight",
             self.in_flight
         )
     }
