@@ -135,7 +135,8 @@ impl Selector {
 /// `Selector::model("gpt-4o")` applies to `gpt-4o`, `gpt-4o-2024-08-06`, `openai/gpt-4o` and
 /// `azure/gpt-4o-2024-08-06` alike (not to `gpt-4o-mini`, another model); `Scope::Each` counts
 /// each model under its family name. The family is the id without provider prefix, date,
-/// `@version` or `-latest` suffix, as [`model_family`] strips them. A selector naming a dated
+/// `@version` or `-latest` suffix, as [`model_family`] strips them — except Google AI Studio's
+/// `gemini/` prefix, which the price file keeps apart from Vertex AI's bare `gemini-…` ids. A selector naming a dated
 /// id (`gpt-4o-2024-05-13`) covers that version's family too: limits are on models, not on
 /// snapshots.
 fn model_scope(scope: &Scope, model: &Arc<str>) -> Option<Arc<str>> {

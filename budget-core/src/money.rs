@@ -18,6 +18,9 @@ pub const UNITS_PER_DOLLAR: i128 = 1_000_000_000_000_000_000_000_000;
 /// The number of decimal places of a dollar that [`Money`] represents exactly.
 pub const DECIMAL_PLACES: u32 = 24;
 
+/// The fewest decimal places the exact [`Display`](fmt::Display) of [`Money`] prints (cents).
+const MIN_DISPLAY_DECIMALS: usize = 2;
+
 /// An exact amount of money in yocto-dollars (10⁻²⁴ USD).
 ///
 /// ```
@@ -26,8 +29,11 @@ pub const DECIMAL_PLACES: u32 = 24;
 /// let per_token = Money::parse_dollars("2.5e-06").unwrap(); // gpt-4o input
 /// let cost = per_token.checked_mul_tokens(1_000_000).unwrap();
 /// assert_eq!(cost, Money::from_dollars(2) + Money::from_cents(50));
-/// assert_eq!(cost.to_string(), "$2.500000");
-/// assert_eq!(format!("{cost:.2}"), "$2.50");
+/// assert_eq!(cost.to_string(), "$2.50");
+/// // Exact by default; a precision asks for rounding.
+/// let odd = Money::parse_dollars("0.3087125").unwrap();
+/// assert_eq!(odd.to_string(), "$0.3087125");
+/// assert_eq!(format!("{odd:.2}"), "$0.31");
 /// ```
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Money(i128);
@@ -240,21 +246,40 @@ impl std::iter::Sum for Money {
     }
 }
 
-/// Dollars, rounded half away from zero to the formatter's precision (6 places by default):
-/// `$0.000375`, `{:.2}` → `$0.00`.
+/// Dollars, **exactly** by default: every significant decimal place is printed, trailing zeros
+/// trimmed down to cents (`$1.50`, `$0.3087125`, `$3.00`, `-$0.0000375`). A budget tool must
+/// not misstate an amount, so rounding happens only when the caller asks for it with a
+/// precision, which rounds half away from zero to that many places (`{:.2}` → `$0.31`).
+/// Width, fill and alignment apply to the whole text.
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let decimals = f.precision().map_or(6, |p| p as u32).min(DECIMAL_PLACES);
-        let (negative, whole, frac) = self.rounded(decimals);
-        let sign = if negative && (whole != 0 || frac != 0) {
-            "-"
-        } else {
-            ""
-        };
-        let text = if decimals == 0 {
-            format!("{sign}${whole}")
-        } else {
-            format!("{sign}${whole}.{frac:0width$}", width = decimals as usize)
+        let text = match f.precision() {
+            Some(precision) => {
+                let decimals = u32::try_from(precision)
+                    .unwrap_or(DECIMAL_PLACES)
+                    .min(DECIMAL_PLACES);
+                let (negative, whole, frac) = self.rounded(decimals);
+                let sign = if negative && (whole != 0 || frac != 0) {
+                    "-"
+                } else {
+                    ""
+                };
+                if decimals == 0 {
+                    format!("{sign}${whole}")
+                } else {
+                    format!("{sign}${whole}.{frac:0width$}", width = decimals as usize)
+                }
+            }
+            None => {
+                let abs = self.0.unsigned_abs();
+                let whole = abs / UNITS_PER_DOLLAR as u128;
+                let digits = format!("{:024}", abs % UNITS_PER_DOLLAR as u128);
+                let significant = digits.trim_end_matches('0');
+                // Cents are always shown, so `$1.50` never reads as `$1.5`.
+                let frac = &digits[..significant.len().max(MIN_DISPLAY_DECIMALS)];
+                let sign = if self.0 < 0 { "-" } else { "" };
+                format!("{sign}${whole}.{frac}")
+            }
         };
         f.pad_integral(true, "", &text)
     }
@@ -477,7 +502,8 @@ mod tests {
     #[test]
     fn displays_rounded_dollars() {
         let m = Money::parse_dollars("0.0000375").unwrap();
-        assert_eq!(m.to_string(), "$0.000038");
+        assert_eq!(m.to_string(), "$0.0000375");
+        assert_eq!(format!("{m:.6}"), "$0.000038");
         assert_eq!(format!("{m:.7}"), "$0.0000375");
         assert_eq!(
             format!("{:.2}", Money::parse_dollars("1.005").unwrap()),
@@ -491,6 +517,34 @@ mod tests {
         assert_eq!(format!("{:>8.2}", Money::from_cents(150)), "   $1.50");
         assert_eq!(m.to_decimal_string(), "0.0000375");
         assert_eq!(Money::from_dollars(-2).to_decimal_string(), "-2");
+    }
+
+    #[test]
+    fn display_is_exact_unless_a_precision_asks_for_rounding() {
+        let exact = |text: &str| Money::parse_dollars(text).unwrap().to_string();
+        // The issue's example: rounding to six places printed $0.308713.
+        assert_eq!(exact("0.3087125"), "$0.3087125");
+        assert_eq!(exact("1.5"), "$1.50");
+        assert_eq!(exact("3"), "$3.00");
+        assert_eq!(exact("0"), "$0.00");
+        assert_eq!(exact("0.1"), "$0.10");
+        assert_eq!(exact("-0.0000375"), "-$0.0000375");
+        assert_eq!(exact("1e-24"), "$0.000000000000000000000001");
+        assert_eq!(exact("123456.789"), "$123456.789");
+        assert_eq!(
+            Money::from_units(i128::MIN).to_string(),
+            "-$170141183460469.231731687303715884105728"
+        );
+        assert_eq!(format!("{:>7}", Money::from_cents(150)), "  $1.50");
+        assert_eq!(format!("{:<7}|", Money::from_cents(-5)), "-$0.05 |");
+    }
+
+    proptest! {
+        #[test]
+        fn exact_display_round_trips(units in any::<i128>()) {
+            let m = Money::from_units(units);
+            prop_assert_eq!(Money::parse_dollars(&m.to_string()), Ok(m));
+        }
     }
 
     #[test]

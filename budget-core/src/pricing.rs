@@ -12,25 +12,38 @@
 //!
 //! [`PriceTable::from_litellm_json`] reads LiteLLM's `model_prices_and_context_window.json`.
 //! Each price is read from the *text* of its JSON number (`2.5e-06`) with
-//! [`Money::parse_dollars`]. Entries whose `mode` is not `chat`, `completion` or `responses`,
-//! entries without both an input and an output token price, `sample_spec` and keys starting
-//! with `_` are skipped; an entry of the form `{"alias_of": "other-id"}` prices like its
-//! target. A price field that is present but malformed (not a number, negative, more precise
-//! than a yocto-dollar) is a [`PriceError::InvalidField`] naming the model and the field.
-//! [`PriceTable::builtin`] is a curated extract of LiteLLM's file, embedded in the crate.
+//! [`Money::parse_dollars`]. An entry of the form `{"alias_of": "other-id"}` prices like its
+//! target. Skipped, as LiteLLM's own file needs: `sample_spec`, keys starting with `_`, entries
+//! whose `mode` is not `chat`, `completion` or `responses`, entries with no price field at all
+//! (routers, subscription-billed ids) and entries priced in other units or service tiers only
+//! (per second, character, image, query…; `_priority` / `_batches` prices). An entry that has
+//! neither kind of excuse and still lacks `input_cost_per_token` or `output_cost_per_token` —
+//! a misspelled field such as `input_cost_per_tokens`, or half a price — is a
+//! [`PriceError::NoUsablePrice`] naming the entry and the fields it has; a file with model
+//! entries but no price at all is [`PriceError::NoPrices`]. A price field that is present but
+//! malformed (not a number, negative, more precise than a yocto-dollar) is a
+//! [`PriceError::InvalidField`] naming the model and the field.
+//! [`PriceTable::builtin`] is a curated extract of LiteLLM's file, embedded in the crate;
+//! [`PriceTable::from_env`] merges the file named by `TOKEN_BUDGET_PRICES` over it.
 //!
 //! # Resolution
 //!
 //! [`PriceTable::resolve`] lower-cases the requested id and looks it up; on a miss it strips one
-//! decoration at a time and looks up again, so the most specific known id wins:
+//! decoration at a time and looks up again, so the most specific known id wins. Trailing
+//! decorations go first, with the provider prefix kept; only when none is left does a prefix
+//! go, and then the trailing ones are tried again:
 //!
-//! 1. a provider prefix before the first `/` (`openai/gpt-4o`, `openrouter/openai/gpt-4o`);
-//! 2. a Bedrock region/vendor prefix (`us.anthropic.claude-…`: a leading all-letters segment
-//!    before a `.`);
-//! 3. a Vertex `@` suffix (`claude-3-haiku@20240307`), a Bedrock `-v2:0` suffix, `-latest`;
-//! 4. a date suffix, `-2024-08-06` or `-20241022`;
-//! 5. for Claude ids, a `-v2` suffix and dotted versions (`claude-3.5-sonnet`); for Gemini ids
-//!    a `-001` version suffix.
+//! 1. trailing: a Vertex `@` suffix (`claude-3-haiku@20240307`), a Bedrock `-v2:0` suffix,
+//!    `-latest`; a date suffix, `-2024-08-06` or `-20241022`; for Claude ids, a `-v2` suffix
+//!    and dotted versions (`claude-3.5-sonnet`); for Gemini ids a `-001` version suffix;
+//! 2. leading: a provider prefix before the first `/` (`openai/gpt-4o`,
+//!    `openrouter/openai/gpt-4o`) or a Bedrock region/vendor prefix (`us.anthropic.claude-…`:
+//!    a leading all-letters segment before a `.`).
+//!
+//! The `gemini/` prefix (Google AI Studio) is never dropped: LiteLLM prices AI Studio's ids
+//! apart from Vertex AI's bare `gemini-…` ids, so `gemini/gemini-2.5-flash-001` resolves to
+//! `gemini/gemini-2.5-flash`, and a `gemini/` id the table lacks is unknown rather than priced
+//! as Vertex's.
 //!
 //! So `gpt-4o-2024-08-06` and `openai/gpt-4o` resolve to `gpt-4o`, while
 //! `gpt-4o-2024-05-13` (priced differently) matches its own entry when the table has it.
@@ -67,6 +80,12 @@ const PRICED_MODES: [&str; 3] = ["chat", "completion", "responses"];
 
 /// How much of an offending value an error message quotes.
 const QUOTE_LIMIT: usize = 48;
+
+/// How many field names [`PriceError::NoUsablePrice`] lists.
+pub const FIELDS_LISTED: usize = 16;
+
+/// The environment variable that names a LiteLLM-format price file ([`PriceTable::from_env`]).
+pub const PRICES_ENV: &str = "TOKEN_BUDGET_PRICES";
 
 /// What is wrong with one field of a price entry (or with a per-million price text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,6 +157,42 @@ pub enum PriceError {
         /// What is wrong with it.
         problem: FieldProblem,
     },
+    /// An entry that should be priced per token has no usable per-token price: a misspelled
+    /// price field, or only one of the input and output prices. (Entries LiteLLM lists without
+    /// any price, or prices in other units, are skipped instead: see the module docs.)
+    #[error(
+        "price entry `{model}` has no usable price: it needs both `input_cost_per_token` and \
+         `output_cost_per_token`; fields seen: {}",
+        fields.join(", ")
+    )]
+    NoUsablePrice {
+        /// The model key.
+        model: String,
+        /// The entry's field names, sorted (at most [`FIELDS_LISTED`], then `…`).
+        fields: Vec<String>,
+    },
+    /// The price file has model entries, but not one of them has a per-token price.
+    #[error("price file has {entries} model entries but no per-token price in any of them")]
+    NoPrices {
+        /// How many model entries the file has (`_…` keys and `sample_spec` not counted).
+        entries: usize,
+    },
+    /// The price file could not be read.
+    #[error("cannot read price file {}: {message}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        message: String,
+    },
+    /// The price file was read but is not a valid price file.
+    #[error("price file {}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        source: Box<PriceError>,
+    },
     /// No price is known for the model and the table's policy is
     /// [`UnknownModelPolicy::Error`].
     #[error("no price known for model `{model}`")]
@@ -197,6 +252,37 @@ pub struct Rates {
     pub output: Money,
     /// Reasoning output, when the model prices it apart.
     pub reasoning: Option<Money>,
+}
+
+/// The cost of one [`Usage`], split by price class ([`ModelPrice::cost_breakdown`]).
+///
+/// The parts are disjoint and add up exactly to [`ModelPrice::cost`] ([`CostBreakdown::total`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CostBreakdown {
+    /// Plain (uncached) prompt tokens.
+    pub input: Money,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_input: Money,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write: Money,
+    /// Visible output (output that is not reasoning).
+    pub output: Money,
+    /// Reasoning tokens, at the reasoning rate when the model has one, else at the output rate.
+    pub reasoning: Money,
+}
+
+impl CostBreakdown {
+    /// The sum of the parts, saturating at [`Money::MAX`]: what [`ModelPrice::cost`] returns.
+    pub fn total(&self) -> Money {
+        let CostBreakdown {
+            input,
+            cached_input,
+            cache_write,
+            output,
+            reasoning,
+        } = *self;
+        input + cached_input + cache_write + output + reasoning
+    }
 }
 
 /// What one model costs, per token.
@@ -315,20 +401,42 @@ impl ModelPrice {
     /// The exact cost of `usage`, saturating at [`Money::MAX`]:
     /// uncached input × input + cached × cached rate + cache writes × write rate + output
     /// (visible output × output + reasoning × reasoning rate, when a reasoning rate exists).
-    /// The tier is chosen by `usage.input`.
+    /// The tier is chosen by `usage.input`. The same as [`ModelPrice::cost_breakdown`]'s total.
     pub fn cost(&self, usage: &Usage) -> Money {
+        self.cost_breakdown(usage).total()
+    }
+
+    /// The cost of `usage` split into its input, cached-input, cache-write, output and
+    /// reasoning parts, which add up exactly to [`ModelPrice::cost`].
+    ///
+    /// ```
+    /// use budget_core::{Money, PriceTable, Usage};
+    ///
+    /// let gpt4o = PriceTable::builtin_ref().resolve("gpt-4o").unwrap().price;
+    /// let usage = Usage::new(120, 40).with_cached_input(64).with_reasoning(12);
+    /// let parts = gpt4o.cost_breakdown(&usage);
+    /// assert_eq!(parts.cached_input.to_string(), "$0.00008"); // 64 × $1.25 / 1M
+    /// assert_eq!(parts.reasoning.to_string(), "$0.00012"); // 12 × $10 / 1M
+    /// assert_eq!(parts.total(), gpt4o.cost(&usage));
+    /// ```
+    pub fn cost_breakdown(&self, usage: &Usage) -> CostBreakdown {
         let r = self.rates_for(usage.input);
-        let mut total = r.input.saturating_mul_tokens(usage.uncached_input());
-        total += r.cached_input.saturating_mul_tokens(usage.cached_input);
-        total += r.cache_write.saturating_mul_tokens(usage.cache_write);
-        match r.reasoning {
-            Some(reasoning) => {
-                total += r.output.saturating_mul_tokens(usage.visible_output());
-                total += reasoning.saturating_mul_tokens(usage.reasoning);
+        // Without a reasoning rate, reasoning is output: never bill more reasoning tokens
+        // than there were output tokens, even for inconsistent usage.
+        let (visible, reasoning, reasoning_rate) = match r.reasoning {
+            Some(rate) => (usage.visible_output(), usage.reasoning, rate),
+            None => {
+                let reasoning = usage.reasoning.min(usage.output);
+                (usage.output - reasoning, reasoning, r.output)
             }
-            None => total += r.output.saturating_mul_tokens(usage.output),
+        };
+        CostBreakdown {
+            input: r.input.saturating_mul_tokens(usage.uncached_input()),
+            cached_input: r.cached_input.saturating_mul_tokens(usage.cached_input),
+            cache_write: r.cache_write.saturating_mul_tokens(usage.cache_write),
+            output: r.output.saturating_mul_tokens(visible),
+            reasoning: reasoning_rate.saturating_mul_tokens(reasoning),
         }
-        total
     }
 
     /// The most a call can cost with a `prompt_tokens` prompt and at most `max_output` output
@@ -435,10 +543,12 @@ impl PriceTable {
             serde_json::from_str(top.get()).map_err(|e| PriceError::Json(e.to_string()))?;
         let mut table = PriceTable::new();
         let mut aliases = BTreeMap::new();
+        let mut model_entries = 0;
         for (key, raw) in &entries {
             if key.starts_with('_') || key == "sample_spec" {
                 continue;
             }
+            model_entries += 1;
             match parse_entry(key, raw)? {
                 Parsed::Price(price) => {
                     table.insert(key.as_str(), *price);
@@ -463,6 +573,48 @@ impl PriceTable {
                     None => break,
                 }
             }
+        }
+        // A file of entries none of which is priced is a mistake (a field misnamed throughout,
+        // the wrong file), not an empty price list: every model would then be unknown.
+        if table.is_empty() && model_entries > 0 {
+            return Err(PriceError::NoPrices {
+                entries: model_entries,
+            });
+        }
+        Ok(table)
+    }
+
+    /// Loads a LiteLLM-format price file ([`PriceTable::from_litellm_json`]); errors name the
+    /// file.
+    pub fn from_litellm_file(path: impl AsRef<std::path::Path>) -> Result<PriceTable, PriceError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| PriceError::Io {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        PriceTable::from_litellm_json(&text).map_err(|e| PriceError::InFile {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// The built-in table, with the prices of the LiteLLM-format file named by
+    /// `TOKEN_BUDGET_PRICES` ([`PRICES_ENV`]) merged over it (the file wins for the ids it
+    /// has). Unset or empty: the built-in table alone. A file that cannot be read or is not a
+    /// valid price file is an error naming it, never a silently smaller table.
+    pub fn from_env() -> Result<PriceTable, PriceError> {
+        PriceTable::builtin_with_file(std::env::var_os(PRICES_ENV).filter(|v| !v.is_empty()))
+    }
+
+    /// The built-in table with the prices of the LiteLLM-format file at `path` merged over
+    /// it, or the built-in table alone for `None`: what [`PriceTable::from_env`] does with the
+    /// variable's value.
+    pub fn builtin_with_file(
+        path: Option<impl AsRef<std::path::Path>>,
+    ) -> Result<PriceTable, PriceError> {
+        let mut table = PriceTable::builtin();
+        if let Some(path) = path {
+            table.merge_from(PriceTable::from_litellm_file(path)?);
         }
         Ok(table)
     }
@@ -540,6 +692,12 @@ impl PriceTable {
         Ok(resolved.priced(resolved.price.cost(usage)))
     }
 
+    /// The cost of `usage` on `model`, split by price class
+    /// ([`ModelPrice::cost_breakdown`]); the parts add up exactly to [`PriceTable::cost`].
+    pub fn cost_breakdown(&self, model: &str, usage: &Usage) -> Result<CostBreakdown, PriceError> {
+        Ok(self.resolve(model)?.price.cost_breakdown(usage))
+    }
+
     /// The most a call to `model` can cost ([`ModelPrice::max_cost_of`]), for reservations.
     pub fn max_cost(
         &self,
@@ -558,11 +716,23 @@ impl PriceTable {
         }
         let mut name = model.trim().to_lowercase();
         loop {
-            if let Some(entry) = self.models.get(&name) {
-                return Some(entry);
+            // Suffixes first, with the provider prefix kept: `gemini/gemini-2.5-pro-001` is
+            // AI Studio's `gemini/gemini-2.5-pro`, not Vertex's bare `gemini-2.5-pro`.
+            let mut candidate = name.clone();
+            loop {
+                if let Some(entry) = self.models.get(&candidate) {
+                    return Some(entry);
+                }
+                // Every step shortens the name or removes a '.', so this ends.
+                match strip_suffix_once(&candidate) {
+                    Some(shorter) => candidate = shorter,
+                    None => break,
+                }
             }
-            // Every step shortens the name or removes its last '.', so this ends.
-            name = strip_once(&name)?;
+            if KEPT_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                return None;
+            }
+            name = strip_prefix_once(&name)?;
         }
     }
 }
@@ -579,6 +749,18 @@ impl ResolvedPrice<'_> {
 
 /// One decoration removed from a lower-cased model id, or `None` when there is none left.
 pub(crate) fn strip_once(name: &str) -> Option<String> {
+    // Prefix first: the order model families are derived in (`limits::model_family`).
+    strip_prefix_once(name).or_else(|| strip_suffix_once(name))
+}
+
+/// Provider prefixes that are never dropped: their ids are priced apart from the bare ids of
+/// the same models (Google AI Studio's `gemini/…` against Vertex AI's `gemini-…`), so an id
+/// the table lacks under its prefix is unknown, never priced as the other provider's.
+const KEPT_PREFIXES: [&str; 1] = ["gemini/"];
+
+/// A lower-cased model id without its first provider (`openai/`) or vendor (`us.`,
+/// `anthropic.`) prefix, or `None` when it has none.
+fn strip_prefix_once(name: &str) -> Option<String> {
     if let Some((_, rest)) = name.split_once('/') {
         return Some(rest.to_owned());
     }
@@ -587,29 +769,40 @@ pub(crate) fn strip_once(name: &str) -> Option<String> {
             return Some(rest.to_owned());
         }
     }
+    None
+}
+
+/// One trailing decoration (a date, a version, `@…`, `-latest`…) removed from a lower-cased
+/// model id, which may still carry its provider prefix; `None` when there is none left.
+fn strip_suffix_once(name: &str) -> Option<String> {
+    // The decorations below are matched on the model part, after any provider prefix.
+    let model = name.rsplit_once('/').map_or(name, |(_, m)| m);
+    let prefix = &name[..name.len() - model.len()];
+    let keep = |base: &str| Some(format!("{prefix}{base}"));
+    let name = model;
     if let Some((base, _)) = name.rsplit_once('@') {
-        return Some(base.to_owned());
+        return keep(base);
     }
     if let Some(base) = strip_suffix_shape(name, "-v#:#") {
-        return Some(base.to_owned());
+        return keep(base);
     }
     if let Some(base) = name.strip_suffix("-latest") {
-        return Some(base.to_owned());
+        return keep(base);
     }
     if let Some(base) = strip_date(name) {
-        return Some(base.to_owned());
+        return keep(base);
     }
     if name.starts_with("claude") {
         if let Some(base) = strip_suffix_shape(name, "-v#") {
-            return Some(base.to_owned());
+            return keep(base);
         }
         if name.contains('.') {
-            return Some(name.replace('.', "-"));
+            return keep(&name.replace('.', "-"));
         }
     }
     if name.starts_with("gemini") {
         if let Some(base) = strip_suffix_shape(name, "-ddd") {
-            return Some(base.to_owned());
+            return keep(base);
         }
     }
     None
@@ -706,6 +899,109 @@ fn tier_field(field: &str) -> Option<(TierRate, u64)> {
     None
 }
 
+/// What a field of a price entry is, as far as deciding whether an unpriced entry is a
+/// mistake goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CostField {
+    /// Not about money (`mode`, `max_tokens`, `supports_vision`, …).
+    NotACost,
+    /// A per-token price LiteLLM publishes (any modality, tier or service level).
+    Token,
+    /// A price in another unit: per second, character, image, pixel, query, request, page…
+    OtherUnit,
+    /// Names a cost or price, but no field LiteLLM publishes: most likely misspelled.
+    Unknown,
+}
+
+/// Per-token price fields LiteLLM publishes, before tier and service-level suffixes.
+const TOKEN_COST_FIELDS: &[&str] = &[
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "explicit_cache_read_input_token_cost",
+    "output_cost_per_reasoning_token",
+    "input_cost_per_audio_token",
+    "output_cost_per_audio_token",
+    "cache_read_input_audio_token_cost",
+    "cache_creation_input_audio_token_cost",
+    "input_cost_per_image_token",
+    "output_cost_per_image_token",
+    "cache_read_input_image_token_cost",
+    "input_cost_per_video_token",
+    "output_cost_per_video_token",
+    "input_dbu_cost_per_token",
+    "output_dbu_cost_per_token",
+    "citation_cost_per_token",
+    "computer_use_input_cost_per_1k_tokens",
+    "computer_use_output_cost_per_1k_tokens",
+];
+
+/// The units, after `cost_per_`, of LiteLLM's prices that are not per token.
+const OTHER_COST_UNITS: &[&str] = &[
+    "second",
+    "character",
+    "image",
+    "pixel",
+    "query",
+    "request",
+    "session",
+    "page",
+    "text_message",
+    "credit",
+    "unit",
+    "video_per_second",
+    "audio_per_second",
+    "1k_calls",
+    "gb_per_day",
+];
+
+/// Service levels and tiers LiteLLM appends to a price field's name.
+const COST_SUFFIXES: &[&str] = &[
+    "_priority",
+    "_flex",
+    "_batches",
+    "_ultrafast",
+    "_decisions",
+    "_balanced",
+    "_cache_hit",
+];
+
+fn cost_field(field: &str) -> CostField {
+    if !field.contains("cost") && !field.contains("price") {
+        return CostField::NotACost;
+    }
+    let mut base = field;
+    loop {
+        if let Some(rest) = COST_SUFFIXES.iter().find_map(|s| base.strip_suffix(s)) {
+            base = rest;
+            continue;
+        }
+        // `_above_200k_tokens`, `_above_1hr`, `_above_8s_interval`.
+        if let Some((rest, tier)) = base.rsplit_once("_above_")
+            && tier.starts_with(|c: char| c.is_ascii_digit())
+        {
+            base = rest;
+            continue;
+        }
+        break;
+    }
+    if TOKEN_COST_FIELDS.contains(&base) {
+        return CostField::Token;
+    }
+    let unit = base.split_once("cost_per_").map(|(_, unit)| unit);
+    if unit.is_some_and(|u| {
+        OTHER_COST_UNITS.iter().any(|known| {
+            u.strip_prefix(known)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+                && !u.ends_with("_token")
+        })
+    }) {
+        return CostField::OtherUnit;
+    }
+    CostField::Unknown
+}
+
 fn parse_entry(key: &str, raw: &RawValue) -> Result<Parsed, PriceError> {
     let found = json_type(raw);
     if found != "an object" {
@@ -745,14 +1041,31 @@ fn parse_entry(key: &str, raw: &RawValue) -> Result<Parsed, PriceError> {
             return Ok(Parsed::Skip);
         }
     }
-    let (Some(input), Some(output)) = (
+    let (input, output) = (
         price("input_cost_per_token")?,
         price("output_cost_per_token")?,
-    ) else {
-        return Ok(match string("alias_of")? {
-            Some(target) => Parsed::Alias(target),
-            None => Parsed::Skip,
-        });
+    );
+    let (Some(input), Some(output)) = (input, output) else {
+        if let Some(target) = string("alias_of")? {
+            return Ok(Parsed::Alias(target));
+        }
+        let kinds: Vec<CostField> = fields.keys().map(|f| cost_field(f)).collect();
+        let misnamed = kinds.contains(&CostField::Unknown);
+        let other_unit = kinds.contains(&CostField::OtherUnit);
+        let half = input.is_some() || output.is_some();
+        if misnamed || (half && !other_unit) {
+            let mut names: Vec<String> = fields.keys().take(FIELDS_LISTED).cloned().collect();
+            if fields.len() > FIELDS_LISTED {
+                names.push("…".to_owned());
+            }
+            return Err(PriceError::NoUsablePrice {
+                model: key.to_owned(),
+                fields: names,
+            });
+        }
+        // No price at all (LiteLLM lists routers and subscription-billed ids), a price in
+        // another unit (per second, per character, per image…) or for a service tier only.
+        return Ok(Parsed::Skip);
     };
     let mut tiers: BTreeMap<u64, PriceTier> = BTreeMap::new();
     for field in fields.keys() {
@@ -891,6 +1204,7 @@ const _: () = {
     assert_send_sync::<ModelPrice>();
     assert_send_sync::<PriceTier>();
     assert_send_sync::<Rates>();
+    assert_send_sync::<CostBreakdown>();
     assert_send_sync::<UnknownModelPolicy>();
     assert_send_sync::<ResolvedPrice<'static>>();
     assert_send_sync::<Priced>();
@@ -993,8 +1307,19 @@ mod tests {
                 "claude-3-5-sonnet",
             ),
             ("claude-3.5-sonnet", "claude-3-5-sonnet"),
-            ("gemini/gemini-2.5-pro", "gemini-2.5-pro"),
+            // AI Studio and Vertex AI are priced apart, as in LiteLLM's file.
+            ("gemini/gemini-2.5-pro", "gemini/gemini-2.5-pro"),
+            ("gemini/gemini-2.5-flash-001", "gemini/gemini-2.5-flash"),
+            (
+                "openrouter/gemini/gemini-3.8-flash",
+                "gemini/gemini-3.8-flash",
+            ),
+            ("vertex_ai/gemini-2.5-pro", "gemini-2.5-pro"),
             ("gemini-2.0-flash-001", "gemini-2.0-flash"),
+            ("gpt-4", "gpt-4"),
+            ("openai/gpt-4-0613", "gpt-4-0613"),
+            ("deepseek/deepseek-chat", "deepseek-chat"),
+            ("deepseek-reasoner", "deepseek-reasoner"),
             // `alias_of` entries report their target.
             ("claude-sonnet-latest", "claude-sonnet-5-5"),
         ];
@@ -1008,9 +1333,42 @@ mod tests {
     }
 
     #[test]
+    fn pricing_strip_once_removes_one_decoration_prefix_first() {
+        let steps = |id: &str| {
+            let mut out = vec![id.to_owned()];
+            while let Some(next) = strip_once(out.last().unwrap()) {
+                out.push(next);
+            }
+            out
+        };
+        assert_eq!(
+            steps("openai/gpt-4o-2024-08-06"),
+            ["openai/gpt-4o-2024-08-06", "gpt-4o-2024-08-06", "gpt-4o"]
+        );
+        assert_eq!(
+            steps("us.anthropic.claude-3.5-sonnet-v2:0"),
+            [
+                "us.anthropic.claude-3.5-sonnet-v2:0",
+                "anthropic.claude-3.5-sonnet-v2:0",
+                "claude-3.5-sonnet-v2:0",
+                "claude-3.5-sonnet",
+                "claude-3-5-sonnet"
+            ]
+        );
+    }
+
+    #[test]
     fn pricing_unknown_model_is_an_error_unless_a_fallback_is_declared() {
         let table = PriceTable::builtin();
-        for model in ["gpt-7-ultra", "gpt-4o-mini-foo", "", "openai/", "claude"] {
+        // A `gemini/` id the table lacks is unknown, not priced as Vertex's bare id.
+        for model in [
+            "gpt-7-ultra",
+            "gpt-4o-mini-foo",
+            "",
+            "openai/",
+            "claude",
+            "gemini/gemini-2.0-flash",
+        ] {
             assert_eq!(
                 table.resolve(model).unwrap_err(),
                 PriceError::UnknownModel {
@@ -1081,6 +1439,59 @@ mod tests {
         // Without cache prices, cache reads and writes bill as plain input.
         let plain = ModelPrice::per_million("3", "15").unwrap();
         assert_eq!(plain.cost(&usage), dollars("0.02565")); // 7050 × $3/1M + 300 × $15/1M
+    }
+
+    #[test]
+    fn pricing_breakdown_splits_the_cost_by_price_class() {
+        // PROTOCOLS.md's example on gpt-4o (no reasoning rate: reasoning at the output rate).
+        let usage = Usage::new(120, 40).with_cached_input(64).with_reasoning(12);
+        let parts = PriceTable::builtin_ref()
+            .cost_breakdown("gpt-4o-2024-08-06", &usage)
+            .unwrap();
+        assert_eq!(
+            parts,
+            CostBreakdown {
+                input: dollars("0.00014"),
+                cached_input: dollars("0.00008"),
+                cache_write: Money::ZERO,
+                output: dollars("0.00028"),
+                reasoning: dollars("0.00012"),
+            }
+        );
+        assert_eq!(parts.total(), dollars("0.00062"));
+        // Anthropic's cache reads and writes on Claude 3.5 Sonnet.
+        let usage = Usage::new(7050, 300)
+            .with_cached_input(6000)
+            .with_cache_write(1000);
+        let parts = PriceTable::builtin_ref()
+            .cost_breakdown("claude-3-5-sonnet", &usage)
+            .unwrap();
+        assert_eq!(
+            (
+                parts.input,
+                parts.cached_input,
+                parts.cache_write,
+                parts.output
+            ),
+            (
+                dollars("0.00015"),
+                dollars("0.0018"),
+                dollars("0.00375"),
+                dollars("0.0045")
+            )
+        );
+        assert_eq!(parts.total(), dollars("0.0102"));
+        // A separate reasoning rate.
+        let price = builtin("gemini-2.5-flash").price;
+        let parts = price.cost_breakdown(&Usage::new(0, 10).with_reasoning(4));
+        assert_eq!(
+            parts.reasoning,
+            price.reasoning.unwrap().saturating_mul_tokens(4)
+        );
+        assert!(matches!(
+            PriceTable::builtin_ref().cost_breakdown("no-such-model", &usage),
+            Err(PriceError::UnknownModel { .. })
+        ));
     }
 
     #[test]
@@ -1258,8 +1669,13 @@ mod tests {
                               "output_cost_per_token": 0.0, "mode": "one of: chat, embedding"},
               "embedder": {"mode": "embedding", "input_cost_per_token": "bogus", "output_cost_per_token": 0},
               "image": {"mode": "image_generation", "output_cost_per_image": 0.04},
-              "no-output": {"mode": "chat", "input_cost_per_token": 1e-06},
-              "null-price": {"mode": "chat", "input_cost_per_token": null, "output_cost_per_token": 1e-06},
+              "router": {"mode": "chat", "litellm_provider": "fireworks_ai", "max_tokens": 8192},
+              "per-second": {"mode": "chat", "input_cost_per_second": 0.0001, "output_cost_per_second": 0.0001},
+              "video-in": {"mode": "chat", "input_cost_per_video_per_second": 1e-05, "output_cost_per_token": 7.5e-06},
+              "priority-only": {"mode": "chat", "input_cost_per_token_priority": 1e-06,
+                                "output_cost_per_token_priority": 2e-06,
+                                "cache_read_input_token_cost_above_200k_tokens_priority": 1e-07},
+              "tts": {"input_cost_per_character": 3e-05, "litellm_provider": "deepgram"},
               "no-mode": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06, "max_tokens": 4096},
               "comp": {"mode": "completion", "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
                        "max_input_tokens": 8000, "max_output_tokens": 1000, "max_tokens": 4096,
@@ -1363,6 +1779,155 @@ mod tests {
         assert!(problem.to_string().len() < 120);
     }
 
+    /// A misspelled price field used to load as "OK, 0 models" and leave the model unknown.
+    #[test]
+    fn pricing_entry_without_a_usable_price_names_its_fields() {
+        let cases = [
+            // Misspelled: `input_cost_per_tokens`.
+            (
+                r#"{"my-model": {"mode": "chat", "input_cost_per_tokens": 1e-06,
+                    "output_cost_per_token": 2e-06}}"#,
+                vec!["input_cost_per_tokens", "mode", "output_cost_per_token"],
+            ),
+            // A price field LiteLLM does not have.
+            (
+                r#"{"my-model": {"input_price": 1e-06, "output_price": 2e-06}}"#,
+                vec!["input_price", "output_price"],
+            ),
+            // Half a price: the output side is missing, or null.
+            (
+                r#"{"my-model": {"mode": "chat", "input_cost_per_token": 1e-06}}"#,
+                vec!["input_cost_per_token", "mode"],
+            ),
+            (
+                r#"{"my-model": {"mode": "chat", "input_cost_per_token": null,
+                    "output_cost_per_token": 1e-06}}"#,
+                vec!["input_cost_per_token", "mode", "output_cost_per_token"],
+            ),
+        ];
+        for (doc, fields) in cases {
+            // The same mistake among good entries still fails the file.
+            let doc = doc.replacen(
+                '{',
+                r#"{"gpt-x": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06}, "#,
+                1,
+            );
+            let err = load_err(&doc);
+            assert_eq!(
+                err,
+                PriceError::NoUsablePrice {
+                    model: "my-model".into(),
+                    fields: fields.iter().map(|f| f.to_string()).collect(),
+                },
+                "{doc}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("my-model") && fields.iter().all(|f| message.contains(f)),
+                "{message}"
+            );
+        }
+        // Many fields are listed shortly.
+        let many: Vec<String> = (0..40).map(|i| format!(r#""f{i:02}": 1"#)).collect();
+        let doc = format!(
+            r#"{{"m": {{"input_cost_per_tokens": 1, {}}}}}"#,
+            many.join(", ")
+        );
+        match load_err(&doc) {
+            PriceError::NoUsablePrice { fields, .. } => {
+                assert_eq!(fields.len(), FIELDS_LISTED + 1);
+                assert_eq!(fields.last().map(String::as_str), Some("…"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A file whose entries are all unpriced is no price list.
+        assert_eq!(
+            load_err(r#"{"a": {"mode": "chat"}, "b": {"mode": "embedding"}, "_meta": {}}"#),
+            PriceError::NoPrices { entries: 2 }
+        );
+    }
+
+    #[test]
+    fn pricing_cost_fields_are_classified_like_litellm_names_them() {
+        use CostField::{NotACost, OtherUnit, Token, Unknown};
+        for (field, kind) in [
+            ("mode", NotACost),
+            ("max_output_tokens", NotACost),
+            ("input_cost_per_token", Token),
+            (
+                "cache_creation_input_token_cost_above_12hr_above_200k_tokens_flex",
+                Token,
+            ),
+            (
+                "input_cost_per_audio_token_above_128k_tokens_batches",
+                Token,
+            ),
+            ("input_cost_per_token_cache_hit", Token),
+            ("output_cost_per_image", OtherUnit),
+            ("output_cost_per_image_1024", OtherUnit),
+            ("output_cost_per_second_1080p", OtherUnit),
+            (
+                "input_cost_per_video_per_second_above_15s_interval",
+                OtherUnit,
+            ),
+            ("search_context_cost_per_query", OtherUnit),
+            ("cost_per_second", OtherUnit),
+            ("annotation_cost_per_page_batches", OtherUnit),
+            ("input_cost_per_tokens", Unknown),
+            ("input_cost_per_toke", Unknown),
+            ("output_price", Unknown),
+            ("input_cost_per_imagery", Unknown),
+        ] {
+            assert_eq!(cost_field(field), kind, "{field}");
+        }
+    }
+
+    #[test]
+    fn pricing_file_and_env_loading() {
+        let dir = std::env::temp_dir().join(format!("budget-prices-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        std::fs::write(
+            &good,
+            r#"{"gpt-4o": {"input_cost_per_token": 5e-06, "output_cost_per_token": 2e-05},
+                "house-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}"#,
+        )
+        .unwrap();
+        let table = PriceTable::builtin_with_file(Some(&good)).unwrap();
+        // The file overrides the built-in price and adds its own model; the rest stays.
+        assert_eq!(table.get("gpt-4o").unwrap().input, per_million("5"));
+        assert_eq!(table.get("house-model").unwrap().output, per_million("2"));
+        assert_eq!(table.len(), PriceTable::builtin_ref().len() + 1);
+        assert_eq!(
+            PriceTable::builtin_with_file(None::<&str>).unwrap(),
+            PriceTable::builtin()
+        );
+
+        let bad = dir.join("bad.json");
+        std::fs::write(
+            &bad,
+            r#"{"m": {"input_cost_per_tokn": 1, "output_cost_per_token": 1}}"#,
+        )
+        .unwrap();
+        let err = PriceTable::builtin_with_file(Some(&bad)).unwrap_err();
+        assert!(
+            matches!(&err, PriceError::InFile { path, source }
+                if path == &bad && matches!(**source, PriceError::NoUsablePrice { .. })),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("bad.json") && err.to_string().contains("input_cost_per_tokn")
+        );
+        let missing = dir.join("missing.json");
+        let err = PriceTable::from_litellm_file(&missing).unwrap_err();
+        assert!(
+            matches!(&err, PriceError::Io { path, .. } if path == &missing),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("missing.json"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn pricing_malformed_documents_are_typed_errors() {
         assert_eq!(
@@ -1434,6 +1999,43 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn pricing_breakdown_adds_up_to_the_cost(
+            input in any::<u64>(), cached in any::<u64>(), write in any::<u64>(),
+            output in any::<u64>(), reasoning in any::<u64>(), scale in 0u32..4,
+            model in prop::sample::select(vec![
+                "gpt-4o", "claude-sonnet-4", "gemini-2.5-pro", "gemini-2.5-flash", "o1-pro",
+            ]),
+        ) {
+            // Small, large and inconsistent usages alike (cached above input, reasoning
+            // above output, sums that saturate).
+            let shift = [0, 20, 40, 0][scale as usize];
+            let usage = Usage {
+                input: input >> shift,
+                cached_input: cached >> shift,
+                cache_write: write >> shift,
+                output: output >> shift,
+                reasoning: reasoning >> shift,
+            };
+            let price = builtin(model).price;
+            // The formula `cost` had before it was itemised: the parts must not change it.
+            let r = price.rates_for(usage.input);
+            let mut reference = r.input.saturating_mul_tokens(usage.uncached_input())
+                + r.cached_input.saturating_mul_tokens(usage.cached_input)
+                + r.cache_write.saturating_mul_tokens(usage.cache_write);
+            reference += match r.reasoning {
+                Some(rate) => r.output.saturating_mul_tokens(usage.visible_output())
+                    + rate.saturating_mul_tokens(usage.reasoning),
+                None => r.output.saturating_mul_tokens(usage.output),
+            };
+            prop_assert_eq!(price.cost_breakdown(&usage).total(), reference);
+            prop_assert_eq!(price.cost(&usage), reference);
+            prop_assert_eq!(
+                PriceTable::builtin_ref().cost_breakdown(model, &usage).unwrap().total(),
+                PriceTable::builtin_ref().cost(model, &usage).unwrap().cost
+            );
         }
 
         #[test]

@@ -14,7 +14,12 @@
 //! - **Estimated** (`estimated: true`):
 //!   - models that are not OpenAI's (Claude, Gemini, Llama, anything unknown): the text is
 //!     counted with `o200k_base` as an approximation and `encoding` is `None`, so no one can
-//!     mistake the number for the provider's own;
+//!     mistake the number for the provider's own. Such a count runs **low**: other
+//!     tokenizers split the same text into more pieces than `o200k_base`'s 200k vocabulary.
+//!     It stays additive (message by message, as context compression needs); what is
+//!     *reserved* for it is [`TokenCount::with_estimate_margin`], raised by
+//!     [`ESTIMATE_MARGIN_PERCENT`] (see there for why 180 %), which [`count_prompt_bound`]
+//!     applies;
 //!   - tool definitions and assistant `tool_calls`: OpenAI renders them by an undocumented
 //!     formula, so we count their JSON text with the model's encoding and add
 //!     [`TOOL_DEFINITIONS_OVERHEAD`] / [`TOOL_CALLS_OVERHEAD`] (JSON text is more verbose than
@@ -26,8 +31,9 @@
 //!     count is labelled. Text counts for these models stay exact.
 //!
 //! Special-token text such as `<|endoftext|>` inside a message is counted as ordinary text,
-//! as `tiktoken`'s `encode_ordinary` does. Only text content is counted: images, audio and
-//! files in a message are not.
+//! as `tiktoken`'s `encode_ordinary` does. Images, audio and files are not text: count them
+//! with [`media::count_media`] (or pass them to [`count_prompt_bound`]), which bounds them by
+//! the providers' documented formulas.
 //!
 //! # Loading
 //!
@@ -63,6 +69,9 @@ use bpe_openai::Tokenizer;
 
 #[doc(hidden)]
 pub mod corpus;
+pub mod media;
+
+use media::{MediaPart, count_media};
 
 /// Tokens that frame every chat message (`<|start|>{role}<|message|>…<|end|>`), per OpenAI's
 /// cookbook for gpt-3.5-turbo (0613 and later), gpt-4 and gpt-4o.
@@ -88,6 +97,28 @@ pub const TOOL_DEFINITIONS_OVERHEAD: u64 = 12;
 /// 1 per call to the name and arguments; we count the whole JSON text, ids included, and add
 /// one message framing's worth). Any count that includes it is an estimate.
 pub const TOOL_CALLS_OVERHEAD: u64 = 3;
+
+/// How much a reservation for a model that is not OpenAI's exceeds the `o200k_base` count of
+/// the same text, in percent (`⌈o200k × 180 / 100⌉`; [`TokenCount::with_estimate_margin`]).
+///
+/// `o200k_base` runs low for other vendors' tokenizers. Published measurements put Claude 3.5's
+/// tokenizer 16 % above GPT-4o's on English prose, 21 % on maths and 30 % on Python code, and
+/// Anthropic states that the tokenizer of Claude Opus 4.7 and later uses up to 1.35 times the
+/// tokens of its predecessors: 1.30 × 1.35 ≈ 1.76 on code, rounded up to 1.8. Llama 3's
+/// tokenizer extends `cl100k_base`, which counts 6 % more than `o200k_base` on the 1 MiB mixed
+/// corpus of the tests (285,129 against 268,452 tokens); Gemini's SentencePiece vocabulary
+/// (256k pieces) is larger than `o200k_base`'s. No tokenizer of these vendors is available
+/// offline, so the margin is a bound on published ratios, not a measurement of ours: counts
+/// that use it stay labelled estimates.
+pub const ESTIMATE_MARGIN_PERCENT: u64 = 180;
+
+/// `tokens` raised by [`ESTIMATE_MARGIN_PERCENT`], rounded up, saturating.
+const fn with_margin(tokens: u64) -> u64 {
+    match tokens.checked_mul(ESTIMATE_MARGIN_PERCENT) {
+        Some(scaled) => scaled.div_ceil(100),
+        None => u64::MAX,
+    }
+}
 
 /// A byte-pair encoding used by OpenAI models, counted exactly.
 ///
@@ -249,6 +280,21 @@ impl TokenCount {
     pub const fn is_exact(&self) -> bool {
         !self.estimated
     }
+
+    /// The count to reserve for a text count: an `o200k_base` approximation for a model that
+    /// is not OpenAI's (`encoding: None`) raised by [`ESTIMATE_MARGIN_PERCENT`], rounded up;
+    /// any other count unchanged. Apply it once, to text counts only: media bounds
+    /// ([`media::count_media`]) need no margin.
+    pub const fn with_estimate_margin(self) -> TokenCount {
+        match self.encoding {
+            Some(_) => self,
+            None => TokenCount {
+                tokens: with_margin(self.tokens),
+                estimated: true,
+                encoding: None,
+            },
+        }
+    }
 }
 
 /// One chat message, borrowed from the caller's request.
@@ -331,7 +377,8 @@ impl<'a> ChatMessage<'a> {
 /// Counts the tokens of `text` for `model`.
 ///
 /// Exact for OpenAI models; for any other model an `o200k_base` approximation with
-/// `estimated: true` and `encoding: None`.
+/// `estimated: true` and `encoding: None`, which runs low: reserve
+/// [`TokenCount::with_estimate_margin`] of it.
 ///
 /// ```
 /// use budget_core::tokens::{count_text, Encoding};
@@ -340,6 +387,7 @@ impl<'a> ChatMessage<'a> {
 /// assert_eq!((exact.tokens, exact.estimated, exact.encoding), (4, false, Some(Encoding::O200kBase)));
 /// let guess = count_text("gemini-2.5-pro", "Hello, world!");
 /// assert_eq!((guess.tokens, guess.estimated, guess.encoding), (4, true, None));
+/// assert_eq!(guess.with_estimate_margin().tokens, 8); // ⌈4 × 1.8⌉
 /// ```
 pub fn count_text(model: &str, text: &str) -> TokenCount {
     match Encoding::for_model(model) {
@@ -363,8 +411,10 @@ pub fn count_text(model: &str, text: &str) -> TokenCount {
 /// tokens(name) + 1 if a name is present`, plus 3 to prime the reply. Tools, `tool_calls` and
 /// `tool_call_id` are added as described in the [module docs](self), and make the count an
 /// estimate, as do models outside the verified families and models that are not OpenAI's
-/// (counted with `o200k_base`, `encoding: None`). `tools` that are empty or `[]` count as no
-/// tools.
+/// (counted with `o200k_base`, `encoding: None`; see [`TokenCount::with_estimate_margin`]).
+/// `tools` that are empty or `[]` count as no tools. The count is additive: the conversation's
+/// count is [`REPLY_PRIMING_TOKENS`] plus each message's. Images, audio and files are not
+/// counted here: see [`count_prompt_bound`].
 pub fn count_chat(model: &str, messages: &[ChatMessage<'_>], tools: Option<&str>) -> TokenCount {
     let info = model_info(model);
     let encoding = info.map_or(Encoding::O200kBase, |info| info.encoding);
@@ -390,6 +440,38 @@ pub fn count_chat(model: &str, messages: &[ChatMessage<'_>], tools: Option<&str>
         estimated,
         encoding: info.map(|info| info.encoding),
     }
+}
+
+/// The prompt tokens to reserve for a chat request: [`count_chat`] of its text, raised by
+/// [`ESTIMATE_MARGIN_PERCENT`] for a model that is not OpenAI's
+/// ([`TokenCount::with_estimate_margin`]), plus the bound of each image, audio clip and file
+/// ([`media::count_media`]). Any media part makes the count an estimate.
+///
+/// ```
+/// use budget_core::tokens::media::{ImageDetail, MediaPart};
+/// use budget_core::tokens::{count_chat, count_prompt_bound, ChatMessage};
+///
+/// let messages = [ChatMessage::user("What is in this picture?")];
+/// let picture = MediaPart::Image { detail: ImageDetail::High, size: Some((1024, 1024)) };
+/// let count = count_prompt_bound("gpt-4o", &messages, None, &[picture]);
+/// assert_eq!(count.tokens, count_chat("gpt-4o", &messages, None).tokens + 765);
+/// assert!(count.estimated);
+/// // Another vendor's model: the text's o200k count raised by 80 %.
+/// let claude = count_prompt_bound("claude-sonnet-4-5", &messages, None, &[]);
+/// assert_eq!(claude.tokens, (count_chat("claude-sonnet-4-5", &messages, None).tokens * 18).div_ceil(10));
+/// ```
+pub fn count_prompt_bound(
+    model: &str,
+    messages: &[ChatMessage<'_>],
+    tools: Option<&str>,
+    media: &[MediaPart],
+) -> TokenCount {
+    let mut count = count_chat(model, messages, tools).with_estimate_margin();
+    for part in media {
+        count.tokens = count.tokens.saturating_add(count_media(model, part).tokens);
+        count.estimated = true;
+    }
+    count
 }
 
 /// Token counts of short pre-tokenized pieces (words, mostly), per thread and encoding.

@@ -83,6 +83,36 @@ impl Usage {
         }
     }
 
+    /// The same usage with `cached_input` prompt tokens read from the provider's cache (a
+    /// part of `input`, as OpenAI's `prompt_tokens_details.cached_tokens` is).
+    ///
+    /// ```
+    /// # use budget_core::Usage;
+    /// let u = Usage::new(120, 40).with_cached_input(64).with_reasoning(12);
+    /// assert_eq!((u.uncached_input(), u.visible_output()), (56, 28));
+    /// assert!(u.validate().is_ok());
+    /// ```
+    pub const fn with_cached_input(self, cached_input: u64) -> Usage {
+        Usage {
+            cached_input,
+            ..self
+        }
+    }
+
+    /// The same usage with `cache_write` prompt tokens written to the provider's cache (a part
+    /// of `input`: give `input` as the sum of plain, cached and cache-write tokens).
+    pub const fn with_cache_write(self, cache_write: u64) -> Usage {
+        Usage {
+            cache_write,
+            ..self
+        }
+    }
+
+    /// The same usage with `reasoning` hidden reasoning tokens (a part of `output`).
+    pub const fn with_reasoning(self, reasoning: u64) -> Usage {
+        Usage { reasoning, ..self }
+    }
+
     /// `input + output`, saturating.
     pub const fn total(&self) -> u64 {
         self.input.saturating_add(self.output)
@@ -422,6 +452,27 @@ mod tests {
         let mut big = Usage::new(u64::MAX, 1);
         big.accumulate(&Usage::new(1, 1));
         assert_eq!(big.input, u64::MAX);
+    }
+
+    #[test]
+    fn builder_sets_the_nested_counts() {
+        let u = Usage::new(7050, 300)
+            .with_cached_input(6000)
+            .with_cache_write(1000)
+            .with_reasoning(20);
+        assert_eq!(
+            u,
+            Usage {
+                input: 7050,
+                cached_input: 6000,
+                cache_write: 1000,
+                output: 300,
+                reasoning: 20
+            }
+        );
+        assert_eq!(u.uncached_input(), 50);
+        // The builder does not check nesting; `validate` does.
+        assert!(Usage::new(1, 0).with_cached_input(2).validate().is_err());
     }
 
     proptest! {

@@ -1,9 +1,10 @@
 //! Token counts against OpenAI's published numbers and against `tiktoken-rs`.
 
 use budget_core::tokens::corpus::mixed_corpus;
+use budget_core::tokens::media::{ImageDetail, MediaPart};
 use budget_core::tokens::{
-    ChatMessage, Encoding, REPLY_PRIMING_TOKENS, TOOL_CALLS_OVERHEAD, TOOL_DEFINITIONS_OVERHEAD,
-    TokenCount, count_chat, count_text,
+    ChatMessage, ESTIMATE_MARGIN_PERCENT, Encoding, REPLY_PRIMING_TOKENS, TOOL_CALLS_OVERHEAD,
+    TOOL_DEFINITIONS_OVERHEAD, TokenCount, count_chat, count_prompt_bound, count_text,
 };
 use proptest::prelude::*;
 use tiktoken_rs::CoreBPE;
@@ -192,6 +193,82 @@ fn non_openai_models_are_labelled_o200k_approximations() {
         }
     );
     assert!(exact.is_exact());
+}
+
+/// `o200k_base` runs low for other vendors' tokenizers: published figures put Claude 3.5 30 %
+/// above GPT-4o on code and Claude Opus 4.7's tokenizer up to 1.35 × above that, 1.755 × in
+/// all. What is reserved for a model that is not OpenAI's must not be below that on any text:
+/// a reservation that runs low lets the call overshoot a hard limit.
+#[test]
+fn non_openai_reservations_cover_the_published_tokenizer_ratios() {
+    let corpus = mixed_corpus(256 * 1024, 7);
+    let o200k = Encoding::O200kBase.count(&corpus);
+    let bound = |n: u64| (n * 1755).div_ceil(1000);
+    let messages = cookbook_messages();
+    let o200k_chat = count_chat("gpt-4o", &messages, None).tokens;
+    for model in [
+        "claude-opus-4-8",
+        "gemini-3.8-flash",
+        "mistral-large",
+        "llama-4",
+    ] {
+        let reserved = count_text(model, &corpus).with_estimate_margin();
+        assert!(reserved.estimated && reserved.encoding.is_none());
+        assert!(
+            reserved.tokens >= bound(o200k),
+            "{model}: {} tokens reserved for a text o200k counts as {o200k}",
+            reserved.tokens
+        );
+        assert_eq!(
+            reserved.tokens,
+            (o200k * ESTIMATE_MARGIN_PERCENT).div_ceil(100)
+        );
+        let chat = count_prompt_bound(model, &messages, None, &[]);
+        assert!(chat.tokens >= bound(o200k_chat), "{model}: {chat:?}");
+    }
+    // Line by line: words, code and CJK.
+    for text in corpus.lines().filter(|l| !l.trim().is_empty()).take(500) {
+        let n = Encoding::O200kBase.count(text);
+        let reserved = count_text("claude-sonnet-5-5", text).with_estimate_margin();
+        assert!(reserved.tokens >= bound(n), "{text:?}");
+    }
+    // OpenAI's own counts are exact or their own estimates: no margin.
+    let gpt = count_text("gpt-4o", &corpus);
+    assert_eq!(gpt.with_estimate_margin(), gpt);
+    assert_eq!(
+        count_prompt_bound("gpt-4o", &messages, None, &[]).tokens,
+        o200k_chat
+    );
+    eprintln!(
+        "o200k: {o200k} tokens for {} bytes, {} chars ({:.2} chars/token); reserved {}",
+        corpus.len(),
+        corpus.chars().count(),
+        corpus.chars().count() as f64 / o200k as f64,
+        count_text("claude-opus-4-8", &corpus)
+            .with_estimate_margin()
+            .tokens
+    );
+}
+
+/// Images, audio and files are prompt tokens too: a request that carries them must reserve
+/// for them, or its usage overshoots the reservation.
+#[test]
+fn media_parts_add_to_the_chat_count() {
+    let messages = [ChatMessage::user("Describe the attached picture.")];
+    let text = count_chat("gpt-4o", &messages, None);
+    let url_image = MediaPart::Image {
+        detail: ImageDetail::Auto,
+        size: None,
+    };
+    let with = count_prompt_bound("gpt-4o", &messages, None, &[url_image, url_image]);
+    assert_eq!(with.tokens, text.tokens + 2 * (85 + 8 * 170));
+    assert!(with.estimated && !text.estimated);
+    assert_eq!(with.encoding, Some(Encoding::O200kBase));
+    assert_eq!(
+        count_prompt_bound("gpt-4o", &messages, None, &[]),
+        text,
+        "no media, no change"
+    );
 }
 
 #[test]

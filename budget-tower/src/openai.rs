@@ -31,9 +31,14 @@ use async_openai::types::chat::{
     ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent,
     ChatCompletionRequestUserMessageContentPart, ChatCompletionStreamOptions, CompletionUsage,
     CreateChatCompletionRequest, CreateChatCompletionResponse, CreateChatCompletionStreamResponse,
+    InputAudioFormat,
 };
 use budget_core::conversation::{Role, Turn};
-use budget_core::{ChatMessage, TokenCount, Usage, count_chat};
+use budget_core::tokens::count_prompt_bound;
+use budget_core::tokens::media::{
+    AudioFormat, ImageDetail, MediaPart, audio_part, file_part, image_size_from_data_url,
+};
+use budget_core::{ChatMessage, TokenCount, Usage};
 use futures::StreamExt;
 use tower::Service;
 
@@ -358,6 +363,44 @@ fn plain(message: &ChatCompletionRequestMessage) -> PlainMessage<'_> {
     }
 }
 
+/// The parts of a message that are not text (images, audio, files), for counting: only user
+/// messages carry them.
+fn media_parts(message: &ChatCompletionRequestMessage) -> impl Iterator<Item = MediaPart> + '_ {
+    let parts = match message {
+        ChatCompletionRequestMessage::User(m) => match &m.content {
+            ChatCompletionRequestUserMessageContent::Array(parts) => parts.as_slice(),
+            ChatCompletionRequestUserMessageContent::Text(_) => &[],
+        },
+        _ => &[],
+    };
+    parts.iter().filter_map(|part| match part {
+        ChatCompletionRequestUserMessageContentPart::Text(_) => None,
+        ChatCompletionRequestUserMessageContentPart::ImageUrl(p) => {
+            use async_openai::types::chat::ImageDetail as Detail;
+            let detail = match p.image_url.detail {
+                Some(Detail::Low) => ImageDetail::Low,
+                Some(Detail::High) => ImageDetail::High,
+                Some(Detail::Auto) | None => ImageDetail::Auto,
+                Some(Detail::Original) => ImageDetail::Original,
+            };
+            Some(MediaPart::Image {
+                detail,
+                size: image_size_from_data_url(&p.image_url.url),
+            })
+        }
+        ChatCompletionRequestUserMessageContentPart::InputAudio(p) => {
+            let format = match p.input_audio.format {
+                InputAudioFormat::Wav => AudioFormat::Wav,
+                InputAudioFormat::Mp3 => AudioFormat::Mp3,
+            };
+            Some(audio_part(format, &p.input_audio.data))
+        }
+        ChatCompletionRequestUserMessageContentPart::File(p) => {
+            Some(file_part(p.file.file_data.as_deref()))
+        }
+    })
+}
+
 #[allow(deprecated)] // `max_tokens` is deprecated upstream but still what older models read
 impl LlmRequest for CreateChatCompletionRequest {
     fn model(&self) -> &str {
@@ -381,7 +424,10 @@ impl LlmRequest for CreateChatCompletionRequest {
             .as_ref()
             .filter(|t| !t.is_empty())
             .and_then(|t| serde_json::to_string(t).ok());
-        count_chat(&self.model, &messages, tools.as_deref())
+        // What the reservation needs: images, audio and files are prompt tokens too, and an
+        // o200k count for another vendor's model runs low. Left out, the call overshoots.
+        let media: Vec<MediaPart> = self.messages.iter().flat_map(media_parts).collect();
+        count_prompt_bound(&self.model, &messages, tools.as_deref(), &media)
     }
 
     fn max_output_tokens(&self) -> Option<u64> {

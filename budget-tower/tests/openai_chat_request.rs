@@ -80,3 +80,73 @@ fn cache_keys_cover_what_changes_the_answer_only() {
         "a different cap is a different answer"
     );
 }
+
+/// A request as a client sends it (OpenAI's documented JSON), with `parts` after a text part.
+fn multimodal(model: &str, parts: serde_json::Value) -> CreateChatCompletionRequest {
+    let mut content = vec![serde_json::json!({"type": "text", "text": "What is in this?"})];
+    content.extend(parts.as_array().unwrap().iter().cloned());
+    serde_json::from_value(serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+    }))
+    .unwrap()
+}
+
+/// Images, audio and files were left out of the prompt count, so the reservation was too small
+/// and the call overshot it. Each is now counted (as an estimate) by its documented bound.
+#[test]
+fn prompt_count_includes_images_audio_and_files() {
+    let text_only = multimodal("gpt-4o", serde_json::json!([])).count_prompt();
+    assert!(!text_only.estimated);
+
+    // An image by URL: its size is unknown, so the worst case for its detail.
+    let url = |detail: &str| {
+        serde_json::json!([{"type": "image_url",
+            "image_url": {"url": "https://example.com/cat.png", "detail": detail}}])
+    };
+    let high = multimodal("gpt-4o", url("high")).count_prompt();
+    assert_eq!(high.tokens, text_only.tokens + 85 + 8 * 170);
+    assert!(high.estimated);
+    let low = multimodal("gpt-4o", url("low")).count_prompt();
+    assert_eq!(low.tokens, text_only.tokens + 85);
+
+    // A data URL: the PNG header says 1 × 1, one tile.
+    let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+    let inline = multimodal(
+        "gpt-4o",
+        serde_json::json!([{"type": "image_url", "image_url": {"url": png}}]),
+    )
+    .count_prompt();
+    assert_eq!(inline.tokens, text_only.tokens + 85 + 170);
+
+    // 3,999 bytes of MP3 (5,332 base64 characters): at most 4 s at 32 tokens a second.
+    let audio = multimodal(
+        "gpt-4o-audio-preview",
+        serde_json::json!([{"type": "input_audio",
+            "input_audio": {"data": "A".repeat(5332), "format": "mp3"}}]),
+    )
+    .count_prompt();
+    let audio_text = multimodal("gpt-4o-audio-preview", serde_json::json!([])).count_prompt();
+    assert_eq!(audio.tokens, audio_text.tokens + 4 * 32);
+
+    // A PDF sent by id: pages unknown, so 100 pages of image and text.
+    let file = multimodal(
+        "gpt-4o",
+        serde_json::json!([{"type": "file", "file": {"file_id": "file-abc123"}}]),
+    )
+    .count_prompt();
+    assert_eq!(file.tokens, text_only.tokens + 100 * (85 + 8 * 170 + 3000));
+    assert!(file.estimated);
+}
+
+/// Another vendor's model behind an OpenAI-compatible gateway: its o200k count runs low, so
+/// the prompt is reserved with the documented margin.
+#[test]
+fn prompt_count_of_other_vendors_models_carries_the_margin() {
+    let request = multimodal("anthropic/claude-sonnet-4-5", serde_json::json!([]));
+    let messages = [budget_core::ChatMessage::user("What is in this?")];
+    let o200k = budget_core::count_chat("claude-sonnet-4-5", &messages, None);
+    let count = request.count_prompt();
+    assert_eq!(count.tokens, (o200k.tokens * 180).div_ceil(100));
+    assert!(count.estimated && count.encoding.is_none());
+}

@@ -273,6 +273,69 @@ impl GroupTotal {
     }
 }
 
+/// One status line: the group's key (`-` for a dimension without a value, `(all)` for no
+/// grouping), its tokens split by kind (cached and reasoning only when present), the exact cost,
+/// the events (and how many were estimated) and any savings.
+///
+/// ```
+/// use budget_core::ledger::{GroupTotal, KeyPart};
+/// use budget_core::{Amount, Money, Usage};
+///
+/// let total = GroupTotal {
+///     key: vec![KeyPart::text("researcher"), KeyPart::text("gpt-4o")],
+///     usage: Usage::new(1200, 300).with_cached_input(200).with_reasoning(40),
+///     cost: Money::parse_dollars("0.0087125").unwrap(),
+///     events: 3,
+///     estimated_events: 1,
+///     saved: Amount::new(500, Money::parse_dollars("0.00125").unwrap()),
+/// };
+/// assert_eq!(
+///     total.to_string(),
+///     "researcher / gpt-4o: 1500 tokens (1200 in, 200 cached, 300 out, 40 reasoning), \
+///      $0.0087125 over 3 events (1 estimated), saved 500 tokens / $0.00125"
+/// );
+/// let plain = GroupTotal { usage: Usage::new(10, 5), events: 1, ..GroupTotal::default() };
+/// assert_eq!(plain.to_string(), "(all): 15 tokens (10 in, 5 out), $0.00 over 1 event");
+/// ```
+impl fmt::Display for GroupTotal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str("(all)")?;
+        }
+        for (i, part) in self.key.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" / ")?;
+            }
+            write!(f, "{part}")?;
+        }
+        let u = &self.usage;
+        write!(f, ": {} tokens ({} in", u.total(), u.input)?;
+        if u.cached_input > 0 {
+            write!(f, ", {} cached", u.cached_input)?;
+        }
+        if u.cache_write > 0 {
+            write!(f, ", {} cache-write", u.cache_write)?;
+        }
+        write!(f, ", {} out", u.output)?;
+        if u.reasoning > 0 {
+            write!(f, ", {} reasoning", u.reasoning)?;
+        }
+        let plural = if self.events == 1 { "" } else { "s" };
+        write!(f, "), {} over {} event{plural}", self.cost, self.events)?;
+        if self.estimated_events > 0 {
+            write!(f, " ({} estimated)", self.estimated_events)?;
+        }
+        if self.saved != Amount::ZERO {
+            write!(
+                f,
+                ", saved {} tokens / {}",
+                self.saved.tokens, self.saved.money
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// What to rank spenders by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RankBy {

@@ -77,6 +77,48 @@ impl CounterUsage {
     }
 }
 
+/// One status line: what is committed (and how much of it overshot its reservation), and what
+/// calls in flight hold reserved.
+///
+/// ```
+/// use budget_core::store::CounterUsage;
+/// use budget_core::{Amount, Money};
+///
+/// let usage = CounterUsage {
+///     committed: Amount::new(1250, Money::parse_dollars("0.0031").unwrap()),
+///     admitted: Amount::new(1200, Money::parse_dollars("0.003").unwrap()),
+///     reserved: Amount::new(400, Money::parse_dollars("0.002").unwrap()),
+///     in_flight: 2,
+/// };
+/// assert_eq!(
+///     usage.to_string(),
+///     "committed 1250 tokens / $0.0031 (overshoot 50 tokens / $0.0001), \
+///      reserved 400 tokens / $0.002 by 2 calls in flight"
+/// );
+/// assert_eq!(
+///     CounterUsage::default().to_string(),
+///     "committed 0 tokens / $0.00, reserved 0 tokens / $0.00 by 0 calls in flight"
+/// );
+/// ```
+impl std::fmt::Display for CounterUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Amount { tokens, money } = self.committed;
+        write!(f, "committed {tokens} tokens / {money}")?;
+        let overshoot = self.overshoot();
+        if overshoot != Amount::ZERO {
+            let Amount { tokens, money } = overshoot;
+            write!(f, " (overshoot {tokens} tokens / {money})")?;
+        }
+        let Amount { tokens, money } = self.reserved;
+        let plural = if self.in_flight == 1 { "" } else { "s" };
+        write!(
+            f,
+            ", reserved {tokens} tokens / {money} by {} call{plural} in flight",
+            self.in_flight
+        )
+    }
+}
+
 /// Proof of a reservation held in a store. Not `Clone`: it is settled or released once.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Ticket {
