@@ -517,6 +517,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // counters per run (and the report to this run's events) makes the 1st and the 5th run
     // behave the same.
     let budget: Budget = token_budget::Budget::builder()
+        .prices_from_env()?
         .limits(limits)
         .store(store)
         .ledger(ledger)

@@ -509,6 +509,14 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
         self
     }
 
+    /// Uses the built-in price table with the LiteLLM-format file named by
+    /// `TOKEN_BUDGET_PRICES` merged over it ([`PriceTable::from_env`]); unset or empty, the
+    /// built-in table. A file that cannot be read or holds no usable prices is an error naming
+    /// it.
+    pub fn prices_from_env(self) -> Result<Self, PriceError> {
+        Ok(self.prices(PriceTable::from_env()?))
+    }
+
     /// Uses this clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);

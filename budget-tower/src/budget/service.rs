@@ -201,7 +201,9 @@ where
         Some(usage) => (usage, false),
         // No usage reported: count what came back, and say it was counted, not reported.
         None => {
-            let output = count_text(&model, &response.output_text()).tokens;
+            let output = count_text(&model, &response.output_text())
+                .with_estimate_margin()
+                .tokens;
             (Usage::new(prompt.tokens, output), true)
         }
     };

@@ -1,7 +1,9 @@
 //! Metering a streamed response as it arrives.
 //!
 //! Output tokens are counted chunk by chunk (each delta with the model's tokenizer; counting
-//! pieces apart can only over-count a merge, never under-count). When the provider streams more
+//! pieces apart can only over-count a merge, never under-count; another vendor's model is
+//! counted as an `o200k_base` approximation raised by the estimate margin, so that its stream
+//! is cut early rather than late). When the provider streams more
 //! than the call was granted, or the task is cancelled or its agent paused meanwhile, the
 //! stream is ended at once with a [`Cutoff`] error and what was consumed is committed. Once the
 //! provider's usage report (OpenAI's `include_usage` chunk) has arrived, it is what is
@@ -114,7 +116,7 @@ impl<St: BudgetStore, L: Ledger> MeteredStream<St, L> {
         if !text.is_empty() {
             self.counted = self
                 .counted
-                .saturating_add(count_text(&self.model, &text).tokens);
+                .saturating_add(count_text(&self.model, &text).with_estimate_margin().tokens);
         }
         if self.counted > self.granted {
             return Some(Cutoff::OverGrant {
