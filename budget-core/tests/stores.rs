@@ -248,9 +248,50 @@ async fn redis_decides_exactly_as_memory_does() {
                     settled += 1;
                 }
                 18 if !held.is_empty() => {
-                    let (a, b) = held.swap_remove(rng.below(held.len() as u64) as usize);
-                    memory.release(a);
-                    shared.release(b);
+                    // Releases, then settles, handed over back to back: they reach Redis in
+                    // one batch (the batcher takes what queued while this task ran), where a
+                    // release loads a counter before a settle commits to it.
+                    let n = 1 + rng.below(held.len().min(4) as u64) as usize;
+                    let mut releases = Vec::new();
+                    let mut settles = Vec::new();
+                    for _ in 0..n {
+                        let pair = held.swap_remove(rng.below(held.len() as u64) as usize);
+                        if rng.below(2) == 0 {
+                            releases.push(pair);
+                            continue;
+                        }
+                        let scale = rng.below(150);
+                        let a = &pair.0;
+                        let actual = Amount::new(
+                            a.amount().tokens * scale / 100,
+                            Money::from_units(
+                                a.amount().money.units() * i128::from(scale) / 100 + 1,
+                            ),
+                        );
+                        let specs = specs_at(
+                            now,
+                            a.keys()
+                                .iter()
+                                .find_map(|k| k.task.as_ref())
+                                .map_or("none", |t| t.as_str()),
+                        );
+                        settles.push((pair, specs, actual));
+                    }
+                    for (a, b) in releases {
+                        memory.release(a);
+                        shared.release(b);
+                    }
+                    let mut pending = Vec::new();
+                    for ((a, b), specs, actual) in &mut settles {
+                        let a = std::mem::replace(a, Ticket::unreserved());
+                        let b = std::mem::replace(b, Ticket::unreserved());
+                        let ua = memory.settle(a, specs, *actual, now).await.unwrap();
+                        pending.push((ua, shared.settle(b, specs, *actual, now)));
+                        settled += 1;
+                    }
+                    for (ua, ub) in pending {
+                        assert_eq!(ua, ub.await.unwrap(), "seed {seed} step {step} (batch)");
+                    }
                     // Redis releases in the background; let it land before comparing again.
                     assert!(
                         eventually(200, Duration::from_millis(10), async || {
@@ -1224,4 +1265,39 @@ async fn a_reserve_whose_reply_was_lost_is_given_back() {
             .is_ok_and(|outcome| matches!(outcome, ReserveOutcome::Reserved(_)))
     };
     assert!(eventually(50, Duration::from_millis(50), whole_budget).await);
+}
+
+/// A settle that arrives more than its lease and an hour late finds its lease gone for good
+/// (another call purged it, and expired leases are only remembered for an hour): its usage
+/// still counts, as overshoot.
+#[tokio::test]
+async fn a_settle_later_than_its_lease_and_an_hour_still_counts() {
+    let Some(redis) = RedisUnderTest::new("very-late-settle") else {
+        return;
+    };
+    let store =
+        RedisBudgetStore::connect_with(&redis.url, redis.options().lease(Duration::from_secs(60)))
+            .await
+            .unwrap();
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(100));
+    let t0 = at("2026-02-02T10:00:00Z");
+    let specs = [spec(&daily, None, t0)];
+    let late = reserve(&store, &specs, ReserveRequest::fixed(tokens(70)), t0)
+        .await
+        .unwrap();
+    let t1 = t0 + SignedDuration::from_secs(60 + 3_600 + 5);
+    // Reading the counter purges the lapsed lease, and forgets it: it ran out over an hour ago.
+    let u = usage(&store, &specs, t1).await[0];
+    assert_eq!(
+        (u.reserved, u.in_flight),
+        (tokens(0), 0),
+        "the lease ran out"
+    );
+    let after = store.settle(late, &specs, tokens(25), t1).await.unwrap();
+    assert_eq!(
+        (after[0].committed, after[0].admitted),
+        (tokens(25), tokens(0)),
+        "a very late settle still counts, as overshoot"
+    );
+    assert_eq!(usage(&store, &specs, t1).await[0].committed, tokens(25));
 }

@@ -52,7 +52,7 @@ impl KeySpace {
         format!("{}:seq", self.tag)
     }
 
-    /// The marker of an unreserved settle.
+    /// The marker of a settle: set when it applies, so that a retry applies nothing.
     pub(super) fn settled(&self, id: &str) -> String {
         format!("{}:d:{id}", self.tag)
     }

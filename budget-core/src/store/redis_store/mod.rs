@@ -30,8 +30,8 @@ use crate::redact::redact_url;
 /// the scripts remember settled and expired reservations, so a retry never counts twice.
 pub const RETRY_HORIZON: Duration = Duration::from_secs(50 * 60);
 
-/// How long the marker of an unreserved settle lives (matches the scripts' memory of expired
-/// leases).
+/// How long the marker of a settle lives: longer than [`RETRY_HORIZON`], so that a retried
+/// settle always finds the marker its first application left.
 const SETTLED_MARKER_MS: u64 = 3_600_000;
 
 /// Settles waiting to be retried, at most.
@@ -152,8 +152,9 @@ impl RedisStoreOptions {
 ///   still commits its usage, counted as overshoot. A reserve whose reply was lost (a network
 ///   failure, a timeout) is given back as soon as Redis answers again: the store chose the
 ///   reservation's id before sending it, and finds its lease by that id.
-/// - **Exactly once**: a settle retried after a lost reply is recognised (by its lease, or by a
-///   marker for unreserved usage) and not counted twice. Settles that fail because Redis is
+/// - **Exactly once**: every settle leaves a marker in Redis (for an hour, longer than it can
+///   be retried), so a settle retried after a lost reply is not counted twice, and a settle
+///   whose lease is long gone still counts (as overshoot). Settles that fail because Redis is
 ///   unreachable are queued and retried in the background for up to
 ///   [`RETRY_HORIZON`]; the ledger records the event either way.
 /// - **Fail closed**: when Redis cannot be reached, `reserve` returns a [`StoreError`] naming the
@@ -1219,6 +1220,62 @@ mod tests {
         let usage = store.usage(&specs, now).await.unwrap()[0];
         assert_eq!(usage.committed, tokens(45));
         assert_eq!(usage.admitted, tokens(40));
+        assert_eq!((usage.reserved, usage.in_flight), (tokens(0), 0));
+        let names = store.scan(&format!("{{{prefix}}}:*")).await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(names)
+            .query_async(&mut store.inner.conn.clone())
+            .await
+            .unwrap();
+    }
+
+    /// A settle arriving after its lease ran out and was forgotten (over an hour later) still
+    /// counts, as overshoot; sent again (its reply lost), it still counts once.
+    #[tokio::test]
+    async fn a_very_late_settle_sent_twice_counts_once() {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            eprintln!("SKIPPED a_very_late_settle_sent_twice_counts_once: REDIS_URL is not set");
+            return;
+        };
+        let prefix = format!("tb-unit:late:{}-{}", std::process::id(), instance_id());
+        let options = RedisStoreOptions::new()
+            .prefix(prefix.clone())
+            .lease(Duration::from_secs(60));
+        let store = RedisBudgetStore::connect_with(&url, options).await.unwrap();
+        let t0: Timestamp = "2026-04-01T08:00:00Z".parse().unwrap();
+        let limit = Arc::new(
+            Limit::new("daily", Selector::Global, Window::Calendar(Period::Day)).tokens(100),
+        );
+        let span = limit.window.span(t0, &jiff::tz::TimeZone::UTC).unwrap();
+        let specs = [CounterSpec {
+            key: CounterKey {
+                limit: limit.id.clone(),
+                scope: "*".into(),
+                task: None,
+                window: span.id(),
+            },
+            limit,
+            span,
+        }];
+        let tokens = |n| Amount::new(n, crate::Money::ZERO);
+        let ReserveOutcome::Reserved(ticket) = store
+            .reserve(&specs, &ReserveRequest::fixed(tokens(50)), t0)
+            .await
+            .unwrap()
+        else {
+            panic!("50 of 100 fits");
+        };
+        let t1 = t0 + jiff::SignedDuration::from_secs(60 + 3_600 + 1);
+        // Reading purges the lease, and forgets it: it ran out over an hour before t1.
+        store.usage(&specs, t1).await.unwrap();
+        let late = store
+            .settle_call(&ticket, &specs, tokens(40), t1.as_millisecond())
+            .unwrap();
+        let mut conn = store.inner.conn.clone();
+        late.run(&mut conn).await.unwrap();
+        late.run(&mut conn).await.unwrap();
+        let usage = store.usage(&specs, t1).await.unwrap()[0];
+        assert_eq!((usage.committed, usage.admitted), (tokens(40), tokens(0)));
         assert_eq!((usage.reserved, usage.in_flight), (tokens(0), 0));
         let names = store.scan(&format!("{{{prefix}}}:*")).await.unwrap();
         let _: () = redis::cmd("DEL")
