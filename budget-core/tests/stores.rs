@@ -128,7 +128,52 @@ on_every_store!(
     rolling_windows_age_out,
     calendar_windows_roll_over,
     forgetting_a_task_drops_its_counters,
+    settles_are_handed_over_at_call_time,
 );
+
+/// The same contract through the store a URL chooses (its dispatch must not defer a settle).
+#[tokio::test]
+async fn any_store_hands_settles_over_at_call_time() {
+    store_suite::settles_are_handed_over_at_call_time(
+        AnyBudgetStore::open("memory:").await.unwrap(),
+    )
+    .await;
+    for (test, extra) in [
+        ("any-handover", ""),
+        ("any-handover-allowance", "&allowance=true"),
+    ] {
+        let Some(redis) = RedisUnderTest::new(test) else {
+            return;
+        };
+        let sep = if redis.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}prefix={}{extra}", redis.url, redis.prefix);
+        let store = AnyBudgetStore::open(&url).await.unwrap();
+        store_suite::settles_are_handed_over_at_call_time(store).await;
+    }
+}
+
+/// An allowance store meets the same contract: a settle dropped unpolled is counted locally
+/// at once, and `flush` reports it to Redis.
+#[tokio::test]
+async fn allowance_settles_are_handed_over_at_call_time() {
+    let Some(redis) = RedisUnderTest::new("allowance-handover") else {
+        return;
+    };
+    let store = AllowanceStore::new(
+        redis.store().await,
+        AllowanceOptions::new().sync_every(Duration::from_secs(3_600)),
+    );
+    store_suite::settles_are_handed_over_at_call_time(store.clone()).await;
+    let direct = redis.store().await;
+    let now = at("2026-03-10T12:00:00Z");
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let specs = [spec(&daily, None, now)];
+    assert_eq!(
+        usage(&direct, &specs, now).await[0].committed,
+        tokens(255),
+        "flush reported every settle to Redis"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_concurrent_reservers_never_exceed_the_cap() {
@@ -1300,4 +1345,50 @@ async fn a_settle_later_than_its_lease_and_an_hour_still_counts() {
         "a very late settle still counts, as overshoot"
     );
     assert_eq!(usage(&store, &specs, t1).await[0].committed, tokens(25));
+}
+
+/// `flush` waits for what was handed over, settles queued for retry included: with Redis
+/// down it answers with an error within the store's timeout instead of hanging, and once
+/// Redis is back it returns only when the retried settle has landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_queued_settles_and_fails_while_redis_is_down() {
+    let Some(redis) = RedisUnderTest::new("flush") else {
+        return;
+    };
+    let timeout = Duration::from_millis(300);
+    let (proxy, store) = redis.behind_proxy(timeout).await;
+    let direct = redis.store().await;
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let now = Timestamp::now();
+    let specs = [spec(&daily, None, now)];
+    let ticket = reserve(&store, &specs, ReserveRequest::fixed(tokens(100)), now)
+        .await
+        .unwrap();
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(store.settle(ticket, &specs, tokens(80), now));
+
+    let started = std::time::Instant::now();
+    let down = tokio::time::timeout(Duration::from_secs(10), store.flush())
+        .await
+        .expect("flush gave up in time");
+    let took = started.elapsed();
+    eprintln!("flush with Redis down answered in {took:?} (timeout {timeout:?})");
+    let error = down.expect_err("Redis is down: the settle has not reached it");
+    assert!(error.to_string().contains("flush"), "{error}");
+    assert!(took < timeout * 4, "flush took {took:?}");
+    assert_eq!(usage(&direct, &specs, now).await[0].committed, tokens(0));
+
+    proxy.restore();
+    let flushed = async || store.flush().await.is_ok();
+    assert!(
+        eventually(20, Duration::from_millis(100), flushed).await,
+        "flush kept failing after Redis came back"
+    );
+    let u = usage(&direct, &specs, now).await[0];
+    assert_eq!(
+        (u.committed, u.admitted, u.reserved, u.in_flight),
+        (tokens(80), tokens(80), tokens(0), 0),
+        "flush returned before the queued settle landed"
+    );
 }

@@ -1,5 +1,9 @@
 //! The budget store chosen by configuration: a URL.
 
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use jiff::Timestamp;
 
 use super::{
@@ -178,19 +182,26 @@ impl BudgetStore for AnyBudgetStore {
         }
     }
 
-    async fn settle(
+    fn settle(
         &self,
         ticket: Ticket,
         counters: &[CounterSpec],
         actual: Amount,
         now: Timestamp,
-    ) -> Result<Vec<CounterUsage>, StoreError> {
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send {
+        // Dispatched now, not when first polled: each store takes the settle at call time.
         match self {
-            AnyBudgetStore::Memory(s) => s.settle(ticket, counters, actual, now).await,
+            AnyBudgetStore::Memory(s) => {
+                Settling::Done(ready(Ok(s.settle_now(ticket, counters, actual, now))))
+            }
             #[cfg(feature = "redis")]
-            AnyBudgetStore::Redis(s) => s.settle(ticket, counters, actual, now).await,
+            AnyBudgetStore::Redis(s) => {
+                Settling::Waiting(Box::pin(s.settle_now(&ticket, counters, actual, now)))
+            }
             #[cfg(feature = "redis")]
-            AnyBudgetStore::Allowance(s) => s.settle(ticket, counters, actual, now).await,
+            AnyBudgetStore::Allowance(s) => {
+                Settling::Done(ready(Ok(s.settle_now(ticket, counters, actual, now))))
+            }
         }
     }
 
@@ -258,6 +269,25 @@ impl BudgetStore for AnyBudgetStore {
             AnyBudgetStore::Redis(s) => s.keeps_counters(),
             #[cfg(feature = "redis")]
             AnyBudgetStore::Allowance(s) => s.keeps_counters(),
+        }
+    }
+}
+
+/// A settle the chosen store has already taken: its outcome, or the wait for Redis's answer.
+enum Settling {
+    Done(Ready<Result<Vec<CounterUsage>, StoreError>>),
+    #[cfg(feature = "redis")]
+    Waiting(Pin<Box<dyn Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send>>),
+}
+
+impl Future for Settling {
+    type Output = Result<Vec<CounterUsage>, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Settling::Done(done) => Pin::new(done).poll(cx),
+            #[cfg(feature = "redis")]
+            Settling::Waiting(waiting) => waiting.as_mut().poll(cx),
         }
     }
 }

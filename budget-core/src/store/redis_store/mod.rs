@@ -1,6 +1,7 @@
 //! The shared store: budget counters in Redis, decided by server-side Lua scripts.
 
 mod allowance;
+mod handover;
 mod keys;
 mod wire;
 
@@ -8,15 +9,16 @@ pub use allowance::{AllowanceOptions, AllowanceStore};
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
+use self::handover::{Handed, Tracker};
 use self::keys::KeySpace;
 use self::wire::{Reply, clamp_tokens, money_arg};
 use super::{BudgetStore, CounterSpec, CounterUsage, Denial, ReserveOutcome, StoreError, Ticket};
@@ -34,7 +36,8 @@ pub const RETRY_HORIZON: Duration = Duration::from_secs(50 * 60);
 /// settle always finds the marker its first application left.
 const SETTLED_MARKER_MS: u64 = 3_600_000;
 
-/// Settles waiting to be retried, at most.
+/// Settles and releases waiting to be retried, at most; beyond, an operation is given up
+/// (logged; a settle's usage stays in the ledger).
 const MAX_PENDING: usize = 100_000;
 
 /// Counters per script call when scanning (snapshot, forget).
@@ -152,11 +155,16 @@ impl RedisStoreOptions {
 ///   still commits its usage, counted as overshoot. A reserve whose reply was lost (a network
 ///   failure, a timeout) is given back as soon as Redis answers again: the store chose the
 ///   reservation's id before sending it, and finds its lease by that id.
+/// - **Handed over at call time**: [`settle`](BudgetStore::settle) and
+///   [`release`](BudgetStore::release) queue their operation before they return, on a queue
+///   without bound, so dropping a settle's future (unpolled or half-way) loses nothing; the
+///   future only reports the outcome. [`flush`](BudgetStore::flush) waits until everything
+///   handed over before it has reached Redis.
 /// - **Exactly once**: every settle leaves a marker in Redis (for an hour, longer than it can
 ///   be retried), so a settle retried after a lost reply is not counted twice, and a settle
-///   whose lease is long gone still counts (as overshoot). Settles that fail because Redis is
-///   unreachable are queued and retried in the background for up to
-///   [`RETRY_HORIZON`]; the ledger records the event either way.
+///   whose lease is long gone still counts (as overshoot). Settles and releases that fail
+///   because Redis is unreachable are queued and retried in the background for up to
+///   [`RETRY_HORIZON`] (at most 100,000 waiting); the ledger records the event either way.
 /// - **Fail closed**: when Redis cannot be reached, `reserve` returns a [`StoreError`] naming the
 ///   store, so no call goes out unbudgeted. [`RedisStoreOptions::fail_open`] admits calls
 ///   instead (counted in [`RedisBudgetStore::failed_open`]).
@@ -181,9 +189,14 @@ struct Inner {
     name: String,
     keys: KeySpace,
     options: RedisStoreOptions,
-    /// Operations waiting for the next batch.
+    /// Operations whose caller waits for the reply (reserves, reads), for the next batch;
+    /// callers wait while it is full.
     ops: mpsc::Sender<Pending>,
-    retries: mpsc::Sender<(Call, Instant)>,
+    /// Operations handed over (settles, releases), for the next batch: without bound, so that
+    /// handing over never waits and never fails while the store is open.
+    handover: mpsc::UnboundedSender<Pending>,
+    retries: mpsc::UnboundedSender<Retry>,
+    shared: Arc<Shared>,
     /// Makes unreserved settle markers unique across processes.
     instance: u64,
     unreserved: AtomicU64,
@@ -233,16 +246,34 @@ impl RedisBudgetStore {
         .await
         .map_err(|_| fail("timed out connecting".into()))?
         .map_err(|e| fail(format!("cannot connect: {e}")))?;
-        let (retries, pending) = mpsc::channel(1024);
+        let (retries, pending) = mpsc::unbounded_channel();
         let (ops, queued) = mpsc::channel(OP_QUEUE);
-        tokio::spawn(run_batches(conn.clone(), queued, ops.downgrade()));
+        let (handover, handed) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            tracker: Tracker::new(),
+            retry_now: Notify::new(),
+            down: AtomicBool::new(false),
+        });
+        tokio::spawn(run_batches(
+            Batcher {
+                conn: conn.clone(),
+                name: name.clone(),
+                requeue: handover.downgrade(),
+                retries: retries.clone(),
+                shared: shared.clone(),
+            },
+            queued,
+            handed,
+        ));
         let inner = Arc::new(Inner {
             conn,
             name,
             keys,
             options,
             ops,
+            handover,
             retries,
+            shared: shared.clone(),
             instance: instance_id(),
             unreserved: AtomicU64::new(0),
             reservations: AtomicU64::new(0),
@@ -252,6 +283,7 @@ impl RedisBudgetStore {
             inner.conn.clone(),
             inner.name.clone(),
             pending,
+            shared,
         ));
         Ok(RedisBudgetStore { inner })
     }
@@ -318,6 +350,7 @@ impl RedisBudgetStore {
             .send(Pending {
                 call,
                 reply: Some(reply),
+                handed: None,
             })
             .await
         {
@@ -325,7 +358,7 @@ impl RedisBudgetStore {
         }
         let mut awaiting = AwaitedReply {
             answer,
-            ops: &self.inner.ops,
+            ops: &self.inner.handover,
         };
         match (&mut awaiting.answer).await {
             Ok((call, result)) => (call, result.map(Reply::new)),
@@ -350,8 +383,101 @@ impl RedisBudgetStore {
             call.key(keys.counter(key)).key(keys.leases(key));
         }
         call.arg(id);
-        if self.inner.retries.try_send((call, Instant::now())).is_err() {
-            tracing::warn!(store = %self.inner.name, "retry queue full: a reservation whose reply was lost waits for its lease");
+        let retry = Retry {
+            call,
+            since: Instant::now(),
+            _handed: Some(self.inner.shared.tracker.hand_over()),
+        };
+        if self.inner.retries.send(retry).is_err() {
+            tracing::warn!(store = %self.inner.name, "the store is closing: a reservation whose reply was lost waits for its lease");
+        }
+    }
+
+    /// Queues `call` for the next batch without waiting, counted for [`BudgetStore::flush`];
+    /// returns where its reply goes. Fails only when the store's batcher has stopped.
+    fn hand_over(&self, call: Call) -> Result<oneshot::Receiver<Answer>, OpError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            call,
+            reply: Some(reply),
+            handed: Some(self.inner.shared.tracker.hand_over()),
+        };
+        self.inner
+            .handover
+            .send(pending)
+            .map_err(|_| OpError::closed())?;
+        Ok(answer)
+    }
+
+    /// The settle, queued now; the future reports its outcome.
+    pub(crate) fn settle_now(
+        &self,
+        ticket: &Ticket,
+        counters: &[CounterSpec],
+        actual: Amount,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send + use<> {
+        let store = self.clone();
+        let count = counters.len();
+        let answer = self
+            .settle_call(ticket, counters, actual, now.as_millisecond())
+            .and_then(|call| {
+                self.hand_over(call)
+                    .map_err(|e| self.error("settle (not handed over)", e))
+            });
+        async move {
+            let result = match answer?.await {
+                Ok((_, result)) => result,
+                Err(_) => Err(OpError::closed()),
+            };
+            let mut reply = match result {
+                Ok(value) => Reply::new(value),
+                Err(e) if e.queued => return Err(store.error("settle (queued for retry)", e)),
+                Err(e) if e.unreachable => {
+                    return Err(store.error(
+                        "settle (the store is closing: the shared counters miss this usage)",
+                        e,
+                    ));
+                }
+                Err(e) => return Err(store.error("settle", e)),
+            };
+            (0..count)
+                .map(|_| reply.usage())
+                .collect::<Result<_, _>>()
+                .map_err(|e| store.error("settle: unexpected reply", e))
+        }
+    }
+
+    /// Waits until every settle and release handed over before the call has reached Redis.
+    async fn flush_to_redis(&self) -> Result<(), StoreError> {
+        let shared = &self.inner.shared;
+        let mark = shared.tracker.mark();
+        // A batch on its way answers within the timeout; give it that twice over.
+        let tick = self.inner.options.timeout.saturating_mul(2);
+        loop {
+            // Retries wait between rounds; a flush wants them now.
+            shared.retry_now.notify_one();
+            let before = shared.tracker.deliveries();
+            let delivered = shared.tracker.delivered_before(mark);
+            if tokio::time::timeout(tick, delivered).await.is_ok() {
+                return Ok(());
+            }
+            let left = shared.tracker.undelivered_before(mark);
+            if shared.down.load(Ordering::Relaxed) {
+                return Err(self.error(
+                    "flush",
+                    format!(
+                        "Redis cannot be reached; {left} settles or releases wait for it \
+                         (retried for up to {RETRY_HORIZON:?})"
+                    ),
+                ));
+            }
+            if shared.tracker.deliveries() == before {
+                return Err(self.error(
+                    "flush",
+                    format!("nothing reached Redis in {tick:?}; {left} settles or releases wait"),
+                ));
+            }
         }
     }
 
@@ -648,33 +774,14 @@ impl BudgetStore for RedisBudgetStore {
         self.reserve_in_redis(counters, request, now)
     }
 
-    async fn settle(
+    fn settle(
         &self,
         ticket: Ticket,
         counters: &[CounterSpec],
         actual: Amount,
         now: Timestamp,
-    ) -> Result<Vec<CounterUsage>, StoreError> {
-        let call = self.settle_call(&ticket, counters, actual, now.as_millisecond())?;
-        let (call, result) = self.run(call).await;
-        let mut reply = match result {
-            Ok(reply) => reply,
-            Err(e) if e.unreachable => {
-                let queued = self.inner.retries.try_send((call, Instant::now())).is_ok();
-                let what = if queued {
-                    "settle (queued for retry)"
-                } else {
-                    "settle (retry queue full: the shared counters miss this usage)"
-                };
-                return Err(self.error(what, e));
-            }
-            Err(e) => return Err(self.error("settle", e)),
-        };
-        counters
-            .iter()
-            .map(|_| reply.usage())
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.error("settle: unexpected reply", e))
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send {
+        self.settle_now(&ticket, counters, actual, now)
     }
 
     fn release(&self, ticket: Ticket) {
@@ -692,15 +799,15 @@ impl BudgetStore for RedisBudgetStore {
         ))
         .arg(clamp_tokens(ticket.amount().tokens))
         .arg(money_arg(ticket.amount().money));
-        // Queued without waiting: release must not block. If the queue is full, the lease
-        // gives the reservation back when it runs out.
-        if self
-            .inner
-            .ops
-            .try_send(Pending { call, reply: None })
-            .is_err()
-        {
-            tracing::warn!(store = %self.inner.name, "release queue full; the lease will give the reservation back");
+        // Handed over without waiting: release must not block. Only a store whose batcher
+        // has stopped refuses it; the lease gives the reservation back then.
+        let pending = Pending {
+            call,
+            reply: None,
+            handed: Some(self.inner.shared.tracker.hand_over()),
+        };
+        if self.inner.handover.send(pending).is_err() {
+            tracing::warn!(store = %self.inner.name, "the store is closing; the lease will give the reservation back");
         }
     }
 
@@ -729,20 +836,25 @@ impl BudgetStore for RedisBudgetStore {
         });
     }
 
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.flush_to_redis()
+    }
+
     fn keeps_counters(&self) -> bool {
         true
     }
 }
 
-/// Retries settles that could not reach Redis, and releases of reservations whose reply was
-/// lost, oldest first, until they land or pass the horizon. Ends when every store handle is
-/// gone and nothing is pending.
+/// Retries settles and releases that could not reach Redis, and releases of reservations
+/// whose reply was lost, oldest first, until they land or pass the horizon. Ends when every
+/// store handle is gone and nothing is pending.
 async fn retry_settles(
     mut conn: ConnectionManager,
     name: String,
-    mut incoming: mpsc::Receiver<(Call, Instant)>,
+    mut incoming: mpsc::UnboundedReceiver<Retry>,
+    shared: Arc<Shared>,
 ) {
-    let mut pending: VecDeque<(Call, Instant)> = VecDeque::new();
+    let mut pending: VecDeque<Retry> = VecDeque::new();
     let mut open = true;
     loop {
         if pending.is_empty() {
@@ -751,30 +863,36 @@ async fn retry_settles(
                 None => return,
             }
         }
-        // Collect what else arrived, and give Redis a moment to come back.
+        // Collect what else arrived, and give Redis a moment to come back (a flush cuts the
+        // moment short).
         let wait = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(wait);
-        while open {
+        loop {
             tokio::select! {
-                job = incoming.recv() => match job {
+                job = incoming.recv(), if open => match job {
                     Some(job) if pending.len() < MAX_PENDING => pending.push_back(job),
-                    Some(_) => tracing::error!(store = %name, "retry queue full: an operation is not retried (a settle's usage is in the ledger; a lost reservation waits for its lease)"),
+                    Some(_) => tracing::error!(store = %name, "retry queue full ({MAX_PENDING}): an operation is not retried (a settle's usage is in the ledger; a reservation waits for its lease)"),
                     None => open = false,
                 },
+                () = shared.retry_now.notified() => break,
                 () = &mut wait => break,
             }
         }
-        while let Some((call, since)) = pending.front() {
-            if since.elapsed() > RETRY_HORIZON {
+        while let Some(job) = pending.front() {
+            if job.since.elapsed() > RETRY_HORIZON {
                 tracing::error!(store = %name, "gave up retrying an operation after {RETRY_HORIZON:?} (a settle's usage is in the ledger; a lost reservation waits for its lease)");
                 pending.pop_front();
                 continue;
             }
-            match call.run(&mut conn).await {
+            match job.call.run(&mut conn).await {
                 Ok(_) => {
+                    shared.down.store(false, Ordering::Relaxed);
                     pending.pop_front();
                 }
-                Err(e) if unreachable(&e) => break,
+                Err(e) if unreachable(&e) => {
+                    shared.down.store(true, Ordering::Relaxed);
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(store = %name, error = %e, "a retried operation failed for good");
                     pending.pop_front();
@@ -785,6 +903,25 @@ async fn retry_settles(
             return;
         }
     }
+}
+
+/// An operation waiting to be retried, and since when.
+struct Retry {
+    call: Call,
+    since: Instant,
+    /// Held only to be dropped: the operation counts as delivered once it lands or is given
+    /// up.
+    _handed: Option<Handed>,
+}
+
+/// What a store shares with its batcher and its retry worker.
+struct Shared {
+    /// Settles and releases handed over and not yet delivered.
+    tracker: Arc<Tracker>,
+    /// Asks the retry worker to try again now.
+    retry_now: Notify,
+    /// The last attempt to reach Redis failed for want of Redis.
+    down: AtomicBool,
 }
 
 /// Which operation a call is.
@@ -800,6 +937,12 @@ enum Which {
 }
 
 impl Which {
+    /// Whether an attempt that could not reach Redis is retried in the background: settles
+    /// and releases (their caller does not wait, and each applies once however often sent).
+    fn retried(self) -> bool {
+        matches!(self, Which::Settle | Which::Release | Which::ReleaseLost)
+    }
+
     /// The operation's code in the batch script.
     fn code(self) -> &'static str {
         match self {
@@ -834,8 +977,8 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Operations waiting for the batcher, at most; beyond, callers wait (and releases are left
-/// to their leases).
+/// Operations whose caller waits for the reply, queued for the batcher at most; beyond,
+/// callers wait. Settles and releases are handed over on a queue without bound.
 const OP_QUEUE: usize = 4096;
 
 /// Operations per script call, at most.
@@ -844,18 +987,25 @@ const MAX_BATCH: usize = 128;
 /// Batches on their way at once per store: while Redis runs one, the next is on the wire.
 const BATCHES_IN_FLIGHT: usize = 2;
 
+/// What the batcher hands back: the call (emptied when it went to the retry queue) and its
+/// outcome.
+type Answer = (Call, Result<Value, OpError>);
+
 /// An operation handed to the batcher, and where its reply goes (nowhere for a release).
 struct Pending {
     call: Call,
-    reply: Option<oneshot::Sender<(Call, Result<Value, OpError>)>>,
+    reply: Option<oneshot::Sender<Answer>>,
+    /// For a settle or release handed over: delivered once the batch ran, or once its retry
+    /// landed.
+    handed: Option<Handed>,
 }
 
 /// The caller's end of a queued operation. A caller can go away (its future dropped by a
 /// timeout) just after the batcher handed it a reserve's reply: the batcher saw the hand-over
 /// succeed, so it is the caller that must give that reservation back.
 struct AwaitedReply<'a> {
-    answer: oneshot::Receiver<(Call, Result<Value, OpError>)>,
-    ops: &'a mpsc::Sender<Pending>,
+    answer: oneshot::Receiver<Answer>,
+    ops: &'a mpsc::UnboundedSender<Pending>,
 }
 
 impl Drop for AwaitedReply<'_> {
@@ -872,11 +1022,12 @@ impl Drop for AwaitedReply<'_> {
 }
 
 /// Queues the release of a reservation whose caller went away.
-fn queue_orphan_release(ops: &mpsc::Sender<Pending>, release: Call) {
+fn queue_orphan_release(ops: &mpsc::UnboundedSender<Pending>, release: Call) {
     let queued = ops
-        .try_send(Pending {
+        .send(Pending {
             call: release,
             reply: None,
+            handed: None,
         })
         .is_ok();
     if !queued {
@@ -892,6 +1043,8 @@ fn queue_orphan_release(ops: &mpsc::Sender<Pending>, release: Call) {
 struct OpError {
     /// Redis could not be reached (as opposed to a script that refused).
     unreachable: bool,
+    /// The operation went to the retry queue.
+    queued: bool,
     message: String,
 }
 
@@ -899,6 +1052,7 @@ impl OpError {
     fn from_redis(e: &RedisError) -> OpError {
         OpError {
             unreachable: unreachable(e),
+            queued: false,
             message: e.to_string(),
         }
     }
@@ -906,6 +1060,7 @@ impl OpError {
     fn closed() -> OpError {
         OpError {
             unreachable: false,
+            queued: false,
             message: "the store's batcher has stopped".into(),
         }
     }
@@ -954,34 +1109,46 @@ fn redis_client(url: &str, tls_roots: Option<&[u8]>) -> Result<redis::Client, St
 /// A reserve whose caller went away before its reply came (a dropped future) is released in
 /// the next batch, so cancelled callers do not hold budget until their lease runs out.
 async fn run_batches(
-    conn: ConnectionManager,
+    batcher: Batcher,
     mut queued: mpsc::Receiver<Pending>,
-    requeue: mpsc::WeakSender<Pending>,
+    mut handed: mpsc::UnboundedReceiver<Pending>,
 ) {
+    let batcher = Arc::new(batcher);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = queued.recv().await else {
-            return;
+        // Operations handed over go first: a caller hands a settle over before it reserves
+        // again, and its reserve must see the settle.
+        let first = tokio::select! {
+            biased;
+            Some(op) = handed.recv() => op,
+            Some(op) = queued.recv() => op,
+            else => return,
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match handed.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
         while batch.len() < MAX_BATCH {
             match queued.try_recv() {
                 Ok(more) => batch.push(more),
                 Err(_) => break,
             }
         }
-        let (mut conn, requeue) = (conn.clone(), requeue.clone());
+        let batcher = batcher.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let orphans = run_and_answer(&mut conn, batch).await;
+            let orphans = batcher.run_and_answer(batch).await;
             if orphans.is_empty() {
                 return;
             }
-            match requeue.upgrade() {
+            match batcher.requeue.upgrade() {
                 Some(ops) => orphans
                     .into_iter()
                     .for_each(|release| queue_orphan_release(&ops, release)),
@@ -995,34 +1162,70 @@ async fn run_batches(
     }
 }
 
-/// Runs one batch and hands each caller its reply; returns the releases of reserves whose
-/// caller is gone.
-async fn run_and_answer(conn: &mut ConnectionManager, batch: Vec<Pending>) -> Vec<Call> {
-    let calls: Vec<&Call> = batch.iter().map(|p| &p.call).collect();
-    let result = run_batch(conn, &calls).await;
-    let mut replies = match result {
-        Ok(values) if values.len() == batch.len() => values.into_iter().map(Ok).collect(),
-        Ok(values) => {
-            let e = OpError {
-                unreachable: false,
-                message: format!("{} replies for {} operations", values.len(), batch.len()),
+/// What the batcher works with.
+struct Batcher {
+    conn: ConnectionManager,
+    name: String,
+    /// Where releases of abandoned reservations go (weak: the batcher must not keep its own
+    /// queue open).
+    requeue: mpsc::WeakUnboundedSender<Pending>,
+    retries: mpsc::UnboundedSender<Retry>,
+    shared: Arc<Shared>,
+}
+
+impl Batcher {
+    /// Runs one batch and hands each caller its reply; settles and releases that could not
+    /// reach Redis go to the retry queue. Returns the releases of reserves whose caller is
+    /// gone.
+    async fn run_and_answer(&self, batch: Vec<Pending>) -> Vec<Call> {
+        let calls: Vec<&Call> = batch.iter().map(|p| &p.call).collect();
+        let result = run_batch(&mut self.conn.clone(), &calls).await;
+        match &result {
+            Ok(_) => self.shared.down.store(false, Ordering::Relaxed),
+            Err(e) if unreachable(e) => self.shared.down.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        let mut replies = match result {
+            Ok(values) if values.len() == batch.len() => values.into_iter().map(Ok).collect(),
+            Ok(values) => {
+                let e = OpError {
+                    unreachable: false,
+                    queued: false,
+                    message: format!("{} replies for {} operations", values.len(), batch.len()),
+                };
+                vec![Err(e); batch.len()]
+            }
+            Err(e) => vec![Err(OpError::from_redis(&e)); batch.len()],
+        }
+        .into_iter();
+        let mut orphans = Vec::new();
+        for mut pending in batch {
+            let mut result = replies.next().unwrap_or_else(|| Err(OpError::closed()));
+            if let Err(e) = &mut result {
+                let which = pending.call.script;
+                if e.unreachable && which.retried() {
+                    let call = std::mem::replace(&mut pending.call, Call::new(which));
+                    let retry = Retry {
+                        call,
+                        since: Instant::now(),
+                        _handed: pending.handed.take(),
+                    };
+                    e.queued = self.retries.send(retry).is_ok();
+                } else if pending.handed.is_some() {
+                    tracing::error!(store = %self.name, error = %e, "a {which:?} handed over failed for good (a settle's usage is in the ledger)");
+                }
+            }
+            // Delivered (or given up, and said so): a flush waits no longer for it.
+            drop(pending.handed.take());
+            let Some(reply) = pending.reply else {
+                continue;
             };
-            vec![Err(e); batch.len()]
+            if let Err((call, Ok(value))) = reply.send((pending.call, result)) {
+                orphans.extend(release_for_orphan(&call, &value));
+            }
         }
-        Err(e) => vec![Err(OpError::from_redis(&e)); batch.len()],
+        orphans
     }
-    .into_iter();
-    let mut orphans = Vec::new();
-    for pending in batch {
-        let result = replies.next().unwrap_or_else(|| Err(OpError::closed()));
-        let Some(reply) = pending.reply else {
-            continue;
-        };
-        if let Err((call, Ok(value))) = reply.send((pending.call, result)) {
-            orphans.extend(release_for_orphan(&call, &value));
-        }
-    }
-    orphans
 }
 
 /// The release of a reserve that succeeded after its caller went away.
