@@ -40,6 +40,19 @@ const SETTLED_MARKER_MS: u64 = 3_600_000;
 /// (logged; a settle's usage stays in the ledger).
 const MAX_PENDING: usize = 100_000;
 
+/// The shortest lease: a call holds its reservation at least this long.
+pub(crate) const MIN_LEASE: Duration = Duration::from_secs(10);
+/// The longest lease (its holder may have died: the budget stays blocked that long).
+pub(crate) const MAX_LEASE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The shortest life of per-task counters after their last use.
+pub(crate) const MIN_TASK_TTL: Duration = Duration::from_secs(60);
+/// The longest life of per-task counters after their last use.
+pub(crate) const MAX_TASK_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The shortest timeout.
+pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// The longest timeout.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Counters per script call when scanning (snapshot, forget).
 const SCAN_CHUNK: usize = 256;
 
@@ -103,20 +116,23 @@ impl RedisStoreOptions {
 
     /// How long a reservation holds without being settled or released. Make it longer than
     /// your slowest call: a call that outlives its lease keeps running, but its reservation is
-    /// given back and its usage counts as overshoot.
+    /// given back and its usage counts as overshoot. From 10 seconds to 30 days, and longer
+    /// than [`timeout`](RedisStoreOptions::timeout) ([`RedisBudgetStore::connect_with`] says
+    /// otherwise).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
     }
 
     /// How long per-task counters live after their last use when a task is never
-    /// [forgotten](BudgetStore::forget_task) (its process died).
+    /// [forgotten](BudgetStore::forget_task) (its process died). From a minute to a year.
     pub fn task_ttl(mut self, ttl: Duration) -> Self {
         self.task_ttl = ttl;
         self
     }
 
-    /// How long to wait for Redis to connect or answer before the operation fails.
+    /// How long to wait for Redis to connect or answer before the operation fails. From 1 ms
+    /// to 10 minutes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -135,6 +151,31 @@ impl RedisStoreOptions {
     pub fn tls_roots(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_roots = Some(pem.into());
         self
+    }
+
+    /// Checks every duration against its range: a zero lease, for one, would let the next
+    /// reserve purge every reservation and concurrent calls cross the cap.
+    fn validate(&self) -> Result<(), String> {
+        let check = |what: &str, value: Duration, min: Duration, max: Duration| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} {value:?} is out of range: it must be from {min:?} to {max:?}"
+                ))
+            }
+        };
+        check("lease", self.lease, MIN_LEASE, MAX_LEASE)?;
+        check("task_ttl", self.task_ttl, MIN_TASK_TTL, MAX_TASK_TTL)?;
+        check("timeout", self.timeout, MIN_TIMEOUT, MAX_TIMEOUT)?;
+        if self.lease <= self.timeout {
+            return Err(format!(
+                "lease {:?} must be longer than timeout {:?}: a reservation could lapse before \
+                 its reply arrives",
+                self.lease, self.timeout
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +275,7 @@ impl RedisBudgetStore {
             message,
         };
         let keys = KeySpace::new(&options.prefix).map_err(&fail)?;
+        options.validate().map_err(&fail)?;
         let client = redis_client(url, options.tls_roots.as_deref()).map_err(&fail)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
@@ -1368,6 +1410,44 @@ fn instance_id() -> u64 {
 mod tests {
     use super::*;
     use crate::{Limit, Period, Selector, Window};
+
+    /// Durations out of range are refused before anything connects (nothing listens on port
+    /// 1): a zero lease would let every reserve purge every reservation.
+    #[tokio::test]
+    async fn options_out_of_range_are_refused_before_connecting() {
+        let url = "redis://127.0.0.1:1/0";
+        let cases = [
+            (
+                RedisStoreOptions::new().lease(Duration::ZERO),
+                "lease 0ns is out of range",
+            ),
+            (
+                RedisStoreOptions::new().lease(Duration::from_secs(9)),
+                "lease 9s is out of range",
+            ),
+            (
+                RedisStoreOptions::new().task_ttl(Duration::ZERO),
+                "task_ttl 0ns is out of range",
+            ),
+            (
+                RedisStoreOptions::new().timeout(Duration::ZERO),
+                "timeout 0ns is out of range",
+            ),
+            (
+                RedisStoreOptions::new()
+                    .lease(Duration::from_secs(30))
+                    .timeout(Duration::from_secs(30)),
+                "lease 30s must be longer than timeout 30s",
+            ),
+        ];
+        for (options, want) in cases {
+            let error = RedisBudgetStore::connect_with(url, options)
+                .await
+                .expect_err(want)
+                .to_string();
+            assert!(error.contains(want), "{error}");
+        }
+    }
 
     /// A settle whose reply was lost is sent again by the retry queue: whether it had been
     /// applied or not, it must count once.
