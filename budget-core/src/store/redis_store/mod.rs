@@ -29,12 +29,17 @@ use crate::redact::redact_url;
 
 /// How long a settle that could not reach Redis is retried before it is given up (the ledger
 /// still holds its event; only the shared counters miss it). Shorter than the hour for which
-/// the scripts remember settled and expired reservations, so a retry never counts twice.
+/// the scripts remember settles, so a retry never counts twice.
 pub const RETRY_HORIZON: Duration = Duration::from_secs(50 * 60);
 
-/// How long the marker of a settle lives: longer than [`RETRY_HORIZON`], so that a retried
-/// settle always finds the marker its first application left.
+/// How long a settle's marker lives after the last settle marked next to it: longer than
+/// [`RETRY_HORIZON`], so that a retried settle always finds the marker its first application
+/// left.
 const SETTLED_MARKER_MS: u64 = 3_600_000;
+
+/// Settle markers are bits: one bitmap key holds those of 2^16 consecutive settles of one
+/// instance (8 KiB), so marking every settle costs a bit, not a key (about 130 bytes).
+const MARKER_BITS: u32 = 16;
 
 /// Settles and releases waiting to be retried, at most; beyond, an operation is given up
 /// (logged; a settle's usage stays in the ledger).
@@ -201,9 +206,9 @@ impl RedisStoreOptions {
 ///   without bound, so dropping a settle's future (unpolled or half-way) loses nothing; the
 ///   future only reports the outcome. [`flush`](BudgetStore::flush) waits until everything
 ///   handed over before it has reached Redis.
-/// - **Exactly once**: every settle leaves a marker in Redis (for an hour, longer than it can
-///   be retried), so a settle retried after a lost reply is not counted twice, and a settle
-///   whose lease is long gone still counts (as overshoot). Settles and releases that fail
+/// - **Exactly once**: every settle sets a marker bit in Redis (kept an hour, longer than a
+///   settle can be retried; 8 KiB per 65,536 settles), so a settle retried after a lost reply
+///   is not counted twice, and a settle whose lease is long gone still counts (as overshoot). Settles and releases that fail
 ///   because Redis is unreachable are queued and retried in the background for up to
 ///   [`RETRY_HORIZON`] (at most 100,000 waiting); the ledger records the event either way.
 /// - **Fail closed**: when Redis cannot be reached, `reserve` returns a [`StoreError`] naming the
@@ -635,14 +640,17 @@ impl RedisBudgetStore {
         let keys = &self.inner.keys;
         let reserved = ticket.keys();
         let mut call = Call::new(Which::Settle);
-        let (marker, member) = if reserved.is_empty() {
+        // The marker: bit `n mod 2^16` of bitmap `n / 2^16`, where `n` numbers this
+        // instance's reservations (or its unreserved settles).
+        let (kind, n, member) = if reserved.is_empty() {
             let n = self.inner.unreserved.fetch_add(1, Ordering::Relaxed);
-            (format!("u{:016x}-{n}", self.inner.instance), String::new())
+            ('u', n, String::new())
         } else {
             let id = self.reservation_id(ticket.id());
-            (format!("r{id}"), lease_member(&id, ticket.amount()))
+            ('r', ticket.id(), lease_member(&id, ticket.amount()))
         };
-        call.key(keys.settled(&marker));
+        let instance = self.inner.instance;
+        call.key(keys.settled(&format!("{kind}{instance:016x}-{}", n >> MARKER_BITS)));
         for key in reserved {
             call.key(keys.counter(key)).key(keys.leases(key));
         }
@@ -656,7 +664,8 @@ impl RedisBudgetStore {
             .arg(clamp_tokens(actual.tokens))
             .arg(money_arg(actual.money))
             .arg(reserved.len())
-            .arg(SETTLED_MARKER_MS);
+            .arg(SETTLED_MARKER_MS)
+            .arg(n & ((1 << MARKER_BITS) - 1));
         for spec in counters {
             self.window_args(&mut call, spec.span, now_ms)?;
             let held = reserved

@@ -1,9 +1,10 @@
 
--- Settle: KEYS = done marker, (counter, leases) per reserved counter, then the counters to
+-- Settle: KEYS = marker bitmap, (counter, leases) per reserved counter, then the counters to
 -- commit to. ARGV = now_ms, member ('' = nothing reserved), amount_tokens, amount_money,
--- actual_tokens, actual_money, reserved_count, done_ttl_ms, then per commit counter: kind,
--- slot, sn, ttl_ms, end_ms, index of the same counter among the reserved ones (0 = none).
--- Applies once: every settle sets its marker (kept longer than settles are retried), so a
+-- actual_tokens, actual_money, reserved_count, marker_ttl_ms, marker bit, then per commit
+-- counter: kind, slot, sn, ttl_ms, end_ms, index of the same counter among the reserved ones
+-- (0 = none).
+-- Applies once: every settle sets its marker bit (kept longer than settles are retried), so a
 -- retry after a lost reply cannot count twice. Leases cannot tell on their own: a lease that
 -- ran out is forgotten an hour later, and a settle arriving after that must still count (as
 -- overshoot).
@@ -16,10 +17,11 @@ local m = #KEYS - 1 - 2 * r
 -- The counters committed to first: they know their window kind.
 local commits = {}
 for j = 1, m do
-  local a = 8 + (j - 1) * 6
+  local a = 9 + (j - 1) * 6
   commits[j] = load(KEYS[1 + 2 * r + j], ARGV[a + 1], tonumber(ARGV[a + 2]))
 end
-local apply = redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[8]) ~= false
+local apply = redis.call('SETBIT', KEYS[1], ARGV[9], 1) == 0
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
 local held, reserved = {}, {}
 if member ~= '' then
   for i = 1, r do
@@ -29,7 +31,7 @@ if member ~= '' then
 end
 local out = {}
 for j = 1, m do
-  local a = 8 + (j - 1) * 6
+  local a = 9 + (j - 1) * 6
   local u, idx, slot = commits[j], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 2])
   if apply then
     if idx > 0 and held[idx] then
