@@ -1392,3 +1392,35 @@ async fn flush_waits_for_queued_settles_and_fails_while_redis_is_down() {
         "flush returned before the queued settle landed"
     );
 }
+
+/// A settle the store cannot express (a rolling window too narrow for the scripts' numbers)
+/// fails with an error naming the store, and still gives its reservation back.
+#[tokio::test]
+async fn a_settle_that_cannot_be_sent_gives_its_reservation_back() {
+    let Some(redis) = RedisUnderTest::new("unsendable-settle") else {
+        return;
+    };
+    let store = redis.store().await;
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let now = Timestamp::now();
+    let specs = [spec(&daily, None, now)];
+    let ticket = reserve(&store, &specs, ReserveRequest::fixed(tokens(100)), now)
+        .await
+        .unwrap();
+    let mut narrow = specs[0].clone();
+    narrow.span = budget_core::limits::WindowSpan::Rolling {
+        slot_nanos: 1,
+        slot: i64::MAX / 2,
+    };
+    let error = store
+        .settle(ticket, &[narrow], tokens(50), now)
+        .await
+        .expect_err("too narrow for Redis's numbers");
+    assert!(error.to_string().contains("rolling window"), "{error}");
+    let given_back = async || usage(&store, &specs, now).await[0] == CounterUsage::default();
+    assert!(
+        eventually(100, Duration::from_millis(20), given_back).await,
+        "the reservation was kept: {:?}",
+        usage(&store, &specs, now).await[0]
+    );
+}

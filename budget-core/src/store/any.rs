@@ -307,7 +307,7 @@ impl BudgetStore for AnyBudgetStore {
             }
             #[cfg(feature = "redis")]
             AnyBudgetStore::Redis(s) => {
-                Settling::Waiting(Box::pin(s.settle_now(&ticket, counters, actual, now)))
+                Settling::Waiting(Box::pin(s.settle_now(ticket, counters, actual, now)))
             }
             #[cfg(feature = "redis")]
             AnyBudgetStore::Allowance(s) => {

@@ -459,19 +459,23 @@ impl RedisBudgetStore {
     /// The settle, queued now; the future reports its outcome.
     pub(crate) fn settle_now(
         &self,
-        ticket: &Ticket,
+        ticket: Ticket,
         counters: &[CounterSpec],
         actual: Amount,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send + use<> {
         let store = self.clone();
         let count = counters.len();
-        let answer = self
-            .settle_call(ticket, counters, actual, now.as_millisecond())
-            .and_then(|call| {
-                self.hand_over(call)
-                    .map_err(|e| self.error("settle (not handed over)", e))
-            });
+        let answer = match self.settle_call(&ticket, counters, actual, now.as_millisecond()) {
+            Ok(call) => self
+                .hand_over(call)
+                .map_err(|e| self.error("settle (not handed over)", e)),
+            Err(e) => {
+                // A settle that cannot be expressed still gives its reservation back.
+                self.release(ticket);
+                Err(e)
+            }
+        };
         async move {
             let result = match answer?.await {
                 Ok((_, result)) => result,
@@ -832,7 +836,7 @@ impl BudgetStore for RedisBudgetStore {
         actual: Amount,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send {
-        self.settle_now(&ticket, counters, actual, now)
+        self.settle_now(ticket, counters, actual, now)
     }
 
     fn release(&self, ticket: Ticket) {
