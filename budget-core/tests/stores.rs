@@ -128,7 +128,52 @@ on_every_store!(
     rolling_windows_age_out,
     calendar_windows_roll_over,
     forgetting_a_task_drops_its_counters,
+    settles_are_handed_over_at_call_time,
 );
+
+/// The same contract through the store a URL chooses (its dispatch must not defer a settle).
+#[tokio::test]
+async fn any_store_hands_settles_over_at_call_time() {
+    store_suite::settles_are_handed_over_at_call_time(
+        AnyBudgetStore::open("memory:").await.unwrap(),
+    )
+    .await;
+    for (test, extra) in [
+        ("any-handover", ""),
+        ("any-handover-allowance", "&allowance=true"),
+    ] {
+        let Some(redis) = RedisUnderTest::new(test) else {
+            return;
+        };
+        let sep = if redis.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}prefix={}{extra}", redis.url, redis.prefix);
+        let store = AnyBudgetStore::open(&url).await.unwrap();
+        store_suite::settles_are_handed_over_at_call_time(store).await;
+    }
+}
+
+/// An allowance store meets the same contract: a settle dropped unpolled is counted locally
+/// at once, and `flush` reports it to Redis.
+#[tokio::test]
+async fn allowance_settles_are_handed_over_at_call_time() {
+    let Some(redis) = RedisUnderTest::new("allowance-handover") else {
+        return;
+    };
+    let store = AllowanceStore::new(
+        redis.store().await,
+        AllowanceOptions::new().sync_every(Duration::from_secs(3_600)),
+    );
+    store_suite::settles_are_handed_over_at_call_time(store.clone()).await;
+    let direct = redis.store().await;
+    let now = at("2026-03-10T12:00:00Z");
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let specs = [spec(&daily, None, now)];
+    assert_eq!(
+        usage(&direct, &specs, now).await[0].committed,
+        tokens(255),
+        "flush reported every settle to Redis"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_concurrent_reservers_never_exceed_the_cap() {
@@ -248,9 +293,50 @@ async fn redis_decides_exactly_as_memory_does() {
                     settled += 1;
                 }
                 18 if !held.is_empty() => {
-                    let (a, b) = held.swap_remove(rng.below(held.len() as u64) as usize);
-                    memory.release(a);
-                    shared.release(b);
+                    // Releases, then settles, handed over back to back: they reach Redis in
+                    // one batch (the batcher takes what queued while this task ran), where a
+                    // release loads a counter before a settle commits to it.
+                    let n = 1 + rng.below(held.len().min(4) as u64) as usize;
+                    let mut releases = Vec::new();
+                    let mut settles = Vec::new();
+                    for _ in 0..n {
+                        let pair = held.swap_remove(rng.below(held.len() as u64) as usize);
+                        if rng.below(2) == 0 {
+                            releases.push(pair);
+                            continue;
+                        }
+                        let scale = rng.below(150);
+                        let a = &pair.0;
+                        let actual = Amount::new(
+                            a.amount().tokens * scale / 100,
+                            Money::from_units(
+                                a.amount().money.units() * i128::from(scale) / 100 + 1,
+                            ),
+                        );
+                        let specs = specs_at(
+                            now,
+                            a.keys()
+                                .iter()
+                                .find_map(|k| k.task.as_ref())
+                                .map_or("none", |t| t.as_str()),
+                        );
+                        settles.push((pair, specs, actual));
+                    }
+                    for (a, b) in releases {
+                        memory.release(a);
+                        shared.release(b);
+                    }
+                    let mut pending = Vec::new();
+                    for ((a, b), specs, actual) in &mut settles {
+                        let a = std::mem::replace(a, Ticket::unreserved());
+                        let b = std::mem::replace(b, Ticket::unreserved());
+                        let ua = memory.settle(a, specs, *actual, now).await.unwrap();
+                        pending.push((ua, shared.settle(b, specs, *actual, now)));
+                        settled += 1;
+                    }
+                    for (ua, ub) in pending {
+                        assert_eq!(ua, ub.await.unwrap(), "seed {seed} step {step} (batch)");
+                    }
                     // Redis releases in the background; let it land before comparing again.
                     assert!(
                         eventually(200, Duration::from_millis(10), async || {
@@ -1224,4 +1310,117 @@ async fn a_reserve_whose_reply_was_lost_is_given_back() {
             .is_ok_and(|outcome| matches!(outcome, ReserveOutcome::Reserved(_)))
     };
     assert!(eventually(50, Duration::from_millis(50), whole_budget).await);
+}
+
+/// A settle that arrives more than its lease and an hour late finds its lease gone for good
+/// (another call purged it, and expired leases are only remembered for an hour): its usage
+/// still counts, as overshoot.
+#[tokio::test]
+async fn a_settle_later_than_its_lease_and_an_hour_still_counts() {
+    let Some(redis) = RedisUnderTest::new("very-late-settle") else {
+        return;
+    };
+    let store =
+        RedisBudgetStore::connect_with(&redis.url, redis.options().lease(Duration::from_secs(60)))
+            .await
+            .unwrap();
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(100));
+    let t0 = at("2026-02-02T10:00:00Z");
+    let specs = [spec(&daily, None, t0)];
+    let late = reserve(&store, &specs, ReserveRequest::fixed(tokens(70)), t0)
+        .await
+        .unwrap();
+    let t1 = t0 + SignedDuration::from_secs(60 + 3_600 + 5);
+    // Reading the counter purges the lapsed lease, and forgets it: it ran out over an hour ago.
+    let u = usage(&store, &specs, t1).await[0];
+    assert_eq!(
+        (u.reserved, u.in_flight),
+        (tokens(0), 0),
+        "the lease ran out"
+    );
+    let after = store.settle(late, &specs, tokens(25), t1).await.unwrap();
+    assert_eq!(
+        (after[0].committed, after[0].admitted),
+        (tokens(25), tokens(0)),
+        "a very late settle still counts, as overshoot"
+    );
+    assert_eq!(usage(&store, &specs, t1).await[0].committed, tokens(25));
+}
+
+/// `flush` waits for what was handed over, settles queued for retry included: with Redis
+/// down it answers with an error within the store's timeout instead of hanging, and once
+/// Redis is back it returns only when the retried settle has landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_queued_settles_and_fails_while_redis_is_down() {
+    let Some(redis) = RedisUnderTest::new("flush") else {
+        return;
+    };
+    let timeout = Duration::from_millis(300);
+    let (proxy, store) = redis.behind_proxy(timeout).await;
+    let direct = redis.store().await;
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let now = Timestamp::now();
+    let specs = [spec(&daily, None, now)];
+    let ticket = reserve(&store, &specs, ReserveRequest::fixed(tokens(100)), now)
+        .await
+        .unwrap();
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(store.settle(ticket, &specs, tokens(80), now));
+
+    let started = std::time::Instant::now();
+    let down = tokio::time::timeout(Duration::from_secs(10), store.flush())
+        .await
+        .expect("flush gave up in time");
+    let took = started.elapsed();
+    eprintln!("flush with Redis down answered in {took:?} (timeout {timeout:?})");
+    let error = down.expect_err("Redis is down: the settle has not reached it");
+    assert!(error.to_string().contains("flush"), "{error}");
+    assert!(took < timeout * 4, "flush took {took:?}");
+    assert_eq!(usage(&direct, &specs, now).await[0].committed, tokens(0));
+
+    proxy.restore();
+    let flushed = async || store.flush().await.is_ok();
+    assert!(
+        eventually(20, Duration::from_millis(100), flushed).await,
+        "flush kept failing after Redis came back"
+    );
+    let u = usage(&direct, &specs, now).await[0];
+    assert_eq!(
+        (u.committed, u.admitted, u.reserved, u.in_flight),
+        (tokens(80), tokens(80), tokens(0), 0),
+        "flush returned before the queued settle landed"
+    );
+}
+
+/// A settle the store cannot express (a rolling window too narrow for the scripts' numbers)
+/// fails with an error naming the store, and still gives its reservation back.
+#[tokio::test]
+async fn a_settle_that_cannot_be_sent_gives_its_reservation_back() {
+    let Some(redis) = RedisUnderTest::new("unsendable-settle") else {
+        return;
+    };
+    let store = redis.store().await;
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let now = Timestamp::now();
+    let specs = [spec(&daily, None, now)];
+    let ticket = reserve(&store, &specs, ReserveRequest::fixed(tokens(100)), now)
+        .await
+        .unwrap();
+    let mut narrow = specs[0].clone();
+    narrow.span = budget_core::limits::WindowSpan::Rolling {
+        slot_nanos: 1,
+        slot: i64::MAX / 2,
+    };
+    let error = store
+        .settle(ticket, &[narrow], tokens(50), now)
+        .await
+        .expect_err("too narrow for Redis's numbers");
+    assert!(error.to_string().contains("rolling window"), "{error}");
+    let given_back = async || usage(&store, &specs, now).await[0] == CounterUsage::default();
+    assert!(
+        eventually(100, Duration::from_millis(20), given_back).await,
+        "the reservation was kept: {:?}",
+        usage(&store, &specs, now).await[0]
+    );
 }

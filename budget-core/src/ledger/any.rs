@@ -74,8 +74,11 @@ fn default_path_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
 /// to the working directory. A text is a bare path when it does not start with a scheme (a
 /// letter, then one or more letters, digits, `+`, `-` or `.`, then `:`), so `C:\ledger.sqlite3`
 /// is a path; prefix `./` to a relative path that would otherwise read as a scheme. `~` is not
-/// expanded. Surrounding whitespace is ignored. The `namespace` parameter is taken out of a
-/// PostgreSQL URL; everything else is handed to tokio-postgres as written.
+/// expanded. Surrounding whitespace is ignored. A PostgreSQL URL is parsed with the `url` crate
+/// (percent-encoding, user info, query pairs): its `namespace` parameter is taken out, the
+/// other parameters must be tokio-postgres's own (`sslmode`, `connect_timeout`, `host`, ...),
+/// and tokio-postgres checks their values here. An unknown parameter is an error that lists
+/// the accepted ones; so is any `?…` after `sqlite:`.
 ///
 /// Without configuration, [`LedgerUrl::from_env`] names the embedded SQLite file at
 /// [`default_ledger_path`]; the variable [`LEDGER_URL_VAR`] (`TOKEN_BUDGET_LEDGER`) names
@@ -214,7 +217,14 @@ impl LedgerUrl {
         match scheme.to_ascii_lowercase().as_str() {
             "memory" if rest.is_empty() || rest == "//" => Ok(LedgerUrl::Memory),
             "memory" => Err(invalid(text, "`memory:` takes nothing after the colon")),
-            "sqlite" => sqlite_path(text, rest.strip_prefix("//").unwrap_or(rest)),
+            "sqlite" => match sqlite_path(text, rest.strip_prefix("//").unwrap_or(rest))? {
+                _ if rest.contains('?') => Err(invalid(
+                    text,
+                    "a SQLite ledger takes no options (`?…`); write a file name holding `?` \
+                     as a bare path",
+                )),
+                url => Ok(url),
+            },
             "postgres" | "postgresql" => parse_postgres(text, rest),
             _ => Err(LedgerUrlError::UnknownScheme {
                 scheme: scheme.to_owned(),
@@ -338,29 +348,69 @@ fn sqlite_path(text: &str, path: &str) -> Result<LedgerUrl, LedgerUrlError> {
     Ok(LedgerUrl::Sqlite(PathBuf::from(path)))
 }
 
+/// The query parameters a PostgreSQL ledger URL accepts: `namespace`, then tokio-postgres's.
+const POSTGRES_OPTIONS: &[&str] = &[
+    "namespace",
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
 fn parse_postgres(text: &str, rest: &str) -> Result<LedgerUrl, LedgerUrlError> {
     let Some(after) = rest.strip_prefix("//") else {
         return Err(invalid(text, "a PostgreSQL URL starts with `postgres://`"));
     };
-    let (base, query) = match text.split_once('?') {
-        Some((base, query)) => (base, query),
-        None => (text, ""),
-    };
-    if after.is_empty() || (after.starts_with('?') && query.is_empty()) {
+    if after.is_empty() || after == "?" {
         return Err(invalid(text, "no host or database after `postgres://`"));
     }
+    let mut url = url::Url::parse(text).map_err(|e| {
+        let hint = if after.contains(',') {
+            " (give several hosts as `?host=h1,h2&port=p1,p2`)"
+        } else {
+            ""
+        };
+        invalid(text, format!("not a valid URL: {e}{hint}"))
+    })?;
     let mut namespace = None;
     let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    let query = url.query().unwrap_or_default().to_owned();
+    for raw in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = url::form_urlencoded::parse(raw.as_bytes())
+            .next()
+            .unwrap_or_default();
+        if !POSTGRES_OPTIONS.contains(&key.as_ref()) {
+            return Err(invalid(
+                text,
+                format!(
+                    "unknown option {key:?}; accepted: {}",
+                    POSTGRES_OPTIONS.join(", ")
+                ),
+            ));
+        }
         if key != "namespace" {
-            kept.push(pair);
+            kept.push(raw);
             continue;
         }
         if namespace.is_some() {
             return Err(invalid(text, "`namespace` is given twice"));
         }
-        if !valid_namespace(value) {
+        if !valid_namespace(&value) {
             return Err(invalid(
                 text,
                 format!(
@@ -369,13 +419,15 @@ fn parse_postgres(text: &str, rest: &str) -> Result<LedgerUrl, LedgerUrlError> {
                 ),
             ));
         }
-        namespace = Some(value.to_owned());
+        namespace = Some(value.into_owned());
     }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
+    url.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
+    let url: String = url.into();
+    // tokio-postgres checks its own parameters' values (ports, timeouts, modes) now rather
+    // than when the ledger first connects.
+    #[cfg(feature = "postgres")]
+    url.parse::<tokio_postgres::Config>()
+        .map_err(|e| invalid(text, format!("tokio-postgres refuses it: {e}")))?;
     Ok(LedgerUrl::Postgres {
         url,
         namespace: namespace.unwrap_or_else(|| DEFAULT_POSTGRES_NAMESPACE.to_owned()),
@@ -752,6 +804,67 @@ mod tests {
             let err = LedgerUrl::parse(text).expect_err(text);
             assert!(err.to_string().contains(want), "{text}: {err}");
         }
+    }
+
+    /// Options nobody reads are errors that list what is accepted, never silently kept.
+    #[test]
+    fn unknown_options_are_errors() {
+        for text in [
+            "postgres://db/tb?lease=5",
+            "postgres://db/tb?namespace=books&foo=bar",
+            "postgresql://u:pw@db/tb?Namespace=books",
+        ] {
+            let err = LedgerUrl::parse(text).expect_err(text).to_string();
+            assert!(err.contains("unknown option"), "{text}: {err}");
+            for accepted in ["namespace", "sslmode", "connect_timeout"] {
+                assert!(err.contains(accepted), "{text}: {err} lists {accepted}");
+            }
+            assert!(!err.contains("pw@"), "{err}");
+        }
+        for text in [
+            "sqlite:ledger.db?mode=ro",
+            "sqlite:///var/tb/l.db?cache=shared",
+        ] {
+            let err = LedgerUrl::parse(text).expect_err(text).to_string();
+            assert!(err.contains("takes no options"), "{text}: {err}");
+        }
+        // A bare path may hold `?`.
+        assert_eq!(parse("./odd?.db"), sqlite("./odd?.db"));
+    }
+
+    /// Parameters are percent-decoded; a password holding `@` reaches tokio-postgres encoded
+    /// (it splits at the first `@`), and never shows.
+    #[test]
+    fn postgres_urls_are_parsed_as_urls() {
+        assert_eq!(
+            parse("postgres://db/tb?namespace=b%6Foks"),
+            pg("postgres://db/tb", "books")
+        );
+        let url = parse("postgres://admin:p@ss@db/tb");
+        assert_eq!(
+            url,
+            pg("postgres://admin:p%40ss@db/tb", DEFAULT_POSTGRES_NAMESPACE)
+        );
+        assert!(!url.to_string().contains("p%40ss"), "{url}");
+        let err = LedgerUrl::parse("postgres://admin:hun?ter2@db/tb?namespace=Bad")
+            .expect_err("bad namespace")
+            .to_string();
+        assert!(!err.contains("hun") && !err.contains("ter2"), "{err}");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_parameter_values_are_checked_when_parsed() {
+        for (text, option) in [
+            ("postgres://db/tb?connect_timeout=soon", "connect_timeout"),
+            ("postgres://db/tb?sslmode=maybe", "sslmode"),
+            ("postgres://db:port/tb", "not a valid URL"),
+        ] {
+            let err = LedgerUrl::parse(text).expect_err(text).to_string();
+            assert!(err.contains(option), "{text}: {err}");
+        }
+        let err = LedgerUrl::parse("postgres://h1:5432,h2:5433/db").expect_err("two hosts");
+        assert!(err.to_string().contains("?host=h1,h2"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! The budget store chosen by configuration: a URL.
 
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use jiff::Timestamp;
 
 use super::{
@@ -16,6 +20,13 @@ use super::{AllowanceOptions, AllowanceStore, RedisBudgetStore, RedisStoreOption
 /// The environment variable [`AnyBudgetStore::from_env`] reads.
 pub const STORE_ENV: &str = "TOKEN_BUDGET_STORE";
 
+/// The options a Redis store URL accepts, as error messages list them.
+pub(crate) const REDIS_OPTIONS: &str = "prefix=NAME, lease_secs=10..2592000, \
+    task_ttl_secs=60..31536000, timeout_ms=1..600000 (the lease must be longer than the \
+    timeout), fail_open=true|false, allowance=true|false, tls_ca=PATH (rediss:// only), and the \
+    Redis client's protocol=resp2|resp3 (for redis+unix:// and unix:// also db=N, user=NAME, \
+    pass=PASSWORD)";
+
 /// The budget store chosen by configuration: a URL.
 ///
 /// | URL | store |
@@ -24,6 +35,12 @@ pub const STORE_ENV: &str = "TOKEN_BUDGET_STORE";
 /// | `redis://host:port/db?prefix=…&lease_secs=…&fail_open=true` | [`RedisBudgetStore`]: shared by every instance on the same Redis and prefix |
 /// | `redis://…?allowance=true` | [`AllowanceStore`]: the same counters, calls admitted locally against allowances |
 /// | `rediss://host:port/db?…` | the same over TLS; `tls_ca=/path/ca.pem` trusts that CA instead of the system's roots |
+///
+/// Options are checked before anything connects: an unknown option, one given twice, or a
+/// number out of its range is an error that names the option and lists what is accepted
+/// (`lease_secs` from 10 to 2,592,000 and longer than the timeout, `task_ttl_secs` from 60 to
+/// 31,536,000, `timeout_ms` from 1 to 600,000; `tls_ca` only with `rediss://`). Query values are percent-decoded (`+` is a space); the Redis client's
+/// own `protocol=` (and, for `redis+unix://` and `unix://`, `db=`, `user=`, `pass=`) go to it.
 ///
 /// `TOKEN_BUDGET_STORE` holds the URL for [`AnyBudgetStore::from_env`].
 #[derive(Debug)]
@@ -52,12 +69,11 @@ impl AnyBudgetStore {
             return Ok(AnyBudgetStore::Memory(MemoryBudgetStore::new()));
         }
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
-        match scheme {
+        match scheme.to_ascii_lowercase().as_str() {
             "redis" | "rediss" | "redis+unix" | "unix" => open_redis(url).await.map_err(fail),
             _ => Err(fail(format!(
                 "unknown budget store URL; use `memory:` or `redis://host:port/db` \
-                 (options: ?prefix=NAME&lease_secs=N&task_ttl_secs=N&timeout_ms=N&fail_open=true&allowance=true), \
-                 e.g. in {STORE_ENV}"
+                 (options: {REDIS_OPTIONS}), e.g. in {STORE_ENV}"
             ))),
         }
     }
@@ -98,47 +114,19 @@ impl AnyBudgetStore {
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str) -> Result<AnyBudgetStore, String> {
-    use std::time::Duration;
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut options = RedisStoreOptions::new();
-    let mut allowance = false;
-    let mut passed = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let number = || {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("option {name}={value:?} is not a whole number"))
-        };
-        options = match name {
-            "prefix" => options.prefix(value),
-            "lease_secs" => options.lease(Duration::from_secs(number()?)),
-            "task_ttl_secs" => options.task_ttl(Duration::from_secs(number()?)),
-            "timeout_ms" => options.timeout(Duration::from_millis(number()?)),
-            "fail_open" => options.fail_open(flag(name, value)?),
-            "tls_ca" => {
-                let pem = std::fs::read(value)
-                    .map_err(|e| format!("option tls_ca: cannot read {value:?}: {e}"))?;
-                options.tls_roots(pem)
-            }
-            "allowance" => {
-                allowance = flag(name, value)?;
-                options
-            }
-            // The Redis client's own options (e.g. `protocol=resp3`).
-            _ => {
-                passed.push(pair);
-                options
-            }
-        };
+async fn open_redis(text: &str) -> Result<AnyBudgetStore, String> {
+    let RedisUrl {
+        client,
+        mut options,
+        allowance,
+        tls_ca,
+    } = parse_redis_url(text)?;
+    if let Some(path) = tls_ca {
+        let pem = std::fs::read(&path)
+            .map_err(|e| format!("option tls_ca: cannot read {path:?}: {e}"))?;
+        options = options.tls_roots(pem);
     }
-    let url = if passed.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", passed.join("&"))
-    };
-    let store = RedisBudgetStore::connect_with(&url, options)
+    let store = RedisBudgetStore::connect_with(&client, options)
         .await
         .map_err(|e| e.message)?;
     Ok(if allowance {
@@ -146,6 +134,133 @@ async fn open_redis(url: &str) -> Result<AnyBudgetStore, String> {
     } else {
         AnyBudgetStore::Redis(store)
     })
+}
+
+/// A Redis store URL taken apart.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+struct RedisUrl {
+    /// The URL for the Redis client: the given one with only the client's own options.
+    client: String,
+    options: RedisStoreOptions,
+    allowance: bool,
+    /// The file named by `tls_ca=`, read when the store opens.
+    tls_ca: Option<String>,
+}
+
+/// Parses a Redis store URL and checks every option (no I/O): unknown options, options given
+/// twice and numbers out of range are errors naming the option.
+#[cfg(feature = "redis")]
+fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {
+    use super::redis_store::{
+        MAX_LEASE, MAX_TASK_TTL, MAX_TIMEOUT, MIN_LEASE, MIN_TASK_TTL, MIN_TIMEOUT,
+    };
+    use std::time::Duration;
+
+    let mut url = url::Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+    let tls = url.scheme() == "rediss";
+    let unix = matches!(url.scheme(), "redis+unix" | "unix");
+    let mut parsed = RedisUrl {
+        client: String::new(),
+        options: RedisStoreOptions::new(),
+        allowance: false,
+        tls_ca: None,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut passed: Vec<String> = Vec::new();
+    let query = url.query().unwrap_or_default().to_owned();
+    for raw in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = url::form_urlencoded::parse(raw.as_bytes())
+            .next()
+            .unwrap_or_default();
+        let (name, value) = (name.into_owned(), value.into_owned());
+        if seen.contains(&name) {
+            return Err(format!("option {name} is given twice"));
+        }
+        seen.push(name.clone());
+        let options = std::mem::take(&mut parsed.options);
+        parsed.options = match name.as_str() {
+            "prefix" => options.prefix(value),
+            "lease_secs" => options.lease(Duration::from_secs(number(
+                &name,
+                &value,
+                MIN_LEASE.as_secs()..=MAX_LEASE.as_secs(),
+                "seconds",
+            )?)),
+            "task_ttl_secs" => options.task_ttl(Duration::from_secs(number(
+                &name,
+                &value,
+                MIN_TASK_TTL.as_secs()..=MAX_TASK_TTL.as_secs(),
+                "seconds",
+            )?)),
+            "timeout_ms" => options.timeout(Duration::from_millis(number(
+                &name,
+                &value,
+                millis(MIN_TIMEOUT)..=millis(MAX_TIMEOUT),
+                "milliseconds",
+            )?)),
+            "fail_open" => options.fail_open(flag(&name, &value)?),
+            "allowance" => {
+                parsed.allowance = flag(&name, &value)?;
+                options
+            }
+            "tls_ca" if !tls => {
+                return Err("option tls_ca applies to rediss:// URLs only".into());
+            }
+            "tls_ca" if value.is_empty() => {
+                return Err("option tls_ca names no file".into());
+            }
+            "tls_ca" => {
+                parsed.tls_ca = Some(value);
+                options
+            }
+            // The Redis client's own options: it checks their values.
+            "protocol" => {
+                passed.push(raw.to_owned());
+                options
+            }
+            "db" | "user" | "pass" if unix => {
+                passed.push(raw.to_owned());
+                options
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option {name:?}; accepted: {REDIS_OPTIONS}"
+                ));
+            }
+        };
+    }
+    url.set_query((!passed.is_empty()).then(|| passed.join("&")).as_deref());
+    parsed.client = url.into();
+    Ok(parsed)
+}
+
+/// A whole number option within `range`, or an error naming the option, the value and the
+/// range.
+#[cfg(feature = "redis")]
+fn number(
+    name: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, String> {
+    let n: u64 = value
+        .parse()
+        .map_err(|_| format!("option {name}={value:?} is not a whole number"))?;
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "option {name}={n} is out of range: use {} to {} ({unit})",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+#[cfg(feature = "redis")]
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(feature = "redis")]
@@ -178,19 +293,26 @@ impl BudgetStore for AnyBudgetStore {
         }
     }
 
-    async fn settle(
+    fn settle(
         &self,
         ticket: Ticket,
         counters: &[CounterSpec],
         actual: Amount,
         now: Timestamp,
-    ) -> Result<Vec<CounterUsage>, StoreError> {
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send {
+        // Dispatched now, not when first polled: each store takes the settle at call time.
         match self {
-            AnyBudgetStore::Memory(s) => s.settle(ticket, counters, actual, now).await,
+            AnyBudgetStore::Memory(s) => {
+                Settling::Done(ready(Ok(s.settle_now(ticket, counters, actual, now))))
+            }
             #[cfg(feature = "redis")]
-            AnyBudgetStore::Redis(s) => s.settle(ticket, counters, actual, now).await,
+            AnyBudgetStore::Redis(s) => {
+                Settling::Waiting(Box::pin(s.settle_now(ticket, counters, actual, now)))
+            }
             #[cfg(feature = "redis")]
-            AnyBudgetStore::Allowance(s) => s.settle(ticket, counters, actual, now).await,
+            AnyBudgetStore::Allowance(s) => {
+                Settling::Done(ready(Ok(s.settle_now(ticket, counters, actual, now))))
+            }
         }
     }
 
@@ -262,6 +384,25 @@ impl BudgetStore for AnyBudgetStore {
     }
 }
 
+/// A settle the chosen store has already taken: its outcome, or the wait for Redis's answer.
+enum Settling {
+    Done(Ready<Result<Vec<CounterUsage>, StoreError>>),
+    #[cfg(feature = "redis")]
+    Waiting(Pin<Box<dyn Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send>>),
+}
+
+impl Future for Settling {
+    type Output = Result<Vec<CounterUsage>, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Settling::Done(done) => Pin::new(done).poll(cx),
+            #[cfg(feature = "redis")]
+            Settling::Waiting(waiting) => waiting.as_mut().poll(cx),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +427,97 @@ mod tests {
             .await
             .unwrap_err();
         assert!(bad.to_string().contains("lease_secs=\"soon\""), "{bad}");
+    }
+
+    /// Every option is checked before anything connects (nothing listens on port 1): unknown
+    /// ones, ones given twice, numbers out of range. Errors name the option and hide the
+    /// password.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn every_redis_option_is_checked_before_connecting() {
+        let base = "redis://u:hunter2@127.0.0.1:1/0";
+        let cases = [
+            (
+                "?lease=5",
+                "unknown option \"lease\"; accepted: prefix=NAME, lease_secs=",
+            ),
+            ("?foo=bar", "unknown option \"foo\""),
+            (
+                "?lease_secs=0",
+                "option lease_secs=0 is out of range: use 10 to 2592000 (seconds)",
+            ),
+            ("?lease_secs=9", "option lease_secs=9 is out of range"),
+            (
+                "?lease_secs=2592001",
+                "option lease_secs=2592001 is out of range",
+            ),
+            (
+                "?lease_secs=-1",
+                "option lease_secs=\"-1\" is not a whole number",
+            ),
+            (
+                "?timeout_ms=0",
+                "option timeout_ms=0 is out of range: use 1 to 600000 (milliseconds)",
+            ),
+            (
+                "?task_ttl_secs=0",
+                "option task_ttl_secs=0 is out of range: use 60 to",
+            ),
+            ("?prefix=a&prefix=b", "option prefix is given twice"),
+            (
+                "?tls_ca=/etc/tb/ca.pem",
+                "option tls_ca applies to rediss:// URLs only",
+            ),
+            (
+                "?fail_open=yes",
+                "option fail_open=\"yes\" is not true or false",
+            ),
+            ("?allowance=", "option allowance=\"\" is not true or false"),
+            ("?db=2", "unknown option \"db\""),
+            (
+                "?lease_secs=10&timeout_ms=20000",
+                "must be longer than timeout",
+            ),
+            ("?prefix=a%7Bb", "the key prefix \"a{b\" contains"),
+        ];
+        for (query, want) in cases {
+            let error = AnyBudgetStore::open(&format!("{base}{query}"))
+                .await
+                .expect_err(query)
+                .to_string();
+            assert!(error.contains(want), "{query}: {error}");
+            assert!(!error.contains("hunter2"), "{query}: {error}");
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_urls_keep_the_client_options_and_take_the_store_options_out() {
+        let parsed = parse_redis_url(
+            "redis://:p%40ss@cache:6380/2?prefix=fleet&protocol=resp3&lease_secs=60\
+             &timeout_ms=500&task_ttl_secs=3600&fail_open=true&allowance=1",
+        )
+        .unwrap();
+        assert_eq!(parsed.client, "redis://:p%40ss@cache:6380/2?protocol=resp3");
+        assert!(parsed.allowance);
+        let options = format!("{:?}", parsed.options);
+        for want in [
+            "prefix: \"fleet\"",
+            "lease: 60s",
+            "task_ttl: 3600s",
+            "timeout: 500ms",
+            "fail_open: true",
+        ] {
+            assert!(options.contains(want), "{options} has {want}");
+        }
+        let unix = parse_redis_url("redis+unix:///run/redis.sock?db=3&pass=x&prefix=p").unwrap();
+        assert_eq!(unix.client, "redis+unix:///run/redis.sock?db=3&pass=x");
+        let tls = parse_redis_url("rediss://cache/0?tls_ca=%2Fetc%2Ftb%2Fca.pem#insecure").unwrap();
+        assert_eq!(tls.client, "rediss://cache/0#insecure");
+        assert_eq!(tls.tls_ca.as_deref(), Some("/etc/tb/ca.pem"));
+        let plain = parse_redis_url("redis://127.0.0.1:6379").unwrap();
+        assert_eq!(plain.client, "redis://127.0.0.1:6379");
+        assert!(!plain.allowance && plain.tls_ca.is_none());
     }
 
     #[tokio::test]

@@ -374,3 +374,56 @@ pub async fn concurrent_reservers_never_exceed_the_cap<S: BudgetStore + Clone>(
     assert_eq!(after.reserved, tokens(0));
     assert_eq!(after.in_flight, 0);
 }
+
+/// A settle is handed over when `settle` is called, not when its future is polled: a future
+/// dropped unpolled still commits, one dropped after a single poll commits exactly once, and
+/// after `flush` the store reports what was handed over before it.
+pub async fn settles_are_handed_over_at_call_time<S: BudgetStore>(store: S) {
+    let now = at(T0);
+    let daily = Arc::new(limit("daily", Window::Calendar(Period::Day)).tokens(1_000));
+    let specs = [spec(&daily, None, now)];
+    let unpolled = reserve(&store, &specs, ReserveRequest::fixed(tokens(100)), now)
+        .await
+        .unwrap();
+    let polled_once = reserve(&store, &specs, ReserveRequest::fixed(tokens(200)), now)
+        .await
+        .unwrap();
+    drop(store.settle(unpolled, &specs, tokens(90), now));
+    // A timeout that fires at once polls the settle one time, then drops it.
+    let once = tokio::time::timeout(
+        Duration::ZERO,
+        store.settle(polled_once, &specs, tokens(150), now),
+    )
+    .await;
+    if let Ok(outcome) = once {
+        outcome.expect("settled");
+    }
+    let landed = async || usage(&store, &specs, now).await[0].committed == tokens(240);
+    assert!(
+        eventually(300, Duration::from_millis(10), landed).await,
+        "dropped settles never landed: {:?}",
+        usage(&store, &specs, now).await[0]
+    );
+    // Give a second application time to show, were there one.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.flush().await.expect("flush");
+    // (What is reserved is left out: an allowance store holds its allowance there.)
+    let u = usage(&store, &specs, now).await[0];
+    assert_eq!(
+        (u.committed, u.admitted),
+        (tokens(240), tokens(240)),
+        "each dropped settle counted once, within its reservation"
+    );
+
+    let third = reserve(&store, &specs, ReserveRequest::fixed(tokens(10)), now)
+        .await
+        .unwrap();
+    drop(store.settle(third, &specs, tokens(10), now));
+    drop(store.settle(Ticket::unreserved(), &specs, tokens(5), now));
+    store.flush().await.expect("flush");
+    assert_eq!(
+        usage(&store, &specs, now).await[0].committed,
+        tokens(255),
+        "flush waited for both settles"
+    );
+}

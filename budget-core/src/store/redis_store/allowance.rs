@@ -2,6 +2,7 @@
 //! in Redis, and talks to Redis only to top it up and to report what it spent.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -225,6 +226,46 @@ impl AllowanceStore {
     /// Reports usage to Redis now (the timer does it every `sync_every`).
     pub async fn sync(&self) -> Result<(), StoreError> {
         self.inner.sync(false).await
+    }
+
+    /// Settles `ticket` in this process: takes it off the allowances and adds `actual` to
+    /// what is committed here and not reported yet.
+    pub(crate) fn settle_now(
+        &self,
+        ticket: Ticket,
+        counters: &[CounterSpec],
+        actual: Amount,
+        now: Timestamp,
+    ) -> Vec<CounterUsage> {
+        let inner = &self.inner;
+        inner.saw(now);
+        let task_keys = task_keys(&ticket);
+        let task_specs: Vec<CounterSpec> =
+            counters.iter().filter(|s| !is_shared(s)).cloned().collect();
+        let task_usage = if task_specs.is_empty() && task_keys.is_empty() {
+            Vec::new()
+        } else {
+            let local = Ticket::new(0, ticket.amount(), ticket.units(), task_keys);
+            inner.tasks.settle_now(local, &task_specs, actual, now)
+        };
+        let mut task_usage = task_usage.into_iter();
+        let mut grants = inner.grants.lock();
+        unreserve(&mut grants, &ticket);
+        let mut out = Vec::with_capacity(counters.len());
+        for spec in counters {
+            if !is_shared(spec) {
+                out.push(task_usage.next().unwrap_or_default());
+                continue;
+            }
+            let g = grants
+                .entry(spec.key.clone())
+                .or_insert_with(|| Grant::new(spec.clone()));
+            g.spec = spec.clone();
+            g.committed = g.committed.saturating_add(actual);
+            g.last_used = Instant::now();
+            out.push(g.usage());
+        }
+        out
     }
 }
 
@@ -539,42 +580,16 @@ impl BudgetStore for AllowanceStore {
         ))
     }
 
-    async fn settle(
+    fn settle(
         &self,
         ticket: Ticket,
         counters: &[CounterSpec],
         actual: Amount,
         now: Timestamp,
-    ) -> Result<Vec<CounterUsage>, StoreError> {
-        let inner = &self.inner;
-        inner.saw(now);
-        let task_keys = task_keys(&ticket);
-        let task_specs: Vec<CounterSpec> =
-            counters.iter().filter(|s| !is_shared(s)).cloned().collect();
-        let task_usage = if task_specs.is_empty() && task_keys.is_empty() {
-            Vec::new()
-        } else {
-            let local = Ticket::new(0, ticket.amount(), ticket.units(), task_keys);
-            inner.tasks.settle_now(local, &task_specs, actual, now)
-        };
-        let mut task_usage = task_usage.into_iter();
-        let mut grants = inner.grants.lock();
-        unreserve(&mut grants, &ticket);
-        let mut out = Vec::with_capacity(counters.len());
-        for spec in counters {
-            if !is_shared(spec) {
-                out.push(task_usage.next().unwrap_or_default());
-                continue;
-            }
-            let g = grants
-                .entry(spec.key.clone())
-                .or_insert_with(|| Grant::new(spec.clone()));
-            g.spec = spec.clone();
-            g.committed = g.committed.saturating_add(actual);
-            g.last_used = Instant::now();
-            out.push(g.usage());
-        }
-        Ok(out)
+    ) -> impl Future<Output = Result<Vec<CounterUsage>, StoreError>> + Send {
+        // Settled here and now, whether or not the future is ever polled: the usage joins what
+        // the next sync (or flush) reports to Redis.
+        std::future::ready(Ok(self.settle_now(ticket, counters, actual, now)))
     }
 
     fn release(&self, ticket: Ticket) {
@@ -630,6 +645,13 @@ impl BudgetStore for AllowanceStore {
 
     fn forget_task(&self, task: &TaskId) {
         self.inner.tasks.forget_task(task);
+    }
+
+    /// Reports every usage settled here so far to Redis, then waits until the Redis store has
+    /// delivered it (and every release) there.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.sync(false).await?;
+        self.inner.redis.flush().await
     }
 
     fn keeps_counters(&self) -> bool {

@@ -22,10 +22,10 @@ purge(u, KEYS[2], now)
 local state = 'none'
 if member ~= '' then state = take(u, KEYS[2], member, old_t, old_m, now) end
 if state == 'held' then
-  commit_on(u, c_t, c_m, math.min(c_t, old_t), bigmin(c_m, old_m))
+  commit_on(u, c_t, c_m, math.min(c_t, old_t), bigmin(c_m, old_m), slot)
 elseif state ~= nil then
   -- No old lease, or it ran out: the usage still counts (as overshoot).
-  if c_t > 0 or not bigzero(c_m) then commit_on(u, c_t, c_m, 0, ZERO) end
+  if c_t > 0 or not bigzero(c_m) then commit_on(u, c_t, c_m, 0, ZERO, slot) end
 end
 local it, im = tadd(tadd(u.ct, u.rt), keep_t), bigadd(bigadd(u.cm, u.rm), keep_m)
 local verdict, cap_kind = nil, 0

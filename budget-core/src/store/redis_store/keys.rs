@@ -52,7 +52,8 @@ impl KeySpace {
         format!("{}:seq", self.tag)
     }
 
-    /// The marker of an unreserved settle.
+    /// A bitmap of settle markers: a bit is set when its settle applies, so that a retry
+    /// applies nothing.
     pub(super) fn settled(&self, id: &str) -> String {
         format!("{}:d:{id}", self.tag)
     }

@@ -262,7 +262,8 @@ end
 -- as "slot|ct|cm|at|am", read only when a slot leaves the window or a refusal needs them.
 -- Its leases are a sorted set of members "id|tokens|money": a held lease scores its expiry
 -- (ms, > 0); a lease that ran out scores minus its expiry, and stays for an hour so that a
--- settle arriving late (or retried) can tell "expired" from "already settled".
+-- grant arriving late (or retried) can tell "expired" (its usage still counts) from "already
+-- reported". Settles tell by their own marker instead, which outlives their retries.
 --
 -- Each script loads a counter once (one HMGET), works on it in Lua and writes back only the
 -- fields it changed (one HSET).
@@ -278,38 +279,55 @@ end
 
 local counters = {}
 
--- Loads counter H (once per script) and, for a rolling window, drops the slots that left it.
-local function load(H, kind, slot)
-  local u = counters[H]
-  if u and not u.deleted then return u end
-  local v = redis.call('HMGET', H, 'rt', 'rm', 'n', 'ct', 'cm', 'at', 'am', 'kind', 'lo')
-  -- kind is nil where only the reserved part is touched (a lease on an older window).
-  u = {
-    H = H, kind = kind, slot = slot, new = not v[8], created = not v[8],
-    rt = tonumber(v[1] or '0'), rm = big(v[2]), n = tonumber(v[3] or '0'),
-    ct = tonumber(v[4] or '0'), cm = big(v[5]), at = tonumber(v[6] or '0'), am = big(v[7]),
-  }
-  if kind == 'r' then
-    local lo = tonumber(v[9] or slot)
-    local dead = slot - SLOTS -- slots up to this one have left the window
-    if lo <= dead then
-      if dead - lo >= SLOTS then
-        u.ct, u.cm, u.at, u.am = 0, ZERO, 0, ZERO
-      else
-        for k = lo, dead do
-          local s = parse_slot(redis.call('HGET', H, 's' .. (k % SLOTS)))
-          if s and s.n == k then
-            u.ct, u.cm = tsub(u.ct, s.ct), bigsub(u.cm, s.cm)
-            u.at, u.am = tsub(u.at, s.at), bigsub(u.am, s.am)
-          end
+-- Moves a rolling counter's window to end at slot: takes the slots that left it off the
+-- running totals.
+local function age(u, slot)
+  local lo = u.lo
+  local dead = slot - SLOTS -- slots up to this one have left the window
+  if lo <= dead then
+    if dead - lo >= SLOTS then
+      u.ct, u.cm, u.at, u.am = 0, ZERO, 0, ZERO
+    else
+      for k = lo, dead do
+        local s = parse_slot(redis.call('HGET', u.H, 's' .. (k % SLOTS)))
+        if s and s.n == k then
+          u.ct, u.cm = tsub(u.ct, s.ct), bigsub(u.cm, s.cm)
+          u.at, u.am = tsub(u.at, s.at), bigsub(u.am, s.am)
         end
       end
-      lo = dead + 1
-      u.committed_dirty = true
     end
-    u.lo = lo
+    u.lo = dead + 1
+    u.committed_dirty = true
   end
-  counters[H] = u
+  u.slot = slot
+end
+
+-- Loads counter H (read once per batch) and, for a rolling window, drops the slots that left
+-- it. kind is nil where only the reserved part is touched (a release, a lease on an older
+-- window); the first operation of the batch that names the kind sets it, whichever operation
+-- loaded the counter first, so that its commits reach their slot and refresh the TTL. A later
+-- slot (another caller's clock) moves the window on.
+local function load(H, kind, slot)
+  local u = counters[H]
+  if not u or u.deleted then
+    local v = redis.call('HMGET', H, 'rt', 'rm', 'n', 'ct', 'cm', 'at', 'am', 'kind', 'lo')
+    u = {
+      H = H, new = not v[8], created = not v[8], stored_lo = tonumber(v[9]),
+      rt = tonumber(v[1] or '0'), rm = big(v[2]), n = tonumber(v[3] or '0'),
+      ct = tonumber(v[4] or '0'), cm = big(v[5]), at = tonumber(v[6] or '0'), am = big(v[7]),
+    }
+    counters[H] = u
+  end
+  if kind and not u.kind then
+    u.kind = kind
+    u.slot = slot
+    if kind == 'r' then
+      u.lo = u.stored_lo or slot
+      age(u, slot)
+    end
+  elseif kind == 'r' and u.kind == 'r' and slot > u.slot then
+    age(u, slot)
+  end
   return u
 end
 
@@ -333,17 +351,22 @@ local function unreserve_on(u, t, m)
   u.reserved_dirty = true
 end
 
-local function commit_on(u, ct, cm, at, am)
+-- Commits on counter u; a rolling window's commit goes to slot (default: the counter's
+-- current one), never older than the oldest slot its totals hold, so that it ages out.
+local function commit_on(u, ct, cm, at, am, slot)
   u.ct, u.cm = tadd(u.ct, ct), bigadd(u.cm, cm)
   u.at, u.am = tadd(u.at, at), bigadd(u.am, am)
   u.committed_dirty = true
   if u.kind == 'r' then
-    local field = 's' .. (u.slot % SLOTS)
+    local n = slot or u.slot
+    if n > u.slot then n = u.slot end
+    if n < u.lo then n = u.lo end
+    local field = 's' .. (n % SLOTS)
     local s = parse_slot(redis.call('HGET', u.H, field))
-    if not s or s.n ~= u.slot then
-      s = { n = u.slot, ct = 0, cm = ZERO, at = 0, am = ZERO }
+    if not s or s.n ~= n then
+      s = { n = n, ct = 0, cm = ZERO, at = 0, am = ZERO }
     end
-    redis.call('HSET', u.H, field, table.concat({ int(u.slot), int(tadd(s.ct, ct)),
+    redis.call('HSET', u.H, field, table.concat({ int(n), int(tadd(s.ct, ct)),
       bigstr(bigadd(s.cm, cm)), int(tadd(s.at, at)), bigstr(bigadd(s.am, am)) }, '|'))
   end
 end
