@@ -267,6 +267,12 @@ pub enum Window {
 /// How many slots a rolling window is measured in.
 pub const ROLLING_SLOTS: u32 = 60;
 
+/// How many slots a rolling window's counter keeps: the slot of now and the
+/// [`ROLLING_SLOTS`] before it. The oldest of them straddles the window's start, so a slot is
+/// only dropped once *all* of it is older than the window: usage leaves up to one slot late,
+/// never early (with 60 slots, usage at 10:00:59 in an hour window still counts at 11:00:30).
+pub const ROLLING_LIVE_SLOTS: u32 = ROLLING_SLOTS + 1;
+
 /// The concrete window a call falls in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowSpan {

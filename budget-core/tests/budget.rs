@@ -605,12 +605,15 @@ fn rolling_windows_free_up_as_usage_ages_out() {
     match ready(budget.reserve(&who, "gpt-4o", Estimate::new(400, 0))) {
         Err(BudgetError::Exhausted(d)) => {
             assert_eq!(d.in_use.tokens, 900);
-            // The 700 from 10:00 leave the window at 11:00.
-            assert_eq!(d.retry_after, Some(ts("2026-11-29T11:00:00Z")));
+            // The 700 sit in the 10:00 slot (one minute), which may hold usage from as late
+            // as 10:00:59: they leave the window once all of it has, at 11:01.
+            assert_eq!(d.retry_after, Some(ts("2026-11-29T11:01:00Z")));
         }
         other => panic!("expected Exhausted, got {other:?}"),
     }
     clock.set(ts("2026-11-29T11:00:00Z"));
+    assert!(ready(budget.reserve(&who, "gpt-4o", Estimate::new(800, 0))).is_err());
+    clock.set(ts("2026-11-29T11:01:00Z"));
     ready(budget.reserve(&who, "gpt-4o", Estimate::new(800, 0)))
         .unwrap()
         .release();

@@ -126,6 +126,7 @@ on_every_store!(
     settle_refunds_and_records_overshoot,
     elastic_grants_with_exact_money,
     rolling_windows_age_out,
+    rolling_windows_never_release_usage_early,
     calendar_windows_roll_over,
     forgetting_a_task_drops_its_counters,
     settles_are_handed_over_at_call_time,

@@ -29,7 +29,7 @@ use parking_lot::{Mutex, MutexGuard};
 use super::{BudgetStore, CounterSpec, CounterUsage, Denial, ReserveOutcome, StoreError, Ticket};
 use crate::admission::{Amount, Decision, ReserveRequest, fit};
 use crate::attribution::TaskId;
-use crate::limits::{CounterKey, ROLLING_SLOTS, Window, WindowSpan};
+use crate::limits::{CounterKey, ROLLING_LIVE_SLOTS, ROLLING_SLOTS, Window, WindowSpan};
 
 /// Budget counters in this process's memory. Fast, exact, and gone on restart.
 #[derive(Debug, Default)]
@@ -80,7 +80,7 @@ struct Counter {
 #[derive(Debug)]
 struct Ring {
     slot_nanos: i64,
-    /// `(slot number, usage)`; slot `n` lives at index `n % ROLLING_SLOTS`.
+    /// `(slot number, usage)`; slot `n` lives at index `n % ROLLING_LIVE_SLOTS`.
     slots: Vec<(i64, Tally)>,
 }
 
@@ -88,12 +88,12 @@ impl Ring {
     fn new(slot_nanos: i64) -> Ring {
         Ring {
             slot_nanos,
-            slots: vec![(i64::MIN, Tally::default()); ROLLING_SLOTS as usize],
+            slots: vec![(i64::MIN, Tally::default()); ROLLING_LIVE_SLOTS as usize],
         }
     }
 
     fn live(&self, current: i64) -> impl Iterator<Item = &(i64, Tally)> {
-        let oldest = current - i64::from(ROLLING_SLOTS) + 1;
+        let oldest = current - i64::from(ROLLING_SLOTS);
         self.slots
             .iter()
             .filter(move |(n, _)| *n >= oldest && *n <= current)
@@ -108,7 +108,7 @@ impl Ring {
     }
 
     fn add(&mut self, current: i64, tally: Tally) {
-        let at = current.rem_euclid(i64::from(ROLLING_SLOTS)) as usize;
+        let at = current.rem_euclid(i64::from(ROLLING_LIVE_SLOTS)) as usize;
         let slot = &mut self.slots[at];
         if slot.0 != current {
             *slot = (current, Tally::default());
@@ -147,7 +147,7 @@ impl Ring {
     /// the window.
     fn place(&mut self, current: i64, last: Option<i64>, tally: Tally) {
         let at = last.map_or(current, |l| l.div_euclid(self.slot_nanos).min(current));
-        if at > current - i64::from(ROLLING_SLOTS) {
+        if at >= current - i64::from(ROLLING_SLOTS) {
             self.add(at, tally);
         }
     }
@@ -162,7 +162,7 @@ impl Ring {
             freed = freed.saturating_add(tally.committed);
             if freed.tokens >= excess.tokens && freed.money >= excess.money {
                 let leaves = n
-                    .checked_add(i64::from(ROLLING_SLOTS))?
+                    .checked_add(i64::from(ROLLING_LIVE_SLOTS))?
                     .checked_mul(self.slot_nanos)?;
                 return Timestamp::from_nanosecond(i128::from(leaves)).ok();
             }
@@ -745,14 +745,17 @@ mod tests {
             ReserveOutcome::Denied(d) => d,
             ReserveOutcome::Reserved(_) => panic!("80 + 30 > 100"),
         };
-        assert_eq!(d.retry_after, Some(t("2026-01-01T01:00:00Z")));
+        // The 00:00 slot may hold usage from as late as 00:00:59: it leaves at 01:01.
+        assert_eq!(d.retry_after, Some(t("2026-01-01T01:01:00Z")));
         let s60 = [at("2026-01-01T01:00:00Z")];
-        assert_eq!(store.usage_now(&s60)[0].committed.tokens, 0, "aged out");
+        assert_eq!(store.usage_now(&s60)[0].committed.tokens, 80, "still in");
+        let s61 = [at("2026-01-01T01:01:00Z")];
+        assert_eq!(store.usage_now(&s61)[0].committed.tokens, 0, "aged out");
         assert!(matches!(
             store.reserve_now(
-                &s60,
+                &s61,
                 &ReserveRequest::fixed(Amount::new(100, Money::ZERO)),
-                t("2026-01-01T01:00:00Z")
+                t("2026-01-01T01:01:00Z")
             ),
             ReserveOutcome::Reserved(_)
         ));

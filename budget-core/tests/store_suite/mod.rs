@@ -247,15 +247,48 @@ pub async fn rolling_windows_age_out<S: BudgetStore>(store: S) {
     let denied = reserve(&store, &s30, ReserveRequest::fixed(tokens(30)), t30)
         .await
         .unwrap_err();
-    assert_eq!(denied.retry_after, Some(at("2026-01-01T01:00:00Z")));
+    // The 80 sit in the 00:00 slot (one minute wide), which may hold usage from as late as
+    // 00:00:59: it leaves the hour once all of it has, at 01:01.
+    assert_eq!(denied.retry_after, Some(at("2026-01-01T01:01:00Z")));
     let t60 = at("2026-01-01T01:00:00Z");
     let s60 = [spec(&rolling, None, t60)];
+    assert_eq!(usage(&store, &s60, t60).await[0].committed, tokens(80));
+    let t61 = at("2026-01-01T01:01:00Z");
+    let s61 = [spec(&rolling, None, t61)];
     assert_eq!(
-        usage(&store, &s60, t60).await[0].committed,
+        usage(&store, &s61, t61).await[0].committed,
         tokens(0),
         "aged out"
     );
-    reserve(&store, &s60, ReserveRequest::fixed(tokens(100)), t60)
+    reserve(&store, &s61, ReserveRequest::fixed(tokens(100)), t61)
+        .await
+        .unwrap();
+}
+
+/// Usage late in a slot is still inside the window when the slot's start has left it: a
+/// rolling window never lets the cap be spent twice within one true window (issue 9; before,
+/// 1,000 spent at 10:00:59 could be spent again at 11:00:00).
+pub async fn rolling_windows_never_release_usage_early<S: BudgetStore>(store: S) {
+    let hourly = Arc::new(limit("h", Window::Rolling(SignedDuration::from_mins(60))).tokens(1_000));
+    let late = at("2026-01-01T10:00:59Z");
+    let s = [spec(&hourly, None, late)];
+    let ticket = reserve(&store, &s, ReserveRequest::fixed(tokens(1_000)), late)
+        .await
+        .unwrap();
+    store.settle(ticket, &s, tokens(1_000), late).await.unwrap();
+    // 11:00:00 and 11:00:58 are within an hour of 10:00:59: nothing more fits.
+    for now in ["2026-01-01T11:00:00Z", "2026-01-01T11:00:58Z"] {
+        let now = at(now);
+        let s = [spec(&hourly, None, now)];
+        let denied = reserve(&store, &s, ReserveRequest::fixed(tokens(1)), now)
+            .await
+            .unwrap_err();
+        assert_eq!(denied.in_use, tokens(1_000), "at {now}");
+        assert_eq!(denied.retry_after, Some(at("2026-01-01T11:01:00Z")));
+    }
+    let free = at("2026-01-01T11:01:00Z");
+    let s = [spec(&hourly, None, free)];
+    reserve(&store, &s, ReserveRequest::fixed(tokens(1_000)), free)
         .await
         .unwrap();
 }

@@ -24,7 +24,7 @@ use self::wire::{Reply, clamp_tokens, money_arg};
 use super::{BudgetStore, CounterSpec, CounterUsage, Denial, ReserveOutcome, StoreError, Ticket};
 use crate::admission::{Amount, CapKind, ReserveRequest};
 use crate::attribution::TaskId;
-use crate::limits::{Cap, CounterKey, ROLLING_SLOTS, WindowSpan};
+use crate::limits::{Cap, CounterKey, ROLLING_LIVE_SLOTS, WindowSpan};
 use crate::redact::redact_url;
 
 /// How long a settle that could not reach Redis is retried before it is given up (the ledger
@@ -369,9 +369,10 @@ impl RedisBudgetStore {
                         format!("slots of {slot_nanos} ns are too narrow for Redis's numbers"),
                     ));
                 }
-                let width_ms =
-                    u64::try_from(i128::from(slot_nanos) * i128::from(ROLLING_SLOTS) / 1_000_000)
-                        .unwrap_or(u64::MAX);
+                let width_ms = u64::try_from(
+                    i128::from(slot_nanos) * i128::from(ROLLING_LIVE_SLOTS) / 1_000_000,
+                )
+                .unwrap_or(u64::MAX);
                 ("r", slot, slot_nanos, width_ms.saturating_add(lease_ms), 0)
             }
             WindowSpan::Calendar { end, .. } => {

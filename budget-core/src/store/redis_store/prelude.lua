@@ -6,6 +6,9 @@
 local BASE = 10000000
 local MAXT = 9007199254740991
 local SLOTS = 60
+-- Slots a counter keeps: now's and the SLOTS before it (the oldest straddles the window's start;
+-- it is dropped only once all of it is older, so usage leaves up to one slot late, never early).
+local LIVE = SLOTS + 1
 
 local function big(s)
   if not s then return { 0 } end
@@ -258,7 +261,7 @@ end
 -- A counter is a hash: rt, rm, n (reserved and in flight); ct, cm, at, am (committed and
 -- admitted: for a rolling window, the running total of its live slots); kind ('t' task, 'c'
 -- calendar, 'r' rolling), sn (rolling slot width), e (calendar end, ms); for rolling windows
--- also lo (the oldest slot the totals may still hold) and the slots themselves, fields s0..s59
+-- also lo (the oldest slot the totals may still hold) and the slots themselves, fields s0..s60
 -- as "slot|ct|cm|at|am", read only when a slot leaves the window or a refusal needs them.
 -- Its leases are a sorted set of members "id|tokens|money": a held lease scores its expiry
 -- (ms, > 0); a lease that ran out scores minus its expiry, and stays for an hour so that a
@@ -283,13 +286,13 @@ local counters = {}
 -- running totals.
 local function age(u, slot)
   local lo = u.lo
-  local dead = slot - SLOTS -- slots up to this one have left the window
+  local dead = slot - LIVE -- slots up to this one have left the window
   if lo <= dead then
-    if dead - lo >= SLOTS then
+    if dead - lo >= LIVE then
       u.ct, u.cm, u.at, u.am = 0, ZERO, 0, ZERO
     else
       for k = lo, dead do
-        local s = parse_slot(redis.call('HGET', u.H, 's' .. (k % SLOTS)))
+        local s = parse_slot(redis.call('HGET', u.H, 's' .. (k % LIVE)))
         if s and s.n == k then
           u.ct, u.cm = tsub(u.ct, s.ct), bigsub(u.cm, s.cm)
           u.at, u.am = tsub(u.at, s.at), bigsub(u.am, s.am)
@@ -334,8 +337,8 @@ end
 -- The live slots of a rolling counter, oldest first (for a refusal's "frees at").
 local function live_slots(u)
   local out = {}
-  for k = math.max(u.lo, u.slot - SLOTS + 1), u.slot do
-    local s = parse_slot(redis.call('HGET', u.H, 's' .. (k % SLOTS)))
+  for k = math.max(u.lo, u.slot - SLOTS), u.slot do
+    local s = parse_slot(redis.call('HGET', u.H, 's' .. (k % LIVE)))
     if s and s.n == k then out[#out + 1] = s end
   end
   return out
@@ -361,7 +364,7 @@ local function commit_on(u, ct, cm, at, am, slot)
     local n = slot or u.slot
     if n > u.slot then n = u.slot end
     if n < u.lo then n = u.lo end
-    local field = 's' .. (n % SLOTS)
+    local field = 's' .. (n % LIVE)
     local s = parse_slot(redis.call('HGET', u.H, field))
     if not s or s.n ~= n then
       s = { n = n, ct = 0, cm = ZERO, at = 0, am = ZERO }

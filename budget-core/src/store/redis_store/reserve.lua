@@ -29,7 +29,7 @@ for i = 1, n do
       for _, s in ipairs(live_slots(u)) do
         ft, fm = tadd(ft, s.ct), bigadd(fm, s.cm)
         if ft >= et and bigcmp(fm, em) >= 0 then
-          frees = s.n + SLOTS
+          frees = s.n + LIVE
           break
         end
       end
