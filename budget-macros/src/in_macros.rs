@@ -146,7 +146,21 @@ impl StepBoundaries<'_> {
                         // A label or lifetime: the word after it is a name, not a keyword.
                         '\'' => taken = 2,
                         '|' if continues_operator(prev.as_ref()) => {}
-                        '|' if !ends_operand(prev.as_ref()) => skipping = true,
+                        '|' if !ends_operand(prev.as_ref()) => {
+                            // A closure: its parameters (whose `,` do not end it), then its
+                            // body, skipped to the end of its segment.
+                            skipping = true;
+                            let no_parameters =
+                                p.spacing() == Spacing::Joint && is_punct_at(&trees, i + 1, '|');
+                            let close = if no_parameters {
+                                None
+                            } else {
+                                (i + 1..trees.len()).find(|&j| is_punct_at(&trees, j, '|'))
+                            };
+                            if let Some(close) = close {
+                                taken = close + 1 - i;
+                            }
+                        }
                         _ => {}
                     },
                     TokenTree::Literal(_) => {}
@@ -173,8 +187,8 @@ impl StepBoundaries<'_> {
                                 // An `async`/`gen`/`const` block: its own body.
                                 taken = 2 + with_move;
                             } else if with_move == 1 || is_punct_at(&trees, i + 1, '|') {
-                                // `async |..|`, `async move |..|`: a closure.
-                                skipping = true;
+                                // `async |..|`, `async move |..|`: a closure, which the `|`
+                                // rule skips (`async` and `move` do not end an operand).
                             } else {
                                 // `const X: T = ..;`, `const fn`, `async fn`.
                                 taken = item_end(&trees, i) + 1 - i;
@@ -448,6 +462,11 @@ mod tests {
     fn closures_blocks_and_items_are_skipped() {
         for skipped in [
             quote!(; let f = |x| loop {}; ),
+            quote!(; let f = |a, b| loop {}; ),
+            quote!(; let f = |a: (u8, u8), b: Vec<u8>| { loop {} }; ),
+            quote!(; let f = | | loop {}; ),
+            quote!(; f(|a, b| loop {}, 1); ),
+            quote!(; let f = async move |a, b| { loop {} }; ),
             quote!(; let f = move || { loop {} }; ),
             quote!(; let f = async move |x| { loop {} }; ),
             quote!(; let b = async { loop {} }; ),

@@ -79,6 +79,13 @@ async fn in_a_dsl(items: Vec<u32>) -> Result<(u32, u32), BudgetError> {
             }
             s
         };
+        let add_to = |a: u32, b: u32| {
+            let mut s = a;
+            for _ in 0..b {
+                s += 1;
+            }
+            s
+        };
         let looping = move || loop {
             break 1;
         };
@@ -115,7 +122,7 @@ async fn in_a_dsl(items: Vec<u32>) -> Result<(u32, u32), BudgetError> {
         }
         let s: &'static str = "static";
         total += helper() + add(2) + looping() + block.await + C + c + W::<2>::count();
-        total += s.len() as u32;
+        total += s.len() as u32 + add_to(1, 2);
     }
     Ok((total, step()))
 }
@@ -166,8 +173,8 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let (total, steps) = in_a_dsl(vec![1, 2, 3]).await.unwrap();
-        // 6 + 8 (enumerate) + 3 (pop) + 9 + 5 (filter) + 3 (pair) + 21 (not steps).
-        assert_eq!(total, 55);
+        // 6 + 8 (enumerate) + 3 (pop) + 9 + 5 (filter) + 3 (pair) + 24 (not steps).
+        assert_eq!(total, 58);
         // 3 + 3 + 3 + 3 (`0..`) + 2 + 0 + 2 + 2 + 1 (pair) + 3 (the loop in the `match` one).
         assert_eq!(steps, 22);
         assert_eq!(in_select(3).await.unwrap(), 303);
