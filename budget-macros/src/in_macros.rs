@@ -67,15 +67,15 @@ const UNTOUCHED: &[&str] = &[
 /// brace group after them is not a loop body.
 const NOT_AN_OPERAND: &[&str] = &[
     "as", "async", "box", "break", "const", "continue", "do", "dyn", "else", "enum", "extern",
-    "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub",
-    "ref", "return", "static", "struct", "trait", "try", "type", "unsafe", "use", "where", "while",
+    "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref",
+    "return", "static", "struct", "trait", "try", "type", "unsafe", "use", "where", "while",
     "yield",
 ];
 
 /// Keywords that, in a `while`/`for` header, may own a brace group of their own.
 const OPENS_A_BLOCK: &[&str] = &[
-    "async", "const", "else", "for", "gen", "if", "loop", "match", "move", "static", "try",
-    "unsafe", "while",
+    "async", "const", "else", "for", "if", "loop", "match", "move", "static", "try", "unsafe",
+    "while",
 ];
 
 /// Keywords that start a nested item.
@@ -180,11 +180,18 @@ impl StepBoundaries<'_> {
                                 out.extend([self.body(&trees[body], ident.span())]);
                                 (taken, copy) = (body + 1 - i, false);
                             }
-                        } else if word == "async" || word == "gen" || word == "const" {
+                        } else if word == "gen" {
+                            // `gen { .. }`, `gen move { .. }` (a generator block); anything
+                            // else is an identifier (edition 2021: `rng.gen()`).
+                            let with_move = usize::from(is_ident_at(&trees, i + 1, "move"));
+                            if is_brace_at(&trees, i + 1 + with_move) {
+                                taken = 2 + with_move;
+                            }
+                        } else if word == "async" || word == "const" {
                             let with_move =
                                 usize::from(word != "const" && is_ident_at(&trees, i + 1, "move"));
                             if is_brace_at(&trees, i + 1 + with_move) {
-                                // An `async`/`gen`/`const` block: its own body.
+                                // An `async` or `const` block: its own body.
                                 taken = 2 + with_move;
                             } else if with_move == 1 || is_punct_at(&trees, i + 1, '|') {
                                 // `async |..|`, `async move |..|`: a closure, which the `|`
@@ -274,6 +281,7 @@ fn loop_body(trees: &[TokenTree], keyword: usize, is_for: bool) -> Option<usize>
             }
             TokenTree::Ident(ident) if ident == "in" => saw_in = true,
             TokenTree::Ident(ident) if OPENS_A_BLOCK.iter().any(|k| ident == k) => return None,
+            TokenTree::Ident(ident) if ident == "gen" && is_brace_at(trees, j + 1) => return None,
             TokenTree::Punct(p) => match p.as_char() {
                 ',' | ';' => return None,
                 '=' if is_punct_at(trees, j + 1, '>') => return None,
@@ -452,6 +460,7 @@ mod tests {
             quote!(while let Some(x) = s.pop() {}),
             quote!(while a || b {}),
             quote!(while f()? {}),
+            quote!(for _ in 0..rng.gen::<u8>() {}),
             quote!(while x.await {}),
         ] {
             assert_eq!(boundaries("dsl", quote!(; #header)), 1, "{header}");
@@ -471,6 +480,7 @@ mod tests {
             quote!(; let f = async move |x| { loop {} }; ),
             quote!(; let b = async { loop {} }; ),
             quote!(; let b = async move { loop {} }; ),
+            quote!(; let g = gen { loop {} }; ),
             quote!(; let c = const { loop {} }; ),
             quote!(; const C: u8 = { loop {} }; ),
             quote!(; fn f() -> u8 { loop {} } ),
