@@ -276,3 +276,90 @@ async fn spawned_work_carries_the_scope_when_asked_to() {
     assert_eq!(events[0].attribution.task().unwrap().as_str(), "dispatch-1");
     assert_eq!(events[0].attribution.agent_name(), "dispatcher");
 }
+
+/// Loops inside a `select!` arm, racing a shutdown signal that does not come.
+#[budgeted(agent = "selector", limit = 1_000_000, max_steps = 3, runaway = false)]
+async fn select_looper(
+    mut stack: Stack,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), AgentError> {
+    tokio::select! {
+        _ = shutdown => Ok(()),
+        () = std::future::ready(()) => {
+            let mut page = 0;
+            loop {
+                page += 1;
+                ask(&mut stack, &format!("Read page {page}."), 3).await?;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_loop_inside_select_is_stopped_at_max_steps() {
+    let (server, budget) = start(3).await;
+    let (_keep_open, shutdown) = tokio::sync::oneshot::channel();
+    let err = select_looper(stack(&budget, &server), shutdown)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AgentError::Budget(BudgetError::StepLimit { max_steps: 3, .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(server.requests_received(), 3);
+    assert_eq!(budget.ledger().events().len(), 3);
+}
+
+/// Waits to be killed between its calls, in a loop inside a `select!` arm.
+#[budgeted(
+    agent = "select-victim",
+    limit = 1_000_000,
+    task = "select-victim-1",
+    runaway = false
+)]
+async fn select_victim(
+    mut stack: Stack,
+    mut go: tokio::sync::mpsc::Receiver<()>,
+    done: tokio::sync::mpsc::Sender<()>,
+    started: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> Result<(), AgentError> {
+    tokio::select! {
+        () = std::future::ready(()) => {
+            while go.recv().await.is_some() {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ask(&mut stack, "one more thing", 3).await?;
+                done.send(()).await.unwrap();
+            }
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn killed_from_outside_inside_select_at_the_next_step_boundary() {
+    let (server, budget) = start(3).await;
+    let (go_tx, go_rx) = tokio::sync::mpsc::channel(1);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(1);
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let agent = tokio::spawn(select_victim(
+        stack(&budget, &server),
+        go_rx,
+        done_tx,
+        started.clone(),
+    ));
+    go_tx.send(()).await.unwrap();
+    done_rx.recv().await.unwrap();
+    budget.controls().cancel_task(&"select-victim-1".into());
+    go_tx.send(()).await.unwrap();
+    let err = agent.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, AgentError::Budget(BudgetError::TaskCancelled { ref task }) if task.as_str() == "select-victim-1"),
+        "{err:?}"
+    );
+    // Stopped at the step boundary, before the body ran again (not only by the layer).
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(server.requests_received(), 1);
+}

@@ -17,8 +17,9 @@ use proc_macro2::{Literal, Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::visit_mut::{self, VisitMut};
 use syn::{
-    AttrStyle, Block, Expr, ExprAsync, ExprClosure, ExprConst, ExprForLoop, ExprLoop, ExprWhile,
-    Ident, Item, ItemFn, PathArguments, ReturnType, Signature, Stmt, Type,
+    AttrStyle, Block, Expr, ExprAsync, ExprClosure, ExprConst, ExprForLoop, ExprLoop, ExprRepeat,
+    ExprWhile, GenericArgument, Ident, Item, ItemFn, Macro, Pat, PathArguments, ReturnType,
+    Signature, Stmt, Type,
 };
 
 use crate::attr::{Args, Int, Runaway, RunawayOverrides};
@@ -77,10 +78,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> TokenStream {
     };
     let scope = Ident::new("__scope", Span::mixed_site());
 
-    let mut steps = StepBoundaries {
-        scope: &scope,
-        loops: 0,
-    };
+    let mut steps = StepBoundaries::new(&scope);
     let mut body: Block = *block;
     steps.visit_block_mut(&mut body);
 
@@ -197,17 +195,24 @@ fn u32_literal(int: Int<u32>) -> Literal {
     lit
 }
 
-/// Puts a step boundary at the top of every loop of the function's own body. Closures, nested
-/// items, `async` blocks and `const` blocks are left alone: a `return` there would not leave
-/// the budgeted function.
-struct StepBoundaries<'a> {
+/// Puts a step boundary at the top of every loop of the function's own body, macro
+/// invocations included (see [`crate::in_macros`]). Closures, nested items, `async` blocks
+/// and `const` blocks are left alone: a `return` there would not leave the budgeted function.
+/// So are types, patterns, array lengths and const generic arguments: they are evaluated at
+/// compile time, where the scope does not exist.
+pub(crate) struct StepBoundaries<'a> {
     scope: &'a Ident,
     /// How many loops were instrumented.
-    loops: usize,
+    pub(crate) loops: usize,
 }
 
-impl StepBoundaries<'_> {
-    /// Inserts, as the first statement of `body`:
+impl<'a> StepBoundaries<'a> {
+    /// No loop instrumented yet; the boundaries will refer to `scope`.
+    pub(crate) fn new(scope: &'a Ident) -> StepBoundaries<'a> {
+        StepBoundaries { scope, loops: 0 }
+    }
+
+    /// The step boundary of one loop:
     ///
     /// ```text
     /// if let Err(__e) = __scope.step_boundary() { return Err(From::from(__e)); }
@@ -215,16 +220,21 @@ impl StepBoundaries<'_> {
     ///
     /// spanned (mixed-site) at the loop's keyword, so that an error type without
     /// `From<BudgetError>` is reported at the loop.
-    fn instrument(&mut self, body: &mut Block, keyword: Span) {
+    pub(crate) fn check(&mut self, keyword: Span) -> TokenStream {
         self.loops += 1;
         let span = Span::mixed_site().located_at(keyword);
         let scope = Ident::new(&self.scope.to_string(), span);
         let error = Ident::new("__e", span);
-        let check = quote_spanned! {span=>
+        quote_spanned! {span=>
             if let ::core::result::Result::Err(#error) = #scope.step_boundary() {
                 return ::core::result::Result::Err(::core::convert::From::from(#error));
             }
-        };
+        }
+    }
+
+    /// Inserts the step boundary as the first statement of `body`.
+    fn instrument(&mut self, body: &mut Block, keyword: Span) {
+        let check = self.check(keyword);
         body.stmts
             .insert(0, Stmt::Expr(Expr::Verbatim(check), None));
     }
@@ -246,6 +256,20 @@ impl VisitMut for StepBoundaries<'_> {
         self.instrument(&mut node.body, node.for_token.span);
     }
 
+    fn visit_macro_mut(&mut self, node: &mut Macro) {
+        let Some(name) = node.path.segments.last().map(|s| s.ident.clone()) else {
+            return;
+        };
+        if let Some(tokens) = self.macro_tokens(&name, &node.tokens) {
+            node.tokens = tokens;
+        }
+    }
+
+    fn visit_expr_repeat_mut(&mut self, node: &mut ExprRepeat) {
+        // `[value; len]`: `len` is a constant.
+        self.visit_expr_mut(&mut node.expr);
+    }
+
     fn visit_expr_closure_mut(&mut self, _: &mut ExprClosure) {}
 
     fn visit_expr_async_mut(&mut self, _: &mut ExprAsync) {}
@@ -253,6 +277,12 @@ impl VisitMut for StepBoundaries<'_> {
     fn visit_expr_const_mut(&mut self, _: &mut ExprConst) {}
 
     fn visit_item_mut(&mut self, _: &mut Item) {}
+
+    fn visit_type_mut(&mut self, _: &mut Type) {}
+
+    fn visit_pat_mut(&mut self, _: &mut Pat) {}
+
+    fn visit_generic_argument_mut(&mut self, _: &mut GenericArgument) {}
 }
 
 #[cfg(test)]

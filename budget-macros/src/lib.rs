@@ -57,8 +57,8 @@
 //! __scope.clone().run(async move { /* the body */ }).await
 //! ```
 //!
-//! Inside the body, every `loop`, `while` and `for` of the function's own body gets a **step
-//! boundary** as the first statement of its block:
+//! Inside the body, every loop that is a step (see below) gets a **step boundary** as the
+//! first statement of its block:
 //!
 //! ```ignore
 //! if let Err(e) = __scope.step_boundary() {
@@ -68,11 +68,47 @@
 //!
 //! so an iteration starts only when the task was not cancelled (from outside, or by runaway
 //! detection), has steps left and has budget left; otherwise the function returns the
-//! `BudgetError` converted into its own error type. Loops inside closures, `async` blocks,
-//! `const` blocks, nested functions and other nested items keep their own semantics and are
-//! not steps (a `return` there would not leave the function); neither are loops written inside
-//! macro invocations, which the attribute cannot see into. Labels (`break 'outer`) keep
-//! working. `__scope` is hygienic: your code can neither see nor shadow it.
+//! `BudgetError` converted into its own error type. Labels (`break 'outer`) keep working.
+//! `__scope` is hygienic: your code can neither see nor shadow it.
+//!
+//! ## What counts as a step
+//!
+//! A **step** is one iteration of a `loop`, `while` or `for` that runs in the function's own
+//! body, where a `return` leaves the function:
+//!
+//! - loops directly in the body, in nested blocks, `if`/`match` arms, `unsafe` blocks and
+//!   loop conditions, at any depth;
+//! - loops inside **macro invocations** in those places: `tokio::select!` arms and
+//!   preconditions, the arguments of `tokio::join!`, `vec!`, `assert!`, `format!`,
+//!   `println!`, a macro of your own, and macros nested in them.
+//!
+//! These are **not** steps, and keep their own semantics: loops in closures, `async` blocks
+//! (so the loops of futures handed to `join!` or `select!` as `async { .. }` are not steps;
+//! an `async` block's spend is still charged to the task through its scope), `const` blocks,
+//! nested functions and other nested items, and compile-time positions (array lengths, const
+//! generic arguments, types and patterns). A loop in a spawned task is not a step either; a
+//! spawned task that should count carries the scope (`TaskScope::run`).
+//!
+//! Inside a macro invocation the attribute sees only tokens, so it assumes what `vec!`,
+//! `assert!`, `select!` and `join!` do: the code runs in place. When the tokens parse as
+//! comma-separated expressions they are handled exactly like the body; otherwise (a
+//! `select!`, `vec![x; n]`, a DSL) a token walk finds `loop {`, `while .. {` and `for .. in
+//! .. {` and skips closures, `async`/`const` blocks and items. It is conservative:
+//!
+//! - a `while`/`for` whose first brace group might belong to its condition (the header holds
+//!   `match`, `if`, `unsafe`, a block, a closure or a label, or does not end in an
+//!   identifier, a literal, `)`, `]`, `?` or `..`) is left without a boundary of its own; its
+//!   condition and body are still searched for loops;
+//! - macros that do not run their input are never touched: `stringify!`, `concat!`,
+//!   `include!`/`include_str!`/`include_bytes!`, `env!`, `option_env!`, `cfg!`,
+//!   `compile_error!`, `quote!`/`quote_spanned!`/`parse_quote!`, `format_ident!`, `asm!`,
+//!   `macro_rules!`, ..;
+//! - a macro with no loop in it gets its tokens back exactly as written.
+//!
+//! A macro of your own that does *not* run its input in place — it quotes or stringifies
+//! it, or moves it into a closure or a function of its own — sees the boundary in its input
+//! like any other code: in a closure that is a `return` from the closure, in a function it
+//! does not compile. Call such a macro outside the budgeted function, or from a closure in it.
 //!
 //! ## Requirements
 //!
@@ -238,6 +274,7 @@ use proc_macro::TokenStream;
 
 mod attr;
 mod expand;
+mod in_macros;
 
 /// Runs an `async fn` as a budgeted task: see the [crate documentation](crate) for the
 /// arguments and the expansion.
