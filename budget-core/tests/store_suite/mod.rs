@@ -460,3 +460,31 @@ pub async fn settles_are_handed_over_at_call_time<S: BudgetStore>(store: S) {
         "flush waited for both settles"
     );
 }
+
+/// A rolling limit whose duration changes (`set_limit`) keeps what was spent in it: slot
+/// numbers of the old width are not read as the new one's (issue 9, item 7; on Redis the
+/// usage was read under the new numbering and could age out at once).
+pub async fn changing_a_rolling_duration_keeps_the_usage<S: BudgetStore>(store: S) {
+    let hour = Arc::new(limit("r", Window::Rolling(SignedDuration::from_mins(60))).tokens(1_000));
+    let t0 = at("2026-01-01T10:30:00Z");
+    let s = [spec(&hour, None, t0)];
+    let ticket = reserve(&store, &s, ReserveRequest::fixed(tokens(900)), t0)
+        .await
+        .unwrap();
+    store.settle(ticket, &s, tokens(900), t0).await.unwrap();
+    // Shorter (slots of 10 s instead of 60 s: numbers six times larger) and longer windows.
+    for (minutes, later) in [(10, "2026-01-01T10:31:00Z"), (600, "2026-01-01T10:32:00Z")] {
+        let changed =
+            Arc::new(limit("r", Window::Rolling(SignedDuration::from_mins(minutes))).tokens(1_000));
+        let now = at(later);
+        let s = [spec(&changed, None, now)];
+        let denied = reserve(&store, &s, ReserveRequest::fixed(tokens(900)), now)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            denied.in_use,
+            tokens(900),
+            "{minutes}-minute window at {now}"
+        );
+    }
+}

@@ -17,7 +17,7 @@ local chunk_t, chunk_m = tonumber(ARGV[12]), big(ARGV[13])
 local share = tonumber(ARGV[14])
 local kind, slot = ARGV[15], tonumber(ARGV[16])
 local cap = cap_of(ARGV[20], ARGV[21])
-local u = load(KEYS[1], kind, slot)
+local u = load(KEYS[1], kind, slot, ARGV[17])
 purge(u, KEYS[2], now)
 local state = 'none'
 if member ~= '' then state = take(u, KEYS[2], member, old_t, old_m, now) end

@@ -696,9 +696,9 @@ impl RedisBudgetStore {
         for (key, span) in counters {
             call.key(keys.counter(key)).key(keys.leases(key));
             match *span {
-                WindowSpan::Rolling { slot, .. } => call.arg("r").arg(slot),
-                WindowSpan::Calendar { .. } => call.arg("c").arg(0),
-                WindowSpan::Task => call.arg("t").arg(0),
+                WindowSpan::Rolling { slot, slot_nanos } => call.arg("r").arg(slot).arg(slot_nanos),
+                WindowSpan::Calendar { .. } => call.arg("c").arg(0).arg(0),
+                WindowSpan::Task => call.arg("t").arg(0).arg(0),
             };
         }
         let mut reply = self.run(call).await.1.map_err(|e| self.error("usage", e))?;

@@ -305,17 +305,31 @@ local function age(u, slot)
   u.slot = slot
 end
 
+-- A rolling counter whose slot width changed (its limit's duration did): slot numbers of the
+-- old width mean nothing in the new one. Every committed amount is kept, in the current slot:
+-- it leaves the new window a whole window from now, late but never early.
+local function rewindow(u, slot, width)
+  local fields = {}
+  for k = 0, LIVE - 1 do fields[#fields + 1] = 's' .. k end
+  redis.call('HDEL', u.H, unpack(fields))
+  redis.call('HSET', u.H, 's' .. (slot % LIVE), table.concat({ int(slot), int(u.ct),
+    bigstr(u.cm), int(u.at), bigstr(u.am) }, '|'), 'sn', width)
+  u.stored_sn, u.lo, u.slot = width, slot, slot
+  u.committed_dirty = true
+end
+
 -- Loads counter H (read once per batch) and, for a rolling window, drops the slots that left
--- it. kind is nil where only the reserved part is touched (a release, a lease on an older
+-- it (sn: the window's slot width, when the caller knows it). kind is nil where only the reserved part is touched (a release, a lease on an older
 -- window); the first operation of the batch that names the kind sets it, whichever operation
 -- loaded the counter first, so that its commits reach their slot and refresh the TTL. A later
 -- slot (another caller's clock) moves the window on.
-local function load(H, kind, slot)
+local function load(H, kind, slot, sn)
   local u = counters[H]
   if not u or u.deleted then
-    local v = redis.call('HMGET', H, 'rt', 'rm', 'n', 'ct', 'cm', 'at', 'am', 'kind', 'lo')
+    local v = redis.call('HMGET', H, 'rt', 'rm', 'n', 'ct', 'cm', 'at', 'am', 'kind', 'lo', 'sn')
     u = {
       H = H, new = not v[8], created = not v[8], stored_lo = tonumber(v[9]),
+      stored_sn = tonumber(v[10]),
       rt = tonumber(v[1] or '0'), rm = big(v[2]), n = tonumber(v[3] or '0'),
       ct = tonumber(v[4] or '0'), cm = big(v[5]), at = tonumber(v[6] or '0'), am = big(v[7]),
     }
@@ -326,7 +340,12 @@ local function load(H, kind, slot)
     u.slot = slot
     if kind == 'r' then
       u.lo = u.stored_lo or slot
-      age(u, slot)
+      local width = tonumber(sn)
+      if width and u.stored_sn and u.stored_sn ~= width and not u.new then
+        rewindow(u, slot, width)
+      else
+        age(u, slot)
+      end
     end
   elseif kind == 'r' and u.kind == 'r' and slot > u.slot then
     age(u, slot)

@@ -12,7 +12,7 @@ local units = math.max(req.max, req.min)
 local us = {}
 for i = 1, n do
   local a = 8 + (i - 1) * 7
-  local u = load(KEYS[2 * i - 1], ARGV[a + 1], tonumber(ARGV[a + 2]))
+  local u = load(KEYS[2 * i - 1], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3])
   us[i] = u
   purge(u, KEYS[2 * i], now)
   local cap = cap_of(ARGV[a + 6], ARGV[a + 7])

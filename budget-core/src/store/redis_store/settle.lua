@@ -18,7 +18,7 @@ local m = #KEYS - 1 - 2 * r
 local commits = {}
 for j = 1, m do
   local a = 9 + (j - 1) * 6
-  commits[j] = load(KEYS[1 + 2 * r + j], ARGV[a + 1], tonumber(ARGV[a + 2]))
+  commits[j] = load(KEYS[1 + 2 * r + j], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3])
 end
 local apply = redis.call('SETBIT', KEYS[1], ARGV[9], 1) == 0
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
