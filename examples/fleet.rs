@@ -875,9 +875,22 @@ async fn report(
             "  cached input tokens: {}; events with estimated counts (cut streams, calls dropped after sending): {}",
             t.usage.cached_input, t.estimated_events
         );
+        let calls = t.events - hits;
+        let verdict = match calls.cmp(&provider_requests) {
+            std::cmp::Ordering::Equal => {
+                "every call that reached a provider is accounted once".to_string()
+            }
+            std::cmp::Ordering::Greater => format!(
+                "every call that reached a provider, and {} dropped on their way after being handed over, charged as billed-unknown (the safe side)",
+                calls - provider_requests
+            ),
+            std::cmp::Ordering::Less => format!(
+                "{} CALLS THAT REACHED A PROVIDER ARE MISSING",
+                provider_requests - calls
+            ),
+        };
         println!(
-            "  the providers received {provider_requests} requests; the ledger holds {} calls from this run (+ {hits} cache hits that never left): every call that reached a provider is accounted once",
-            t.events - hits
+            "  the providers received {provider_requests} requests; the ledger holds {calls} calls from this run (+ {hits} cache hits that never left): {verdict}"
         );
     }
 
