@@ -804,6 +804,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         model: &str,
         prompt_tokens: u64,
     ) -> Result<Remaining, BudgetError> {
+        self.ensure_restored().await?;
         let prices = self.prices();
         let resolved = prices.resolve(model)?;
         let priced_model: Arc<str> = Arc::from(resolved.id);
@@ -858,7 +859,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     /// rolling duration's) budget. Returns how many counters it restored.
     ///
     /// A budget on a durable ledger ([`Ledger::is_durable`]) does this by itself before its
-    /// first reservation or record, unless built with
+    /// first reservation, record or report (`remaining`, `pressure`, `status`), unless built with
     /// [`BudgetBuilder::restore_windows`]`(false)`; either way it happens once per budget, and
     /// a call after it returns 0. Rolling windows are restored into their current slot: the
     /// usage then ages out up to one window later than it would have, never earlier (rounding
@@ -970,6 +971,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         scope: Option<&TaskScope>,
         model: &str,
     ) -> Result<Option<u32>, BudgetError> {
+        self.ensure_restored().await?;
         let prices = self.prices();
         let priced_model: Arc<str> = Arc::from(prices.resolve(model)?.id);
         let now = self.inner.clock.now();
@@ -992,6 +994,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     /// Every counter in a current window, joined with its limit; plus the limits that name one
     /// scope and have not been used yet. Sorted by limit id, then scope.
     pub async fn status(&self) -> Result<Vec<LimitStatus>, BudgetError> {
+        self.ensure_restored().await?;
         let now = self.inner.clock.now();
         let limits = self.limits();
         let snapshot = self.inner.store.snapshot(now).await?;

@@ -419,3 +419,30 @@ async fn a_commit_whose_window_cannot_be_computed_still_settles_its_reservation(
     assert!(counters[0].1.reserved.is_zero(), "{counters:?}");
     assert_eq!(counters[0].1.committed.tokens, 150);
 }
+
+#[tokio::test]
+async fn a_status_asked_first_after_a_restart_shows_the_restored_day() {
+    let dir = TempDir::new("restart-status");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let clock = FakeClock::at("2026-12-06T10:00:00Z".parse().unwrap());
+    let who = Attribution::agent("a");
+    let first = daily(&clock, SqliteLedger::open(&path).unwrap())
+        .build()
+        .unwrap();
+    first
+        .reserve(&who, "gpt-4o", Estimate::new(500, 500))
+        .await
+        .unwrap()
+        .commit(Usage::new(500, 500))
+        .await
+        .unwrap();
+    first.flush().await.unwrap();
+    drop(first);
+    let second = daily(&clock, SqliteLedger::open(&path).unwrap())
+        .build()
+        .unwrap();
+    let status = second.status().await.unwrap();
+    let day = status.iter().find(|s| &*s.limit.id == "day").unwrap();
+    assert_eq!(day.usage.committed.tokens, 1_000);
+}

@@ -42,11 +42,21 @@ fn limits() -> Vec<Limit> {
 }
 
 fn budget(path: &std::path::Path, clock: &FakeClock) -> Budget<MemoryBudgetStore, SqliteLedger> {
+    restoring(path, clock, true)
+}
+
+/// A budget on the ledger at `path`, restoring its windows from it by itself or not.
+fn restoring(
+    path: &std::path::Path,
+    clock: &FakeClock,
+    restore: bool,
+) -> Budget<MemoryBudgetStore, SqliteLedger> {
     Budget::builder()
         .clock(clock.clone())
         .time_zone(TimeZone::get("America/New_York").unwrap())
         .limits(limits())
         .ledger(SqliteLedger::open(path).unwrap())
+        .restore_windows(restore)
         .build()
         .unwrap()
 }
@@ -111,17 +121,32 @@ async fn a_restart_keeps_the_days_spend() {
         (windows(&budget).await, remaining)
     }; // the process "stops": the ledger file is closed
 
-    let budget = budget(&path, &clock);
+    // Told not to restore by itself, a fresh store knows nothing until asked to.
+    let manual = restoring(&path, &clock, false);
     assert!(
-        windows(&budget).await.is_empty(),
+        windows(&manual).await.is_empty(),
         "a fresh store knows nothing yet"
     );
-    let restored = budget.restore_from_ledger().await.unwrap();
+    let restored = manual.restore_from_ledger().await.unwrap();
     assert!(restored >= 6, "restored {restored} counters");
+    assert_eq!(
+        windows(&manual).await,
+        before,
+        "the same windows hold the same spend"
+    );
+    drop(manual);
+
+    // By default it restores before its first use (here: a status query), once.
+    let budget = budget(&path, &clock);
     assert_eq!(
         windows(&budget).await,
         before,
         "the same windows hold the same spend"
+    );
+    assert_eq!(
+        budget.restore_from_ledger().await.unwrap(),
+        0,
+        "already done"
     );
     let who = Attribution::agent("researcher").with_user("alice");
     assert_eq!(
