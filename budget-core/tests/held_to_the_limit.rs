@@ -285,26 +285,40 @@ fn daily(
         .ledger(ledger)
 }
 
-#[tokio::test]
-async fn a_restart_on_a_durable_ledger_keeps_the_day_without_being_asked() {
-    let dir = TempDir::new("restart-by-default");
+/// A first run of a process on a fresh ledger file: agent "a" spends `input` + `output` at
+/// 10:00, and the process stops. Returns the directory (removed when dropped), the ledger's
+/// path and the clock.
+async fn first_run(
+    test: &str,
+    input: u64,
+    output: u64,
+) -> (TempDir, std::path::PathBuf, FakeClock) {
+    let dir = TempDir::new(test);
     std::fs::create_dir_all(dir.path()).unwrap();
     let path = dir.path().join("ledger.sqlite3");
     let clock = FakeClock::at("2026-12-06T10:00:00Z".parse().unwrap());
-    let who = Attribution::agent("a");
-
     let first = daily(&clock, SqliteLedger::open(&path).unwrap())
         .build()
         .unwrap();
     first
-        .reserve(&who, "gpt-4o", Estimate::new(996, 996))
+        .reserve(
+            &Attribution::agent("a"),
+            "gpt-4o",
+            Estimate::new(input, output),
+        )
         .await
         .unwrap()
-        .commit(Usage::new(996, 996))
+        .commit(Usage::new(input, output))
         .await
         .unwrap();
     first.flush().await.unwrap();
-    drop(first);
+    (dir, path, clock)
+}
+
+#[tokio::test]
+async fn a_restart_on_a_durable_ledger_keeps_the_day_without_being_asked() {
+    let (_dir, path, clock) = first_run("restart-by-default", 996, 996).await;
+    let who = Attribution::agent("a");
 
     // The process starts again, an hour later: the same 1,992 tokens must not fit twice.
     clock.advance(SignedDuration::from_mins(5));
@@ -422,23 +436,7 @@ async fn a_commit_whose_window_cannot_be_computed_still_settles_its_reservation(
 
 #[tokio::test]
 async fn a_status_asked_first_after_a_restart_shows_the_restored_day() {
-    let dir = TempDir::new("restart-status");
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let path = dir.path().join("ledger.sqlite3");
-    let clock = FakeClock::at("2026-12-06T10:00:00Z".parse().unwrap());
-    let who = Attribution::agent("a");
-    let first = daily(&clock, SqliteLedger::open(&path).unwrap())
-        .build()
-        .unwrap();
-    first
-        .reserve(&who, "gpt-4o", Estimate::new(500, 500))
-        .await
-        .unwrap()
-        .commit(Usage::new(500, 500))
-        .await
-        .unwrap();
-    first.flush().await.unwrap();
-    drop(first);
+    let (_dir, path, clock) = first_run("restart-status", 500, 500).await;
     let second = daily(&clock, SqliteLedger::open(&path).unwrap())
         .build()
         .unwrap();
