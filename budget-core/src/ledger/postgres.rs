@@ -13,8 +13,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 use super::any::valid_namespace;
-use super::sql::{Folder, HOUR_NS, Refusal, SqlRow, clamp_ns, column, error, split_money, to_i64};
-use super::{Dimension, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent};
+use super::sql::{
+    Dialect, EventRow, Folder, HOUR_NS, Param, Refusal, SqlRow, TotalsSql, error, totals_sql,
+};
+use super::{Dimension, GroupTotal, Ledger, LedgerError, LedgerQuery, UsageEvent};
 use crate::redact::redact_url;
 
 /// The table holding the schema version, in the ledger's PostgreSQL schema.
@@ -231,100 +233,59 @@ struct Queued {
     senders: u32,
 }
 
-/// An event as the columns of its `INSERT`, numbered: ready to be sent (again).
+/// One event's row, numbered (`write_seq`) when it is handed over.
 #[derive(Debug)]
 struct Write {
     write_seq: i64,
-    id: i64,
-    at_ns: i64,
-    agent: Arc<str>,
-    task: Option<String>,
-    step: Option<i64>,
-    user: Option<String>,
-    session: Option<String>,
-    critical: bool,
-    model: Arc<str>,
-    requested_model: Option<Arc<str>>,
-    usage: [i64; 5],
-    cost: (i64, i64),
-    estimated: bool,
-    kind: &'static str,
-    saved_tokens: i64,
-    saved: (i64, i64),
-    tag_keys: Vec<String>,
-    tag_values: Vec<String>,
+    row: EventRow,
 }
 
 impl Write {
     /// The columns of `e` (numbered later, at hand-over); an error names what does not fit.
     fn of(e: &UsageEvent) -> Result<Write, String> {
-        let u = &e.usage;
-        let who = &e.attribution;
-        let (tag_keys, tag_values) = who
-            .tags()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .unzip();
         Ok(Write {
             write_seq: 0,
-            id: to_i64(e.id, "event id")?,
-            at_ns: i64::try_from(e.at.as_nanosecond())
-                .map_err(|_| format!("event time {} is outside 1677..2262", e.at))?,
-            agent: who.agent_arc().clone(),
-            task: who.task().map(|t| t.as_str().to_owned()),
-            step: who.step().map(i64::from),
-            user: who.user().map(str::to_owned),
-            session: who.session().map(str::to_owned),
-            critical: who.is_critical(),
-            model: e.model.clone(),
-            requested_model: e.requested_model.clone(),
-            usage: [
-                to_i64(u.input, "input tokens")?,
-                to_i64(u.cached_input, "cached input tokens")?,
-                to_i64(u.cache_write, "cache-write tokens")?,
-                to_i64(u.output, "output tokens")?,
-                to_i64(u.reasoning, "reasoning tokens")?,
-            ],
-            cost: split_money(e.cost, "cost")?,
-            estimated: e.estimated,
-            kind: e.kind.as_str(),
-            saved_tokens: to_i64(e.saved.tokens, "saved tokens")?,
-            saved: split_money(e.saved.money, "saved money")?,
-            tag_keys,
-            tag_values,
+            row: EventRow::of(e)?,
         })
     }
 }
 
 /// Sends `w` on `client` as writer `writer`'s write.
 async fn insert_on(client: &Client, w: &Write, writer: i64) -> Result<u64, tokio_postgres::Error> {
-    let agent: &str = &w.agent;
-    let model: &str = &w.model;
-    let requested_model: Option<&str> = w.requested_model.as_deref();
+    let r = &w.row;
+    let agent: &str = &r.agent;
+    let task: Option<&str> = r.task.as_deref();
+    let user: Option<&str> = r.user.as_deref();
+    let session: Option<&str> = r.session.as_deref();
+    let model: &str = &r.model;
+    let requested_model: Option<&str> = r.requested_model.as_deref();
+    let (tag_keys, tag_values): (Vec<&str>, Vec<&str>) =
+        r.tags.iter().map(|(k, v)| (&**k, &**v)).unzip();
     let params: [&(dyn ToSql + Sync); 26] = [
-        &w.id,
-        &w.at_ns,
+        &r.id,
+        &r.at_ns,
         &agent,
-        &w.task,
-        &w.step,
-        &w.user,
-        &w.session,
-        &w.critical,
+        &task,
+        &r.step,
+        &user,
+        &session,
+        &r.critical,
         &model,
         &requested_model,
-        &w.usage[0],
-        &w.usage[1],
-        &w.usage[2],
-        &w.usage[3],
-        &w.usage[4],
-        &w.cost.0,
-        &w.cost.1,
-        &w.estimated,
-        &w.kind,
-        &w.saved_tokens,
-        &w.saved.0,
-        &w.saved.1,
-        &w.tag_keys,
-        &w.tag_values,
+        &r.usage[0],
+        &r.usage[1],
+        &r.usage[2],
+        &r.usage[3],
+        &r.usage[4],
+        &r.cost.0,
+        &r.cost.1,
+        &r.estimated,
+        &r.kind,
+        &r.saved_tokens,
+        &r.saved.0,
+        &r.saved.1,
+        &tag_keys,
+        &tag_values,
         &writer,
         &w.write_seq,
     ];
@@ -795,7 +756,7 @@ impl Drop for PostgresLedger {
         if writes.is_empty() {
             return;
         }
-        let ids: Vec<i64> = writes.iter().map(|w| w.id).collect();
+        let ids: Vec<i64> = writes.iter().map(|w| w.row.id).collect();
         let (url, name, ns, writer) = (
             self.connect_url.clone(),
             self.name.clone(),
@@ -864,123 +825,13 @@ fn store_on_close(
     })
 }
 
-/// A query parameter.
-#[derive(Debug)]
-enum Param {
-    Int(i64),
-    Text(String),
-}
-
-impl Param {
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        match self {
-            Param::Int(i) => i,
-            Param::Text(t) => t,
-        }
+/// A parameter as tokio-postgres binds it.
+fn as_sql(param: &Param) -> &(dyn ToSql + Sync) {
+    match param {
+        Param::Int(i) => i,
+        Param::Text(t) => t,
     }
 }
-
-/// Pushes a parameter and returns its placeholder.
-fn push(params: &mut Vec<Param>, p: Param) -> String {
-    params.push(p);
-    format!("${}", params.len())
-}
-
-/// A WHERE clause for one filter, pushing its parameters.
-fn filter_clause(
-    dim: &Dimension,
-    want: &KeyPart,
-    tz: &jiff::tz::TimeZone,
-    params: &mut Vec<Param>,
-) -> String {
-    const NOTHING: &str = "FALSE";
-    let text_col = match dim {
-        Dimension::Agent | Dimension::Model => {
-            // Never absent.
-            return match want {
-                KeyPart::Text(v) => {
-                    let p = push(params, Param::Text(v.to_string()));
-                    format!("{} = {p}", column(dim, "").unwrap_or_default())
-                }
-                _ => NOTHING.into(),
-            };
-        }
-        Dimension::Task | Dimension::User | Dimension::Session | Dimension::RequestedModel => {
-            column(dim, "").unwrap_or_default()
-        }
-        Dimension::Step => {
-            return match want {
-                KeyPart::None => "e.step IS NULL".into(),
-                KeyPart::Step(s) => {
-                    let p = push(params, Param::Int(i64::from(*s)));
-                    format!("e.step = {p}")
-                }
-                _ => NOTHING.into(),
-            };
-        }
-        Dimension::Kind => {
-            return match want {
-                KeyPart::Kind(k) => {
-                    let p = push(params, Param::Text(k.as_str().into()));
-                    format!("e.kind = {p}")
-                }
-                _ => NOTHING.into(),
-            };
-        }
-        Dimension::Tag(key) => {
-            return match want {
-                KeyPart::None => {
-                    let k = push(params, Param::Text(key.to_string()));
-                    format!(
-                        "NOT EXISTS (SELECT 1 FROM usage_event_tags f \
-                         WHERE f.seq = e.seq AND f.tag_key = {k})"
-                    )
-                }
-                KeyPart::Text(v) => {
-                    let k = push(params, Param::Text(key.to_string()));
-                    let v = push(params, Param::Text(v.to_string()));
-                    format!(
-                        "EXISTS (SELECT 1 FROM usage_event_tags f WHERE f.seq = e.seq \
-                         AND f.tag_key = {k} AND f.tag_value = {v})"
-                    )
-                }
-                _ => NOTHING.into(),
-            };
-        }
-        Dimension::Bucket(period) => {
-            // An event is in bucket `start` exactly when it lies in `[start, end)` of the
-            // bucket that begins at `start`; a start that is not a bucket start matches nothing.
-            return match want {
-                KeyPart::Bucket(start) => match period.bounds(*start, tz) {
-                    Ok((s, end)) if s == *start => {
-                        let s = push(params, Param::Int(clamp_ns(s)));
-                        let end = push(params, Param::Int(clamp_ns(end)));
-                        format!("(e.at_ns >= {s} AND e.at_ns < {end})")
-                    }
-                    _ => NOTHING.into(),
-                },
-                _ => NOTHING.into(),
-            };
-        }
-    };
-    match want {
-        KeyPart::None => format!("{text_col} IS NULL"),
-        KeyPart::Text(v) => {
-            let p = push(params, Param::Text(v.to_string()));
-            format!("{text_col} = {p}")
-        }
-        _ => NOTHING.into(),
-    }
-}
-
-/// The aggregate columns after the group columns (without the bucket time columns). Every sum
-/// is cast back to BIGINT: PostgreSQL raises "bigint out of range" rather than wrapping.
-const AGGREGATES: &str = "SUM(e.input)::BIGINT, SUM(e.cached_input)::BIGINT, \
-    SUM(e.cache_write)::BIGINT, SUM(e.output)::BIGINT, SUM(e.reasoning)::BIGINT, \
-    SUM(e.cost_nano)::BIGINT, SUM(e.cost_rem / 1000000000)::BIGINT, \
-    SUM(e.cost_rem % 1000000000)::BIGINT, COUNT(*), COUNT(*) FILTER (WHERE e.estimated), \
-    SUM(e.saved_tokens)::BIGINT, SUM(e.saved_nano)::BIGINT, \
-    SUM(e.saved_rem / 1000000000)::BIGINT, SUM(e.saved_rem % 1000000000)::BIGINT";
 
 impl PostgresLedger {
     /// Runs the query with bucket times truncated to `granularity` nanoseconds. `None` when a
@@ -991,68 +842,15 @@ impl PostgresLedger {
         granularity: Option<i64>,
     ) -> Result<Option<Vec<GroupTotal>>, LedgerError> {
         let name = self.name.as_str();
-        let mut params: Vec<Param> = Vec::new();
-        let mut joins = String::new();
-        let mut group_cols = Vec::new();
-        for (i, dim) in query.group_by.iter().enumerate() {
-            let alias = format!("t{i}");
-            if let Dimension::Tag(key) = dim {
-                let k = push(&mut params, Param::Text(key.to_string()));
-                joins.push_str(&format!(
-                    " LEFT JOIN usage_event_tags {alias} ON {alias}.seq = e.seq AND {alias}.tag_key = {k}"
-                ));
-            }
-            if let Some(col) = column(dim, &alias) {
-                group_cols.push(col);
-            }
-        }
-        if let Some(g) = granularity {
-            group_cols.push(if g == 1 {
-                "e.at_ns".into()
-            } else {
-                format!("(e.at_ns - (((e.at_ns % {g}) + {g}) % {g}))")
-            });
-        }
-        let mut wheres = Vec::new();
-        if let Some(s) = query.since {
-            let p = push(&mut params, Param::Int(clamp_ns(s)));
-            wheres.push(format!("e.at_ns >= {p}"));
-        }
-        if let Some(u) = query.until {
-            // Clamping keeps `< until` right for every storable time.
-            let u = clamp_ns(u);
-            if u != i64::MAX {
-                let p = push(&mut params, Param::Int(u));
-                wheres.push(format!("e.at_ns < {p}"));
-            }
-        }
-        for (dim, want) in &query.filters {
-            wheres.push(filter_clause(dim, want, &query.time_zone, &mut params));
-        }
-        let select_groups = group_cols
-            .iter()
-            .map(|c| format!("{c}, "))
-            .collect::<String>();
-        let extra = if granularity.is_some() {
-            ", MIN(e.at_ns), MAX(e.at_ns)"
-        } else {
-            ""
-        };
-        let mut sql =
-            format!("SELECT {select_groups}{AGGREGATES}{extra} FROM usage_events e{joins}");
-        if !wheres.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&wheres.join(" AND "));
-        }
-        if !group_cols.is_empty() {
-            sql.push_str(" GROUP BY ");
-            sql.push_str(&group_cols.join(", "));
-        }
-
-        let sql_params: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+        let TotalsSql {
+            sql,
+            params,
+            group_columns,
+        } = totals_sql(Dialect::Postgres, query, granularity);
+        let sql_params: Vec<&(dyn ToSql + Sync)> = params.iter().map(as_sql).collect();
         let rows = with_client!(self, "query failed", |client| client
             .query(&sql, &sql_params))?;
-        let mut folder = Folder::new(name, query, group_cols.len(), granularity.is_some());
+        let mut folder = Folder::new(name, query, group_columns, granularity.is_some());
         for row in &rows {
             if !folder.add(&PgRow { row, name })? {
                 return Ok(None);

@@ -256,3 +256,382 @@ impl Drop for Refusal {
         }
     }
 }
+
+/// One event as both backends store it: its columns, converted (and checked) before it is
+/// queued, so that a value that does not fit reaches the caller, never a writer.
+#[derive(Debug, Clone)]
+pub(super) struct EventRow {
+    pub(super) id: i64,
+    pub(super) at_ns: i64,
+    pub(super) agent: std::sync::Arc<str>,
+    pub(super) task: Option<std::sync::Arc<str>>,
+    pub(super) step: Option<i64>,
+    pub(super) user: Option<std::sync::Arc<str>>,
+    pub(super) session: Option<std::sync::Arc<str>>,
+    pub(super) critical: bool,
+    pub(super) model: std::sync::Arc<str>,
+    pub(super) requested_model: Option<std::sync::Arc<str>>,
+    /// Input, cached input, cache write, output, reasoning.
+    pub(super) usage: [i64; 5],
+    /// The cost as (nano-dollars, remainder in yocto-dollars).
+    pub(super) cost: (i64, i64),
+    pub(super) estimated: bool,
+    pub(super) kind: &'static str,
+    pub(super) saved_tokens: i64,
+    /// The money saved, split as `cost` is.
+    pub(super) saved: (i64, i64),
+    /// (key, value) per tag.
+    pub(super) tags: Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>,
+}
+
+impl EventRow {
+    /// The row of `e`; an error names what does not fit.
+    pub(super) fn of(e: &super::UsageEvent) -> Result<EventRow, String> {
+        use std::sync::Arc;
+        let who = &e.attribution;
+        let u = &e.usage;
+        Ok(EventRow {
+            id: to_i64(e.id, "event id")?,
+            at_ns: i64::try_from(e.at.as_nanosecond())
+                .map_err(|_| format!("event time {} is outside 1677..2262", e.at))?,
+            agent: who.agent_arc().clone(),
+            task: who.task().map(|t| Arc::from(t.as_str())),
+            step: who.step().map(i64::from),
+            user: who.user().map(Arc::from),
+            session: who.session().map(Arc::from),
+            critical: who.is_critical(),
+            model: e.model.clone(),
+            requested_model: e.requested_model.clone(),
+            usage: [
+                to_i64(u.input, "input tokens")?,
+                to_i64(u.cached_input, "cached input tokens")?,
+                to_i64(u.cache_write, "cache-write tokens")?,
+                to_i64(u.output, "output tokens")?,
+                to_i64(u.reasoning, "reasoning tokens")?,
+            ],
+            cost: split_money(e.cost, "cost")?,
+            estimated: e.estimated,
+            kind: e.kind.as_str(),
+            saved_tokens: to_i64(e.saved.tokens, "saved tokens")?,
+            saved: split_money(e.saved.money, "saved money")?,
+            tags: who
+                .tags()
+                .map(|(k, v)| (Arc::from(k), Arc::from(v)))
+                .collect(),
+        })
+    }
+}
+
+/// A query parameter, bound the same way by both backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Param {
+    /// An integer.
+    Int(i64),
+    /// A text.
+    Text(String),
+}
+
+/// What differs between the SQL the two backends take; everything else is built once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    /// SQLite: `?` placeholders, `0` for false, sums as they are.
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+    /// PostgreSQL: `$N` placeholders, `FALSE`, sums cast back to `BIGINT` (PostgreSQL raises
+    /// "bigint out of range" rather than wrapping) and a filtered count for booleans.
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+impl Dialect {
+    /// The placeholder of the `n`-th parameter (1-based), as sqlx's
+    /// `Arguments::format_placeholder` writes it.
+    fn placeholder(self, n: usize) -> String {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Dialect::Sqlite => {
+                let _ = n; // positional: `?` needs no number
+                "?".to_owned()
+            }
+            #[cfg(feature = "postgres")]
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    /// A condition that matches nothing.
+    fn nothing(self) -> &'static str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Dialect::Sqlite => "0",
+            #[cfg(feature = "postgres")]
+            Dialect::Postgres => "FALSE",
+        }
+    }
+
+    /// The aggregate columns after the group columns (without the bucket time columns), in
+    /// the order [`Folder`] reads them.
+    fn aggregates(self) -> &'static str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Dialect::Sqlite => {
+                "SUM(e.input), SUM(e.cached_input), SUM(e.cache_write), SUM(e.output), \
+                 SUM(e.reasoning), SUM(e.cost_nano), SUM(e.cost_rem / 1000000000), \
+                 SUM(e.cost_rem % 1000000000), COUNT(*), SUM(e.estimated), SUM(e.saved_tokens), \
+                 SUM(e.saved_nano), SUM(e.saved_rem / 1000000000), SUM(e.saved_rem % 1000000000)"
+            }
+            #[cfg(feature = "postgres")]
+            Dialect::Postgres => {
+                "SUM(e.input)::BIGINT, SUM(e.cached_input)::BIGINT, \
+                 SUM(e.cache_write)::BIGINT, SUM(e.output)::BIGINT, SUM(e.reasoning)::BIGINT, \
+                 SUM(e.cost_nano)::BIGINT, SUM(e.cost_rem / 1000000000)::BIGINT, \
+                 SUM(e.cost_rem % 1000000000)::BIGINT, COUNT(*), \
+                 COUNT(*) FILTER (WHERE e.estimated), SUM(e.saved_tokens)::BIGINT, \
+                 SUM(e.saved_nano)::BIGINT, SUM(e.saved_rem / 1000000000)::BIGINT, \
+                 SUM(e.saved_rem % 1000000000)::BIGINT"
+            }
+        }
+    }
+}
+
+/// Parameters gathered while SQL text is written, each placeholder written where its value is
+/// pushed (sqlx's `QueryBuilder::push_bind`), so text and values cannot drift apart.
+#[derive(Debug)]
+pub(super) struct Binds {
+    dialect: Dialect,
+    params: Vec<Param>,
+}
+
+impl Binds {
+    fn new(dialect: Dialect) -> Binds {
+        Binds {
+            dialect,
+            params: Vec::new(),
+        }
+    }
+
+    /// Adds a parameter and returns its placeholder.
+    fn bind(&mut self, param: Param) -> String {
+        self.params.push(param);
+        self.dialect.placeholder(self.params.len())
+    }
+
+    fn text(&mut self, text: impl Into<String>) -> String {
+        self.bind(Param::Text(text.into()))
+    }
+
+    fn int(&mut self, int: i64) -> String {
+        self.bind(Param::Int(int))
+    }
+}
+
+/// The totals query of a [`LedgerQuery`], ready for a backend to run and fold with [`Folder`].
+#[derive(Debug)]
+pub(super) struct TotalsSql {
+    /// The statement.
+    pub(super) sql: String,
+    /// Its parameters, in placeholder order.
+    pub(super) params: Vec<Param>,
+    /// How many group columns lead each row (the bucket time column included).
+    pub(super) group_columns: usize,
+}
+
+/// The totals query, with bucket times truncated to `granularity` nanoseconds when given.
+pub(super) fn totals_sql(
+    dialect: Dialect,
+    query: &LedgerQuery,
+    granularity: Option<i64>,
+) -> TotalsSql {
+    let mut binds = Binds::new(dialect);
+    let mut joins = String::new();
+    let mut group_cols = Vec::new();
+    for (i, dim) in query.group_by.iter().enumerate() {
+        let alias = format!("t{i}");
+        if let Dimension::Tag(key) = dim {
+            let k = binds.text(key.to_string());
+            joins.push_str(&format!(
+                " LEFT JOIN usage_event_tags {alias} ON {alias}.seq = e.seq AND {alias}.tag_key = {k}"
+            ));
+        }
+        if let Some(col) = column(dim, &alias) {
+            group_cols.push(col);
+        }
+    }
+    if let Some(g) = granularity {
+        group_cols.push(if g == 1 {
+            "e.at_ns".into()
+        } else {
+            format!("(e.at_ns - (((e.at_ns % {g}) + {g}) % {g}))")
+        });
+    }
+    let mut wheres = Vec::new();
+    if let Some(s) = query.since {
+        let p = binds.int(clamp_ns(s));
+        wheres.push(format!("e.at_ns >= {p}"));
+    }
+    if let Some(u) = query.until {
+        // Clamping keeps `< until` right for every storable time; the latest one bounds nothing.
+        let u = clamp_ns(u);
+        if u != i64::MAX {
+            let p = binds.int(u);
+            wheres.push(format!("e.at_ns < {p}"));
+        }
+    }
+    for (dim, want) in &query.filters {
+        wheres.push(filter_clause(dim, want, &query.time_zone, &mut binds));
+    }
+    let select_groups = group_cols
+        .iter()
+        .map(|c| format!("{c}, "))
+        .collect::<String>();
+    let extra = if granularity.is_some() {
+        ", MIN(e.at_ns), MAX(e.at_ns)"
+    } else {
+        ""
+    };
+    let aggregates = dialect.aggregates();
+    let mut sql = format!("SELECT {select_groups}{aggregates}{extra} FROM usage_events e{joins}");
+    if !wheres.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&wheres.join(" AND "));
+    }
+    if !group_cols.is_empty() {
+        sql.push_str(" GROUP BY ");
+        sql.push_str(&group_cols.join(", "));
+    }
+    TotalsSql {
+        sql,
+        params: binds.params,
+        group_columns: group_cols.len(),
+    }
+}
+
+/// A WHERE clause for one filter, binding its parameters.
+fn filter_clause(
+    dim: &Dimension,
+    want: &KeyPart,
+    tz: &jiff::tz::TimeZone,
+    binds: &mut Binds,
+) -> String {
+    let nothing = binds.dialect.nothing().to_owned();
+    let text_col = match dim {
+        Dimension::Agent | Dimension::Model => {
+            // Never absent.
+            return match want {
+                KeyPart::Text(v) => {
+                    let p = binds.text(v.to_string());
+                    format!("{} = {p}", column(dim, "").unwrap_or_default())
+                }
+                _ => nothing,
+            };
+        }
+        Dimension::Task | Dimension::User | Dimension::Session | Dimension::RequestedModel => {
+            column(dim, "").unwrap_or_default()
+        }
+        Dimension::Step => {
+            return match want {
+                KeyPart::None => "e.step IS NULL".into(),
+                KeyPart::Step(s) => {
+                    let p = binds.int(i64::from(*s));
+                    format!("e.step = {p}")
+                }
+                _ => nothing,
+            };
+        }
+        Dimension::Kind => {
+            return match want {
+                KeyPart::Kind(k) => {
+                    let p = binds.text(k.as_str());
+                    format!("e.kind = {p}")
+                }
+                _ => nothing,
+            };
+        }
+        Dimension::Tag(key) => {
+            return match want {
+                KeyPart::None => {
+                    let k = binds.text(key.to_string());
+                    format!(
+                        "NOT EXISTS (SELECT 1 FROM usage_event_tags f \
+                         WHERE f.seq = e.seq AND f.tag_key = {k})"
+                    )
+                }
+                KeyPart::Text(v) => {
+                    let k = binds.text(key.to_string());
+                    let v = binds.text(v.to_string());
+                    format!(
+                        "EXISTS (SELECT 1 FROM usage_event_tags f WHERE f.seq = e.seq \
+                         AND f.tag_key = {k} AND f.tag_value = {v})"
+                    )
+                }
+                _ => nothing,
+            };
+        }
+        Dimension::Bucket(period) => {
+            // An event is in bucket `start` exactly when it lies in `[start, end)` of the
+            // bucket that begins at `start`; a start that is not a bucket start matches nothing.
+            return match want {
+                KeyPart::Bucket(start) => match period.bounds(*start, tz) {
+                    Ok((s, end)) if s == *start => {
+                        let s = binds.int(clamp_ns(s));
+                        let end = binds.int(clamp_ns(end));
+                        format!("(e.at_ns >= {s} AND e.at_ns < {end})")
+                    }
+                    _ => nothing,
+                },
+                _ => nothing,
+            };
+        }
+    };
+    match want {
+        KeyPart::None => format!("{text_col} IS NULL"),
+        KeyPart::Text(v) => {
+            let p = binds.text(v.to_string());
+            format!("{text_col} = {p}")
+        }
+        _ => nothing,
+    }
+}
+
+#[cfg(all(test, feature = "sqlite", feature = "postgres"))]
+mod tests {
+    use super::*;
+
+    /// One statement, two dialects: only placeholders, `FALSE` and the sums differ, and the
+    /// parameters come in placeholder order.
+    #[test]
+    fn the_dialects_differ_only_where_the_engines_do() {
+        let query = LedgerQuery {
+            since: Some("2026-12-01T00:00:00Z".parse().unwrap()),
+            group_by: vec![Dimension::Tag("team".into()), Dimension::Agent],
+            filters: vec![
+                (Dimension::Tag("env".into()), KeyPart::Text("prod".into())),
+                (Dimension::Kind, KeyPart::Step(1)),
+            ],
+            ..LedgerQuery::default()
+        };
+        let lite = totals_sql(Dialect::Sqlite, &query, None);
+        let pg = totals_sql(Dialect::Postgres, &query, None);
+        assert_eq!(lite.params, pg.params);
+        assert_eq!(
+            lite.params,
+            [
+                Param::Text("team".into()),
+                Param::Int(clamp_ns("2026-12-01T00:00:00Z".parse().unwrap())),
+                Param::Text("env".into()),
+                Param::Text("prod".into()),
+            ]
+        );
+        assert_eq!(lite.group_columns, 2);
+        assert_eq!(lite.sql.matches('?').count(), 4);
+        for n in 1..=4 {
+            assert!(pg.sql.contains(&format!("${n}")), "{}", pg.sql);
+        }
+        assert!(
+            lite.sql.ends_with("AND 0 GROUP BY t0.tag_value, e.agent"),
+            "{}",
+            lite.sql
+        );
+        assert!(pg.sql.contains("AND FALSE GROUP BY"), "{}", pg.sql);
+        assert!(pg.sql.contains("SUM(e.input)::BIGINT"));
+    }
+}

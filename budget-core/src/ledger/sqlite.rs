@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::oneshot;
 
-use super::sql::{Folder, HOUR_NS, Refusal, SqlRow, clamp_ns, column, error, split_money, to_i64};
-use super::{Dimension, GroupTotal, KeyPart, Ledger, LedgerError, LedgerQuery, UsageEvent};
+use super::sql::{
+    Dialect, EventRow, Folder, HOUR_NS, Param, Refusal, SqlRow, TotalsSql, error, totals_sql,
+};
+use super::{Dimension, GroupTotal, Ledger, LedgerError, LedgerQuery, UsageEvent};
 
 /// `PRAGMA application_id` of a token-budget ledger file ("TBLG").
 const APPLICATION_ID: i32 = 0x5442_4c47;
@@ -105,29 +106,6 @@ impl Default for SqliteOptions {
             max_batch: 1024,
         }
     }
-}
-
-/// One event, converted to its row before it is queued (conversion errors reach the caller,
-/// never the writer).
-#[derive(Debug)]
-struct EventRow {
-    id: i64,
-    at_ns: i64,
-    agent: Arc<str>,
-    task: Option<Arc<str>>,
-    step: Option<i64>,
-    user: Option<Arc<str>>,
-    session: Option<Arc<str>>,
-    critical: bool,
-    model: Arc<str>,
-    requested_model: Option<Arc<str>>,
-    usage: [i64; 5],
-    cost: (i64, i64),
-    estimated: bool,
-    kind: &'static str,
-    saved_tokens: i64,
-    saved: (i64, i64),
-    tags: Vec<(Arc<str>, Arc<str>)>,
 }
 
 type Reply = oneshot::Sender<Result<(), LedgerError>>;
@@ -424,7 +402,7 @@ impl Ledger for SqliteLedger {
     fn record(&self, event: UsageEvent) -> impl Future<Output = Result<(), LedgerError>> + Send {
         let id = event.id;
         // The answer is guarded from here on: a future dropped unpolled drops the guard too.
-        let handed = to_row(&event)
+        let handed = EventRow::of(&event)
             .map_err(|m| error(&self.name, m))
             .and_then(|row| self.hand_over(Box::new(row)))
             .map(|answer| {
@@ -550,43 +528,6 @@ fn migrate(conn: &mut Connection, name: &str) -> Result<(), LedgerError> {
             })?;
     }
     Ok(())
-}
-
-fn to_ns(t: Timestamp) -> Option<i64> {
-    i64::try_from(t.as_nanosecond()).ok()
-}
-
-fn to_row(e: &UsageEvent) -> Result<EventRow, String> {
-    let who = &e.attribution;
-    let u = &e.usage;
-    Ok(EventRow {
-        id: to_i64(e.id, "event id")?,
-        at_ns: to_ns(e.at).ok_or_else(|| format!("event time {} is outside 1677..2262", e.at))?,
-        agent: who.agent_arc().clone(),
-        task: who.task().map(|t| Arc::from(t.as_str())),
-        step: who.step().map(i64::from),
-        user: who.user().map(Arc::from),
-        session: who.session().map(Arc::from),
-        critical: who.is_critical(),
-        model: e.model.clone(),
-        requested_model: e.requested_model.clone(),
-        usage: [
-            to_i64(u.input, "input tokens")?,
-            to_i64(u.cached_input, "cached input tokens")?,
-            to_i64(u.cache_write, "cache-write tokens")?,
-            to_i64(u.output, "output tokens")?,
-            to_i64(u.reasoning, "reasoning tokens")?,
-        ],
-        cost: split_money(e.cost, "cost")?,
-        estimated: e.estimated,
-        kind: e.kind.as_str(),
-        saved_tokens: to_i64(e.saved.tokens, "saved tokens")?,
-        saved: split_money(e.saved.money, "saved money")?,
-        tags: who
-            .tags()
-            .map(|(k, v)| (Arc::from(k), Arc::from(v)))
-            .collect(),
-    })
 }
 
 /// The writer's answer to one `record`. Dropped unread (the `record` future was cancelled), it
@@ -777,97 +718,6 @@ fn read_loop(conn: &Connection, rx: &std::sync::mpsc::Receiver<ReadMsg>, name: &
     }
 }
 
-/// A WHERE clause for one filter, pushing its parameters.
-fn filter_clause(
-    dim: &Dimension,
-    want: &KeyPart,
-    tz: &jiff::tz::TimeZone,
-    params: &mut Vec<Value>,
-) -> String {
-    const NOTHING: &str = "0";
-    let text_col = match dim {
-        Dimension::Agent | Dimension::Model => {
-            // Never absent.
-            return match want {
-                KeyPart::Text(v) => {
-                    params.push(Value::Text(v.to_string()));
-                    format!("{} = ?", column(dim, "").unwrap_or_default())
-                }
-                _ => NOTHING.into(),
-            };
-        }
-        Dimension::Task | Dimension::User | Dimension::Session | Dimension::RequestedModel => {
-            column(dim, "").unwrap_or_default()
-        }
-        Dimension::Step => {
-            return match want {
-                KeyPart::None => "e.step IS NULL".into(),
-                KeyPart::Step(s) => {
-                    params.push(Value::Integer(i64::from(*s)));
-                    "e.step = ?".into()
-                }
-                _ => NOTHING.into(),
-            };
-        }
-        Dimension::Kind => {
-            return match want {
-                KeyPart::Kind(k) => {
-                    params.push(Value::Text(k.as_str().into()));
-                    "e.kind = ?".into()
-                }
-                _ => NOTHING.into(),
-            };
-        }
-        Dimension::Tag(key) => {
-            params.push(Value::Text(key.to_string()));
-            return match want {
-                KeyPart::None => "NOT EXISTS (SELECT 1 FROM usage_event_tags f \
-                                  WHERE f.seq = e.seq AND f.tag_key = ?)"
-                    .into(),
-                KeyPart::Text(v) => {
-                    params.push(Value::Text(v.to_string()));
-                    "EXISTS (SELECT 1 FROM usage_event_tags f WHERE f.seq = e.seq \
-                     AND f.tag_key = ? AND f.tag_value = ?)"
-                        .into()
-                }
-                _ => {
-                    params.pop();
-                    NOTHING.into()
-                }
-            };
-        }
-        Dimension::Bucket(period) => {
-            // An event is in bucket `start` exactly when it lies in `[start, end)` of the
-            // bucket that begins at `start`; a start that is not a bucket start matches nothing.
-            return match want {
-                KeyPart::Bucket(start) => match period.bounds(*start, tz) {
-                    Ok((s, end)) if s == *start => {
-                        params.push(Value::Integer(clamp_ns(s)));
-                        params.push(Value::Integer(clamp_ns(end)));
-                        "(e.at_ns >= ? AND e.at_ns < ?)".into()
-                    }
-                    _ => NOTHING.into(),
-                },
-                _ => NOTHING.into(),
-            };
-        }
-    };
-    match want {
-        KeyPart::None => format!("{text_col} IS NULL"),
-        KeyPart::Text(v) => {
-            params.push(Value::Text(v.to_string()));
-            format!("{text_col} = ?")
-        }
-        _ => NOTHING.into(),
-    }
-}
-
-/// The number of aggregate columns after the group columns (without the bucket time columns).
-const AGGREGATES: &str = "SUM(e.input), SUM(e.cached_input), SUM(e.cache_write), SUM(e.output), \
-    SUM(e.reasoning), SUM(e.cost_nano), SUM(e.cost_rem / 1000000000), SUM(e.cost_rem % 1000000000), \
-    COUNT(*), SUM(e.estimated), SUM(e.saved_tokens), SUM(e.saved_nano), \
-    SUM(e.saved_rem / 1000000000), SUM(e.saved_rem % 1000000000)";
-
 fn totals(
     conn: &Connection,
     query: &LedgerQuery,
@@ -896,73 +746,21 @@ fn totals_at(
     granularity: Option<i64>,
     name: &str,
 ) -> Result<Option<Vec<GroupTotal>>, LedgerError> {
-    let mut params: Vec<Value> = Vec::new();
-    let mut joins = String::new();
-    let mut group_cols = Vec::new();
-    for (i, dim) in query.group_by.iter().enumerate() {
-        let alias = format!("t{i}");
-        if let Dimension::Tag(key) = dim {
-            joins.push_str(&format!(
-                " LEFT JOIN usage_event_tags {alias} ON {alias}.seq = e.seq AND {alias}.tag_key = ?"
-            ));
-            params.push(Value::Text(key.to_string()));
-        }
-        if let Some(col) = column(dim, &alias) {
-            group_cols.push(col);
-        }
-    }
-    if let Some(g) = granularity {
-        group_cols.push(if g == 1 {
-            "e.at_ns".into()
-        } else {
-            format!("(e.at_ns - (((e.at_ns % {g}) + {g}) % {g}))")
-        });
-    }
-    let mut wheres = Vec::new();
-    if let Some(s) = query.since {
-        wheres.push("e.at_ns >= ?".to_owned());
-        params.push(Value::Integer(clamp_ns(s)));
-    }
-    if let Some(u) = query.until {
-        // Clamping keeps `< until` right for every storable time.
-        let u = clamp_ns(u);
-        wheres.push(if u == i64::MAX {
-            "1".to_owned()
-        } else {
-            "e.at_ns < ?".to_owned()
-        });
-        if u != i64::MAX {
-            params.push(Value::Integer(u));
-        }
-    }
-    for (dim, want) in &query.filters {
-        wheres.push(filter_clause(dim, want, &query.time_zone, &mut params));
-    }
-    let select_groups = group_cols
-        .iter()
-        .map(|c| format!("{c}, "))
-        .collect::<String>();
-    let extra = if granularity.is_some() {
-        ", MIN(e.at_ns), MAX(e.at_ns)"
-    } else {
-        ""
-    };
-    let mut sql = format!("SELECT {select_groups}{AGGREGATES}{extra} FROM usage_events e{joins}");
-    if !wheres.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&wheres.join(" AND "));
-    }
-    if !group_cols.is_empty() {
-        sql.push_str(" GROUP BY ");
-        sql.push_str(&group_cols.join(", "));
-    }
-
+    let TotalsSql {
+        sql,
+        params,
+        group_columns,
+    } = totals_sql(Dialect::Sqlite, query, granularity);
+    let params = params.into_iter().map(|p| match p {
+        Param::Int(i) => Value::Integer(i),
+        Param::Text(t) => Value::Text(t),
+    });
     let read = |e: rusqlite::Error| sql_error(name, "query failed", &e);
     let mut stmt = conn.prepare(&sql).map_err(read)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(read)?;
-    let mut folder = Folder::new(name, query, group_cols.len(), granularity.is_some());
+    let mut folder = Folder::new(name, query, group_columns, granularity.is_some());
     while let Some(row) = rows.next().map_err(read)? {
         if !folder.add(&SqliteRow { row, name })? {
             return Ok(None);
