@@ -6,6 +6,32 @@
 //! stand-in provider for demos and tests.
 #![forbid(unsafe_code)]
 
+/// The boxed response future every layer's service returns for now (tower's named
+/// `ResponseFuture` types are issue 10's next step).
+pub(crate) type BoxFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+/// `get_ref`, `get_mut` and `into_inner` for a service that wraps its inner service `S` in a
+/// field named `inner`, as every tower middleware offers them.
+macro_rules! inner_service_accessors {
+    () => {
+        /// The wrapped service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The wrapped service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Consumes this service, returning the wrapped one.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+
 pub mod budget;
 pub mod cache;
 pub mod compress;

@@ -11,9 +11,7 @@
 //! (retries included, if any) — errors are not billed by OpenAI, so this only risks
 //! double-billing for attempts that timed out after the provider had already answered.
 
-use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -41,6 +39,8 @@ use budget_core::tokens::media::{
 use budget_core::{ChatMessage, TokenCount, Usage};
 use futures::StreamExt;
 use tower::Service;
+
+use crate::BoxFuture;
 
 use crate::budget::{Billed, Cutoff};
 use crate::llm::{Attributed, ChatRequest, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
@@ -133,8 +133,6 @@ impl<C: Config> OpenAiService<C> {
 fn reqwest_client() -> reqwest::Client {
     reqwest::Client::new()
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<C: Config + Send + Sync + 'static> Service<CreateChatCompletionRequest> for OpenAiService<C> {
     type Response = ChatReply;

@@ -1,5 +1,3 @@
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -8,6 +6,8 @@ use budget_core::{
     Amount, Budget, BudgetStore, CallEstimate, CommitDetails, Ledger, Money, Usage, count_text,
 };
 use tower::Service;
+
+use crate::BoxFuture;
 
 use super::stream::MeteredStream;
 use super::{Billed, BilledFailure, BudgetLayerError};
@@ -43,13 +43,8 @@ impl<S, St: BudgetStore, L: Ledger, B> BudgetService<S, St, L, B> {
         }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    inner_service_accessors!();
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, R, St, L, B> Service<R> for BudgetService<S, St, L, B>
 where

@@ -1,6 +1,4 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -9,6 +7,8 @@ use budget_core::{
     Amount, Attribution, Budget, BudgetStore, CommitDetails, EventKind, Ledger, Money, Usage,
 };
 use tower::Service;
+
+use crate::BoxFuture;
 
 use super::store::{Entry, Shared};
 use super::{CacheKey, CacheSink, CacheableResponse};
@@ -52,13 +52,8 @@ impl<S, St: BudgetStore, L: Ledger, K> CacheService<S, St, L, K> {
         }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    inner_service_accessors!();
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, R, St, L, K> Service<R> for CacheService<S, St, L, K>
 where

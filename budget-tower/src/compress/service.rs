@@ -1,5 +1,4 @@
-use std::future::Future;
-use std::pin::Pin;
+use crate::BoxFuture;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -40,9 +39,9 @@ impl<S, St: BudgetStore, L: Ledger> CompressService<S, St, L> {
             settings,
         }
     }
-}
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+    inner_service_accessors!();
+}
 
 impl<S, R, St, L> Service<R> for CompressService<S, St, L>
 where

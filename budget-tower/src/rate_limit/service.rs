@@ -1,12 +1,12 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use budget_core::scope::TaskScope;
 use governor::clock::Clock;
 use tower::Service;
+
+use crate::BoxFuture;
 
 use super::limiter::Limits;
 use super::{Policy, RateLimitError, TokioClock};
@@ -57,13 +57,8 @@ impl<S, C: Clock> RateLimitService<S, C> {
         }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    inner_service_accessors!();
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, R, C> Service<R> for RateLimitService<S, C>
 where

@@ -1,5 +1,3 @@
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -7,6 +5,8 @@ use budget_core::conversation::Difficulty;
 use budget_core::scope::{CallNote, TaskScope};
 use budget_core::{Attribution, Budget, BudgetStore, Ledger, PriceTable};
 use tower::Service;
+
+use crate::BoxFuture;
 
 use super::layer::{RouteControls, RouteOverride, Settings, price_key, same_model};
 use crate::llm::{ChatRequest, attribution_of, take_readied};
@@ -46,13 +46,13 @@ impl<S, St: BudgetStore, L: Ledger> RouteService<S, St, L> {
         }
     }
 
+    inner_service_accessors!();
+
     /// The per-agent switches this service obeys.
     pub fn controls(&self) -> RouteControls {
         self.controls.clone()
     }
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, R, St, L> Service<R> for RouteService<S, St, L>
 where
