@@ -20,8 +20,10 @@
 //! budget layer (before it in a `ServiceBuilder`), so that both the summary call and the
 //! compressed call are reserved and recorded.
 
+mod error;
 mod layer;
 mod service;
 
-pub use layer::{CompressLayer, CompressLayerError};
+pub use error::CompressLayerError;
+pub use layer::CompressLayer;
 pub use service::CompressService;

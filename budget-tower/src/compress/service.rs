@@ -10,7 +10,8 @@ use budget_core::{
 };
 use tower::{Service, ServiceExt};
 
-use super::layer::{CompressLayerError, Settings};
+use super::error::CompressLayerError;
+use super::layer::Settings;
 use crate::llm::{ChatRequest, LlmResponse, attribution_of, take_readied};
 
 /// The service of [`CompressLayer`](super::CompressLayer).
