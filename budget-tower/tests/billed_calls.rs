@@ -14,9 +14,10 @@ use tower::{Layer, Service};
 mod support;
 use support::{Answer, Ask, Piece, PieceError, budget_of, per_task, scope, send};
 
-/// A request for `n` choices of an [`Ask`].
+/// A request for `n` choices of an [`Ask`], and how long (ms) a test provider should take to
+/// answer it (a test knob, not part of the request).
 #[derive(Debug, Clone)]
-struct Choices(Ask, u32);
+struct Choices(Ask, u32, u64);
 
 impl LlmRequest for Choices {
     fn model(&self) -> &str {
@@ -62,7 +63,7 @@ async fn calls_of_many_choices_stay_within_the_hard_limit() {
     let task = scope("t");
     let mut answered = 0;
     for _ in 0..4 {
-        let call = send(&mut service, Choices(ask.clone(), 8));
+        let call = send(&mut service, Choices(ask.clone(), 8, 0));
         answered += u64::from(task.clone().run(call).await.is_ok());
     }
     let events = budget.ledger().events();
@@ -223,4 +224,93 @@ fn a_stream_dropped_as_the_runtime_stops_is_committed() {
 #[test]
 fn the_default_request_asks_for_one_choice() {
     assert_eq!(Ask::new("x").choices(), 1);
+}
+
+/// A provider that bills every request it receives (counted when it is handed over) and
+/// answers, after `delay_ms` of the request's own choosing, with every choice at its cap.
+#[derive(Clone, Default)]
+struct Billing {
+    received: Arc<AtomicU64>,
+}
+
+impl Service<Choices> for Billing {
+    type Response = Answer;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Answer, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Choices) -> Self::Future {
+        self.received.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(req.2)).await;
+            let output = req.max_output_tokens().unwrap() * u64::from(req.1);
+            Ok(Answer::Complete {
+                text: String::new(),
+                usage: Some(Usage::new(req.count_prompt().tokens, output)),
+            })
+        })
+    }
+}
+
+/// Many callers at once, asking for 1–4 choices, half of them giving up while the provider is
+/// still working: committed usage never passes the hard limit, every request the provider
+/// received is charged once, and the store and the ledger agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_choices_and_timeouts_never_pass_the_limit_and_charge_every_sent_call() {
+    const CAP: u64 = 20_000;
+    let budget = budget_of([support::agent_day("agent", CAP)]);
+    let provider = Billing::default();
+    let service = BudgetLayer::new(budget.clone()).layer(provider.clone());
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let mut service = service.clone();
+            tokio::spawn(scope(&format!("t{i}")).run(async move {
+                let mut refused = 0;
+                for call in 0..8u64 {
+                    let ask = Ask::new("Draft it.").with_cap(Some(300));
+                    let n = u32::try_from((i + call) % 4 + 1).unwrap();
+                    // Every other call outlives its caller's patience (2 ms) by far.
+                    let delay = if (i + call) % 2 == 0 { 50 } else { 0 };
+                    let attempt = send(&mut service, Choices(ask, n, delay));
+                    match tokio::time::timeout(Duration::from_millis(2), attempt).await {
+                        Ok(Err(e)) if e.as_budget().is_some() => refused += 1,
+                        Ok(Err(e)) => panic!("{e}"),
+                        Ok(Ok(_)) | Err(_) => {}
+                    }
+                }
+                refused
+            }))
+        })
+        .collect();
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap();
+    }
+    budget.flush().await.unwrap();
+    assert!(refused > 0, "the limit was reached");
+    let status = budget.status().await.unwrap();
+    let day = &status[0];
+    assert!(day.usage.committed.tokens <= CAP, "{day}");
+    assert!(day.usage.reserved.is_zero(), "{day}");
+    let events = budget.ledger().events();
+    assert_eq!(
+        events.len() as u64,
+        provider.received.load(Ordering::SeqCst),
+        "every request the provider received is charged, once"
+    );
+    assert!(
+        events.iter().any(|e| e.estimated),
+        "some were charged as dropped"
+    );
+    let total: u64 = events.iter().map(|e| e.usage.total()).sum();
+    assert_eq!(
+        total, day.usage.committed.tokens,
+        "the store and the ledger agree"
+    );
 }

@@ -529,3 +529,62 @@ async fn the_local_server_refuses_an_n_out_of_range() {
         "{err}"
     );
 }
+
+/// Through the real client: the server answers a `gpt-4o` request under another name (an Azure
+/// deployment's), which the price file lists as its own entry. The `gpt-4o` limit the call
+/// reserved on is charged all the same; the name only prices it. (A dated id of the same model
+/// is covered twice over: see `held_to_the_limit.rs`.)
+#[tokio::test]
+async fn a_model_limit_is_charged_whatever_name_the_server_answers_with() {
+    let server = LocalServer::builder()
+        .reply_tokens(400)
+        .served_model("gpt-4o", "acme-prod-4o")
+        .start()
+        .await
+        .unwrap();
+    let mut prices = budget_core::PriceTable::builtin();
+    prices.merge_from(
+        budget_core::PriceTable::from_litellm_json(
+            r#"{"acme-prod-4o": {"input_cost_per_token": 2.5e-06,
+                "output_cost_per_token": 1e-05, "litellm_provider": "openai", "mode": "chat"}}"#,
+        )
+        .unwrap(),
+    );
+    let limit = budget_core::Limit::new(
+        "gpt-4o/day",
+        budget_core::Selector::model("gpt-4o"),
+        budget_core::Window::Calendar(budget_core::Period::Day),
+    )
+    .tokens(2_000);
+    let budget = Budget::builder()
+        .prices(prices)
+        .limit(limit)
+        .build()
+        .unwrap();
+    let mut service = BudgetLayer::new(budget.clone()).layer(openai_service(&server));
+    let mut answered = 0;
+    for _ in 0..10 {
+        let req = request("Summarise the incident.", Some(400), false);
+        if send(&mut service, req).await.is_ok() {
+            answered += 1;
+        }
+    }
+    let events = budget.ledger().events();
+    assert_eq!(events.len(), answered);
+    assert!(events.iter().all(|e| &*e.model == "acme-prod-4o"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.requested_model.as_deref() == Some("gpt-4o"))
+    );
+    let used: u64 = events.iter().map(|e| e.usage.total()).sum();
+    let status = budget.status().await.unwrap();
+    assert_eq!(
+        status[0].usage.committed.tokens, used,
+        "charged to the gpt-4o limit"
+    );
+    assert!(
+        used <= 2_000 && answered < 10,
+        "{answered} calls, {used} tokens"
+    );
+}
