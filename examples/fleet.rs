@@ -41,13 +41,13 @@ use token_budget::layers::local_server::{Behavior, LocalServer, RunningServer};
 use token_budget::layers::openai::{ChatReply, ChatStreamError, OpenAiService};
 use token_budget::layers::rate_limit::Policy;
 use token_budget::ledger::{Dimension, KeyPart, LedgerError, LedgerQuery, RankBy};
-use token_budget::limits::Scope;
+use token_budget::limits::Values;
 use token_budget::presets::AgentPreset;
 use token_budget::scope::TaskScope;
 use token_budget::{
-    AnyLedger, Attribution, BudgetLayer, BudgetLayerError, CompressLayer, CompressLayerError,
+    AnyLedger, Attribution, BudgetLayerError, BudgetStack, CompressLayer, CompressLayerError,
     CompressService, Cutoff, EventKind, Ledger, Limit, Money, Period, RateLimitLayer, RouteService,
-    Selector, TaskId, Window,
+    Selector, ServiceBuilderExt, TaskId, Window,
 };
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -438,19 +438,22 @@ fn stack(
             .with_api_base(server.base_url())
             .with_api_key("local"),
     );
+    // The stack builds the layers in their one working order: cache, route, compress,
+    // budget, rate limit.
+    let compress = CompressLayer::new(budget.clone())
+        .summarise_with("gpt-4o-mini")
+        // Research conversations grow fastest: keep them short once 15% of the task's
+        // budget is gone (the default waits for 70% and 90%).
+        .agent_config("researcher", research_compression())
+        .agent_config(RUNAWAY, research_compression());
     ServiceBuilder::new()
-        .layer(cache.clone())
-        .layer(router.clone())
-        .layer(
-            CompressLayer::new(budget.clone())
-                .summarise_with("gpt-4o-mini")
-                // Research conversations grow fastest: keep them short once 15% of the
-                // task's budget is gone (the default waits for 70% and 90%).
-                .agent_config("researcher", research_compression())
-                .agent_config(RUNAWAY, research_compression()),
+        .budget_stack(
+            BudgetStack::new(budget)
+                .cache(cache.clone())
+                .route(router.clone())
+                .compress(compress)
+                .rate_limit(rates.clone()),
         )
-        .layer(BudgetLayer::new(budget.clone()))
-        .layer(rates.clone())
         .service(provider)
 }
 
@@ -491,7 +494,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .tokens(3_000_000)
             .money(Money::from_dollars(25))
             .alert_at(&[70, 90]),
-        Limit::new("per-task", Selector::Agent(Scope::Each), Window::PerTask)
+        Limit::new("per-task", Selector::Agent(Values::Each), Window::PerTask)
             .tokens(RUNAWAY_TASK_LIMIT),
     ];
     for spec in &FLEET {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use budget_core::admission::{Amount, ReserveRequest};
-use budget_core::limits::{CounterKey, Scope};
+use budget_core::limits::{CounterKey, Values};
 use budget_core::store::{
     AllowanceOptions, AllowanceStore, BudgetStore, CounterSpec, MemoryBudgetStore,
     RedisBudgetStore, RedisStoreOptions, ReserveOutcome,
@@ -83,7 +83,7 @@ impl Workload {
             agent_daily: Arc::new(
                 Limit::new(
                     "agent/day",
-                    Selector::Agent(Scope::Each),
+                    Selector::Agent(Values::Each),
                     Window::Calendar(Period::Day),
                 )
                 .money(Money::from_dollars(MONEY_CAP_DOLLARS)),
@@ -97,7 +97,8 @@ impl Workload {
                 .tokens(TOKEN_CAP),
             ),
             per_task: Arc::new(
-                Limit::new("task", Selector::Agent(Scope::Each), Window::PerTask).tokens(TOKEN_CAP),
+                Limit::new("task", Selector::Agent(Values::Each), Window::PerTask)
+                    .tokens(TOKEN_CAP),
             ),
             request: ReserveRequest {
                 base: Amount::new(PROMPT_TOKENS, base_money),

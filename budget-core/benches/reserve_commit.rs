@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use budget_core::limits::Scope;
+use budget_core::limits::Values;
 use budget_core::{
     Attribution, Budget, Estimate, Limit, Money, Period, Selector, TaskId, Usage, Window,
 };
@@ -42,13 +42,13 @@ fn budget() -> Budget {
         .limit(
             Limit::new(
                 "agent/day",
-                Selector::Agent(Scope::Each),
+                Selector::Agent(Values::Each),
                 Window::Calendar(Period::Day),
             )
             .tokens(u64::MAX / 2),
         )
         .limit(
-            Limit::new("task", Selector::Agent(Scope::Each), Window::PerTask).tokens(u64::MAX / 2),
+            Limit::new("task", Selector::Agent(Values::Each), Window::PerTask).tokens(u64::MAX / 2),
         )
         .build()
         .expect("valid limits")

@@ -17,6 +17,7 @@ use jiff::{SignedDuration, Timestamp, ToSpan};
 
 use crate::Money;
 use crate::attribution::{Attribution, TaskId};
+use crate::ledger::{Dimension, KeyPart};
 
 /// The scope value of the global selector's one counter.
 static GLOBAL_SCOPE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("*"));
@@ -28,69 +29,73 @@ pub enum Selector {
     /// Every call.
     Global,
     /// Calls by an agent (or each agent separately).
-    Agent(Scope),
+    Agent(Values),
     /// Calls of a task (or each task separately).
-    Task(Scope),
+    Task(Values),
     /// Calls for a user (or each user separately); calls without a user are not matched.
-    User(Scope),
+    User(Values),
     /// Calls to a model, by its canonical price-table id (or each model separately).
-    Model(Scope),
+    Model(Values),
     /// Calls carrying a tag.
     Tag {
         /// The tag's key.
         key: Arc<str>,
         /// Its value (or each value separately).
-        value: Scope,
+        value: Values,
     },
 }
 
 /// Whether a selector names one value or counts every value apart.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Scope {
+pub enum Values {
     /// Each distinct value gets its own counter ("every agent may spend 1M a day").
     Each,
     /// Only this value ("the researcher may spend 2M a day").
     Is(Arc<str>),
 }
 
+/// The former name of [`Values`], before "scope" was left to task scopes alone.
+#[deprecated(note = "renamed `limits::Values`")]
+pub type Scope = Values;
+
 impl Selector {
     /// Calls by the named agent.
     pub fn agent(name: impl Into<Arc<str>>) -> Selector {
-        Selector::Agent(Scope::Is(name.into()))
+        Selector::Agent(Values::Is(name.into()))
     }
 
     /// Calls for the named user.
     pub fn user(name: impl Into<Arc<str>>) -> Selector {
-        Selector::User(Scope::Is(name.into()))
+        Selector::User(Values::Is(name.into()))
     }
 
     /// Calls to the named model.
     pub fn model(name: impl Into<Arc<str>>) -> Selector {
-        Selector::Model(Scope::Is(name.into()))
+        Selector::Model(Values::Is(name.into()))
     }
 
     /// Calls of the named task.
     pub fn task(id: impl Into<Arc<str>>) -> Selector {
-        Selector::Task(Scope::Is(id.into()))
+        Selector::Task(Values::Is(id.into()))
     }
 
     /// Calls tagged `key=value`.
     pub fn tag(key: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Selector {
         Selector::Tag {
             key: key.into(),
-            value: Scope::Is(value.into()),
+            value: Values::Is(value.into()),
         }
     }
 
     /// The counter scope of a call under this selector, or `None` when it does not apply.
     fn scope_of(&self, who: &Attribution, model: &Arc<str>) -> Option<Arc<str>> {
-        fn pick(scope: &Scope, value: Option<&Arc<str>>) -> Option<Arc<str>> {
+        fn pick(scope: &Values, value: Option<&Arc<str>>) -> Option<Arc<str>> {
             let value = value?;
             match scope {
-                Scope::Each => Some(value.clone()),
-                Scope::Is(wanted) if wanted == value => Some(value.clone()),
-                Scope::Is(_) => None,
+                Values::Each => Some(value.clone()),
+                Values::Is(wanted) if wanted == value => Some(value.clone()),
+                Values::Is(_) => None,
             }
         }
         match self {
@@ -99,9 +104,9 @@ impl Selector {
             Selector::Agent(s) => pick(s, Some(who.agent_arc())),
             Selector::Task(s) => match (s, who.task()) {
                 (_, None) => None,
-                (Scope::Each, Some(t)) => Some(Arc::from(t.as_str())),
-                (Scope::Is(wanted), Some(t)) if **wanted == *t.as_str() => Some(wanted.clone()),
-                (Scope::Is(_), Some(_)) => None,
+                (Values::Each, Some(t)) => Some(Arc::from(t.as_str())),
+                (Values::Is(wanted), Some(t)) if **wanted == *t.as_str() => Some(wanted.clone()),
+                (Values::Is(_), Some(_)) => None,
             },
             Selector::User(s) => pick(s, who.user_arc()),
             Selector::Tag { key, value } => pick(value, who.tag_arc(key)),
@@ -121,10 +126,52 @@ impl Selector {
             | Selector::User(s)
             | Selector::Task(s)
             | Selector::Tag { value: s, .. } => match s {
-                Scope::Each => Some(value.clone()),
-                Scope::Is(wanted) if wanted == value => Some(value.clone()),
-                Scope::Is(_) => None,
+                Values::Each => Some(value.clone()),
+                Values::Is(wanted) if wanted == value => Some(value.clone()),
+                Values::Is(_) => None,
             },
+        }
+    }
+
+    /// The one counter scope this selector names, if it names one: `*` for [`Selector::Global`],
+    /// the value of a [`Values::Is`]; `None` for [`Values::Each`], whose counters appear with
+    /// their values. Status reports show such a limit before its first call.
+    pub fn named_scope(&self) -> Option<Arc<str>> {
+        match self {
+            Selector::Global => Some(GLOBAL_SCOPE.clone()),
+            Selector::Agent(s)
+            | Selector::User(s)
+            | Selector::Model(s)
+            | Selector::Task(s)
+            | Selector::Tag { value: s, .. } => match s {
+                Values::Is(v) => Some(v.clone()),
+                Values::Each => None,
+            },
+        }
+    }
+
+    /// How ledger totals must be grouped to find this selector's counters: by nothing (the
+    /// global counter), or by the one dimension it selects on. `None` for task selectors: the
+    /// ledger's tasks are not the running process's.
+    pub(crate) fn ledger_grouping(&self) -> Option<Vec<Dimension>> {
+        Some(match self {
+            Selector::Global => Vec::new(),
+            Selector::Agent(_) => vec![Dimension::Agent],
+            Selector::User(_) => vec![Dimension::User],
+            Selector::Model(_) => vec![Dimension::Model],
+            Selector::Tag { key, .. } => vec![Dimension::Tag(key.clone())],
+            Selector::Task(_) => return None,
+        })
+    }
+
+    /// The counter scope a ledger group (grouped by [`Selector::ledger_grouping`]) falls in,
+    /// matched as a live call is: `None` when the limit does not apply to it.
+    pub(crate) fn scope_of_group(&self, key: &[KeyPart]) -> Option<Arc<str>> {
+        match key.first() {
+            None => Some(GLOBAL_SCOPE.clone()),
+            Some(KeyPart::Text(v)) => self.scope_of_value(v),
+            // No value on this dimension: the limit never matched.
+            Some(_) => None,
         }
     }
 }
@@ -133,18 +180,18 @@ impl Selector {
 ///
 /// A model limit covers its model under every name a provider or a price file gives it:
 /// `Selector::model("gpt-4o")` applies to `gpt-4o`, `gpt-4o-2024-08-06`, `openai/gpt-4o` and
-/// `azure/gpt-4o-2024-08-06` alike (not to `gpt-4o-mini`, another model); `Scope::Each` counts
+/// `azure/gpt-4o-2024-08-06` alike (not to `gpt-4o-mini`, another model); `Values::Each` counts
 /// each model under its family name. The family is the id without provider prefix, date,
 /// `@version` or `-latest` suffix, as [`model_family`] strips them — except Google AI Studio's
 /// `gemini/` prefix, which the price file keeps apart from Vertex AI's bare `gemini-…` ids. A selector naming a dated
 /// id (`gpt-4o-2024-05-13`) covers that version's family too: limits are on models, not on
 /// snapshots.
-fn model_scope(scope: &Scope, model: &Arc<str>) -> Option<Arc<str>> {
+fn model_scope(scope: &Values, model: &Arc<str>) -> Option<Arc<str>> {
     match scope {
-        Scope::Each => Some(Arc::from(model_family(model))),
-        Scope::Is(wanted) if wanted == model => Some(wanted.clone()),
-        Scope::Is(wanted) if model_family(wanted) == model_family(model) => Some(wanted.clone()),
-        Scope::Is(_) => None,
+        Values::Each => Some(Arc::from(model_family(model))),
+        Values::Is(wanted) if wanted == model => Some(wanted.clone()),
+        Values::Is(wanted) if model_family(wanted) == model_family(model) => Some(wanted.clone()),
+        Values::Is(_) => None,
     }
 }
 
@@ -165,9 +212,9 @@ pub fn model_family(model: &str) -> String {
 
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scope = |s: &Scope| match s {
-            Scope::Each => "each".to_string(),
-            Scope::Is(v) => v.to_string(),
+        let scope = |s: &Values| match s {
+            Values::Each => "each".to_string(),
+            Values::Is(v) => v.to_string(),
         };
         match self {
             Selector::Global => f.write_str("global"),
@@ -650,7 +697,7 @@ mod tests {
             .with_task(TaskId::new("t1"))
             .with_tag("team", "x");
         let span = WindowSpan::Task;
-        let each_agent = Limit::new("a", Selector::Agent(Scope::Each), Window::PerTask).tokens(1);
+        let each_agent = Limit::new("a", Selector::Agent(Values::Each), Window::PerTask).tokens(1);
         let key = each_agent.counter_for(&who, &model, span).unwrap();
         assert_eq!(
             (&*key.scope, key.task.as_ref().map(TaskId::as_str)),
@@ -662,7 +709,7 @@ mod tests {
                 .is_none()
         );
         assert!(
-            Limit::new("c", Selector::Agent(Scope::Each), Window::PerTask)
+            Limit::new("c", Selector::Agent(Values::Each), Window::PerTask)
                 .counter_for(&Attribution::agent("r"), &model, span)
                 .is_none(),
             "per-task limits skip calls without a task"
@@ -680,7 +727,7 @@ mod tests {
         assert!(
             Limit::new(
                 "e",
-                Selector::User(Scope::Each),
+                Selector::User(Values::Each),
                 Window::Calendar(Period::Day)
             )
             .tokens(1)

@@ -36,42 +36,6 @@ use crate::{BudgetError, Money};
 
 tokio::task_local! {
     static CURRENT: TaskScope;
-    static NOTE: CallNote;
-}
-
-/// What outer layers tell the budget layer about the call they pass down: that it is a
-/// summary (not a plain call), which model the caller asked for before routing, how many
-/// prompt tokens compression removed. Carried task-locally, so it needs no field in the
-/// request type; the budget layer puts it in the call's ledger event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallNote {
-    /// The kind of spend, when not a plain call.
-    pub kind: Option<crate::EventKind>,
-    /// The model the caller asked for, when a router changed it.
-    pub requested_model: Option<Arc<str>>,
-    /// Prompt tokens removed before the call (compression).
-    pub saved_input_tokens: u64,
-}
-
-impl CallNote {
-    /// The note of the calling task (empty outside any).
-    pub fn current() -> CallNote {
-        NOTE.try_with(CallNote::clone).unwrap_or_default()
-    }
-
-    /// Runs `fut` with this note merged over the current one (fields set here win; savings
-    /// add up).
-    pub async fn run<F: Future>(self, fut: F) -> F::Output {
-        let outer = CallNote::current();
-        let merged = CallNote {
-            kind: self.kind.or(outer.kind),
-            requested_model: self.requested_model.or(outer.requested_model),
-            saved_input_tokens: self
-                .saved_input_tokens
-                .saturating_add(outer.saved_input_tokens),
-        };
-        NOTE.scope(merged, fut).await
-    }
 }
 
 /// A task's own budget.

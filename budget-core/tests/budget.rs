@@ -8,7 +8,7 @@ use std::time::Duration;
 use budget_core::admission::CapKind;
 use budget_core::clock::FakeClock;
 use budget_core::ledger::{Dimension, KeyPart, LedgerQuery, RankBy};
-use budget_core::limits::Scope;
+use budget_core::limits::Values;
 use budget_core::presets::AgentPreset;
 use budget_core::{
     Attribution, Budget, BudgetError, CommitDetails, Estimate, EventKind, Ledger, Limit, Money,
@@ -551,7 +551,7 @@ fn each_selector_counts_values_apart() {
         .limit(
             Limit::new(
                 "per-user",
-                Selector::User(Scope::Each),
+                Selector::User(Values::Each),
                 Window::Calendar(Period::Day),
             )
             .tokens(100),

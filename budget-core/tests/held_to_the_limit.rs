@@ -9,7 +9,7 @@ use std::time::Duration;
 use budget_core::admission::{Amount, ReserveRequest};
 use budget_core::clock::FakeClock;
 use budget_core::ledger::SqliteLedger;
-use budget_core::limits::{CounterKey, Scope};
+use budget_core::limits::{CounterKey, Values};
 use budget_core::store::{CounterSpec, CounterUsage, ReserveOutcome, StoreError, Ticket};
 use budget_core::{
     Attribution, Budget, BudgetError, BudgetStore, CallEstimate, CommitDetails, Estimate, Ledger,
@@ -277,7 +277,7 @@ fn daily(
         .limit(
             Limit::new(
                 "hour",
-                Selector::Agent(Scope::Each),
+                Selector::Agent(Values::Each),
                 Window::Rolling(SignedDuration::from_hours(1)),
             )
             .tokens(50_000),

@@ -3,7 +3,7 @@
 
 use budget_core::clock::FakeClock;
 use budget_core::ledger::SqliteLedger;
-use budget_core::limits::Scope;
+use budget_core::limits::Values;
 use budget_core::{
     Attribution, Budget, BudgetStore, Estimate, Limit, MemoryBudgetStore, Money, Period, Selector,
     TaskId, Usage, Window,
@@ -21,7 +21,7 @@ fn limits() -> Vec<Limit> {
         .tokens(1_000_000),
         Limit::new(
             "agent/day",
-            Selector::Agent(Scope::Each),
+            Selector::Agent(Values::Each),
             Window::Calendar(Period::Day),
         )
         .tokens(20_000),
@@ -33,11 +33,11 @@ fn limits() -> Vec<Limit> {
         .money(Money::from_dollars(5)),
         Limit::new(
             "user/day",
-            Selector::User(Scope::Each),
+            Selector::User(Values::Each),
             Window::Calendar(Period::Day),
         )
         .tokens(9_000),
-        Limit::new("task", Selector::Agent(Scope::Each), Window::PerTask).tokens(50_000),
+        Limit::new("task", Selector::Agent(Values::Each), Window::PerTask).tokens(50_000),
     ]
 }
 

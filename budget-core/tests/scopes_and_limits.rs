@@ -137,7 +137,7 @@ fn a_window_change_first_seen_by_another_agent_keeps_every_agents_usage() {
     let each = |minutes| {
         Limit::new(
             "each/rolling",
-            Selector::Agent(budget_core::limits::Scope::Each),
+            Selector::Agent(budget_core::limits::Values::Each),
             Window::Rolling(SignedDuration::from_mins(minutes)),
         )
         .tokens(1_000)

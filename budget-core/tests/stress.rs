@@ -54,7 +54,7 @@ fn limits() -> Vec<Limit> {
     limits.push(
         Limit::new(
             "task",
-            Selector::Agent(budget_core::limits::Scope::Each),
+            Selector::Agent(budget_core::limits::Values::Each),
             Window::PerTask,
         )
         .tokens(40_000),

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use budget_core::conversation::{Role, Turn};
 use budget_core::{Budget, Limit, Period, Selector, TokenCount, Usage, Window, count_text};
-use budget_tower::budget::Cutoff;
 use budget_tower::cache::{CacheLayer, CacheableResponse};
+use budget_tower::enforce::Cutoff;
 use budget_tower::llm::ChatRequest;
 use budget_tower::{ChunkStream, LlmChunk, LlmRequest, LlmResponse};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

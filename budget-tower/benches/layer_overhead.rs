@@ -11,13 +11,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use budget_core::limits::Scope;
+use budget_core::limits::Values;
 use budget_core::scope::TaskScope;
 use budget_core::{
     Attribution, Budget, Limit, Money, Period, Selector, TaskId, TokenCount, Usage, Window,
     count_text,
 };
-use budget_tower::budget::Cutoff;
+use budget_tower::enforce::Cutoff;
 use budget_tower::{BudgetLayer, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tower::{Layer, Service, ServiceExt};
@@ -106,13 +106,13 @@ fn budget() -> Budget {
         .limit(
             Limit::new(
                 "agent/day",
-                Selector::Agent(Scope::Each),
+                Selector::Agent(Values::Each),
                 Window::Calendar(Period::Day),
             )
             .tokens(u64::MAX / 2),
         )
         .limit(
-            Limit::new("task", Selector::Agent(Scope::Each), Window::PerTask).tokens(u64::MAX / 2),
+            Limit::new("task", Selector::Agent(Values::Each), Window::PerTask).tokens(u64::MAX / 2),
         )
         .build()
         .expect("valid limits")

@@ -12,7 +12,7 @@ use budget_core::scope::TaskScope;
 use budget_core::{Attribution, TokenCount, Usage};
 use futures::Stream;
 
-use crate::budget::Cutoff;
+use crate::enforce::Cutoff;
 
 /// A stream of response chunks, boxed so that a layer can wrap it without changing its type.
 pub type ChunkStream<C, E> = Pin<Box<dyn Stream<Item = Result<C, E>> + Send>>;

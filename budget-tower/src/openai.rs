@@ -40,9 +40,7 @@ use budget_core::{ChatMessage, TokenCount, Usage};
 use futures::StreamExt;
 use tower::Service;
 
-use crate::BoxFuture;
-
-use crate::budget::{Billed, Cutoff};
+use crate::enforce::{Billed, Cutoff};
 use crate::llm::{Attributed, ChatRequest, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
 
 /// The response of a chat completion: complete, or a stream of chunks.
@@ -130,6 +128,11 @@ impl<C: Config> OpenAiService<C> {
     }
 }
 
+response_future! {
+    /// The future [`OpenAiService`] returns: the provider's reply, whole or streamed.
+    ResponseFuture<> => Result<ChatReply, OpenAIError>
+}
+
 fn reqwest_client() -> reqwest::Client {
     reqwest::Client::new()
 }
@@ -137,7 +140,7 @@ fn reqwest_client() -> reqwest::Client {
 impl<C: Config + Send + Sync + 'static> Service<CreateChatCompletionRequest> for OpenAiService<C> {
     type Response = ChatReply;
     type Error = OpenAIError;
-    type Future = BoxFuture<Result<ChatReply, OpenAIError>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), OpenAIError>> {
         Poll::Ready(Ok(()))
@@ -145,7 +148,7 @@ impl<C: Config + Send + Sync + 'static> Service<CreateChatCompletionRequest> for
 
     fn call(&mut self, request: CreateChatCompletionRequest) -> Self::Future {
         let client = self.client.clone();
-        Box::pin(async move {
+        ResponseFuture::new(async move {
             if request.stream == Some(true) {
                 let stream = client.chat().create_stream(request).await?;
                 let stream: ChatStream =
@@ -165,7 +168,7 @@ impl<C: Config + Send + Sync + 'static> Service<Attributed<CreateChatCompletionR
 {
     type Response = ChatReply;
     type Error = OpenAIError;
-    type Future = BoxFuture<Result<ChatReply, OpenAIError>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), OpenAIError>> {
         Service::<CreateChatCompletionRequest>::poll_ready(self, cx)

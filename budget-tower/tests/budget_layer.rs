@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use budget_core::{Attribution, Budget, BudgetError, TokenCount, Usage, count_text};
-use budget_tower::budget::Cutoff;
+use budget_tower::enforce::Cutoff;
 use budget_tower::{
     Attributed, BudgetLayer, BudgetLayerError, ChunkStream, LlmRequest, LlmResponse,
 };

@@ -8,60 +8,13 @@ use std::time::Duration;
 use budget_core::{
     Budget, BudgetError, EventKind, MemoryBudgetStore, MemoryLedger, Money, Usage, count_text,
 };
-use budget_tower::cache::{CacheLayer, CacheService, CacheableResponse, DeterministicKey};
+use budget_tower::cache::{CacheLayer, CacheService, DeterministicKey};
 use budget_tower::rate_limit::{LimitKind, RateLimitError, RateLimitLayer};
 use budget_tower::{BudgetLayer, BudgetLayerError, BudgetService, LlmRequest, LlmResponse};
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
 mod support;
 use support::{Answer, Ask, Piece, budget_of, global_day, send, task_scope};
-
-// ---------------------------------------------------------------------------------------------
-// The test's own response type (tests/support), stored.
-
-/// The stored form: the text and the usage it cost.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    text: String,
-    usage: Usage,
-}
-
-impl CacheableResponse for Answer {
-    type Cached = Stored;
-
-    fn to_cached(&self) -> Option<Stored> {
-        match self {
-            Answer::Complete {
-                text,
-                usage: Some(usage),
-            } => Some(Stored {
-                text: text.clone(),
-                usage: *usage,
-            }),
-            _ => None,
-        }
-    }
-
-    fn from_cached(cached: &Stored, as_stream: bool) -> Answer {
-        if !as_stream {
-            return Answer::Complete {
-                text: cached.text.clone(),
-                usage: Some(cached.usage),
-            };
-        }
-        let pieces = [
-            Piece {
-                text: cached.text.clone(),
-                usage: None,
-            },
-            Piece {
-                text: String::new(),
-                usage: Some(cached.usage),
-            },
-        ];
-        Answer::stream_of(pieces.into_iter().map(Ok))
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // A stand-in provider that counts its calls and can be scripted to fail or omit usage.

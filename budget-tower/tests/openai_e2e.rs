@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_openai::error::OpenAIError;
 use async_openai::types::chat::CreateChatCompletionRequest;
 use budget_core::{Budget, BudgetError, Usage};
-use budget_tower::budget::Cutoff;
+use budget_tower::enforce::Cutoff;
 use budget_tower::local_server::{Behavior, FailureKind, LocalServer};
 use budget_tower::openai::{ChatReply, ChatStreamError, billed_failure, usage_of};
 use budget_tower::{BudgetLayer, BudgetLayerError, LlmRequest};
@@ -461,18 +461,18 @@ fn billed_failure_reads_usage_from_an_answer_of_the_wrong_shape() {
     let body = r#"{"id":"x","choices":"not a list","usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
     assert_eq!(
         billed_failure(&OpenAIError::JSONDeserialize(parse_error(), body.into())),
-        budget_tower::budget::Billed::Reported(Usage::new(12, 5))
+        budget_tower::enforce::Billed::Reported(Usage::new(12, 5))
     );
     assert_eq!(
         billed_failure(&OpenAIError::JSONDeserialize(
             parse_error(),
             "{\"trunc".into()
         )),
-        budget_tower::budget::Billed::Unknown
+        budget_tower::enforce::Billed::Unknown
     );
     assert_eq!(
         billed_failure(&OpenAIError::InvalidArgument("x".into())),
-        budget_tower::budget::Billed::No
+        budget_tower::enforce::Billed::No
     );
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use budget_core::scope::TaskScope;
 use budget_core::{Attribution, Usage, count_text};
 use budget_tower::llm::{LlmRequest, LlmResponse};
-use budget_tower::rate_limit::TokioClock;
+use budget_tower::rate_limit::{BudgetClock, TokioClock};
 use budget_tower::{
     BudgetLayer, BudgetLayerError, LimitKind, Policy, Rate, RateLimitError, RateLimitKey,
     RateLimitLayer,
@@ -121,6 +121,28 @@ async fn rpm_rejects_after_n_calls_with_retry_after() {
     clock.advance(Duration::from_secs(1));
     call(&mut service, None, light()).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn the_budget_clock_drives_the_rate_limit_too() {
+    // One FakeClock for budget windows and rate limits: advancing it refills both.
+    let time = budget_core::clock::FakeClock::at("2026-12-06T09:00:00Z".parse().unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = ServiceBuilder::new()
+        .layer(RateLimitLayer::with_clock(BudgetClock::new(time.clone())).default_agent_rpm(2))
+        .service(provider(&calls));
+
+    call(&mut service, None, light()).await.unwrap();
+    call(&mut service, None, light()).await.unwrap();
+    let refused = call(&mut service, None, light()).await.unwrap_err();
+    assert_eq!(limited(&refused).2, Duration::from_secs(30));
+
+    time.advance(jiff::SignedDuration::from_secs(29));
+    let refused = call(&mut service, None, light()).await.unwrap_err();
+    assert_eq!(limited(&refused).2, Duration::from_secs(1));
+    time.advance(jiff::SignedDuration::from_secs(1));
+    call(&mut service, None, light()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
 // ---------------------------------------------------------------------------------------------

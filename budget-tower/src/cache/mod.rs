@@ -20,8 +20,8 @@
 //!
 //! # Placement
 //!
-//! Put the layer **outside** [`BudgetLayer`](crate::BudgetLayer) (before it in a
-//! `ServiceBuilder`): a hit then reserves nothing and reaches nothing, and the key is taken
+//! [`BudgetStack`](crate::stack) puts the layer outermost, **outside**
+//! [`BudgetLayer`](crate::BudgetLayer): a hit then reserves nothing and reaches nothing, and the key is taken
 //! from the request as the caller sent it, before the budget layer clamps its output cap. The
 //! cache is shared by every agent and task: a hit is attributed (task scope, else the
 //! request's own attribution) to whoever received it, never to whoever paid for the original.
@@ -59,7 +59,7 @@
 //! # use std::sync::Arc;
 //! # use std::sync::atomic::{AtomicU32, Ordering};
 //! # use budget_tower::llm::{ChatRequest, ChunkStream, LlmChunk, LlmRequest, LlmResponse};
-//! # use budget_tower::budget::Cutoff;
+//! # use budget_tower::enforce::Cutoff;
 //! # use budget_tower::cache::CacheableResponse;
 //! # use budget_core::conversation::Turn;
 //! # use budget_core::{TokenCount, Usage};
@@ -133,6 +133,7 @@
 //! [`ChatRequest::cache_key`]: crate::llm::ChatRequest::cache_key
 
 mod cacheable;
+mod future;
 mod key;
 mod layer;
 #[cfg(feature = "openai")]
@@ -141,6 +142,7 @@ mod service;
 mod store;
 
 pub use cacheable::{CacheSink, CacheableResponse};
+pub use future::ResponseFuture;
 pub use key::{CacheKey, DeterministicKey};
 pub use layer::{CacheLayer, DEFAULT_MAX_ENTRIES, DEFAULT_TTL};
 pub use service::CacheService;

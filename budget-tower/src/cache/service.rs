@@ -8,7 +8,7 @@ use budget_core::{
 };
 use tower::Service;
 
-use crate::BoxFuture;
+use super::future::ResponseFuture;
 
 use super::store::{Entry, Shared};
 use super::{CacheKey, CacheSink, CacheableResponse};
@@ -68,7 +68,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
+    type Future = ResponseFuture<S::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -77,12 +77,12 @@ where
     fn call(&mut self, request: R) -> Self::Future {
         let Some(key) = self.key.key(&request) else {
             // Not cacheable: straight through, readiness and all.
-            return Box::pin(self.inner.call(request));
+            return ResponseFuture::new(self.inner.call(request));
         };
         // The readied service goes into the future (and is dropped unused on a hit); this one
         // keeps a fresh clone (tower's convention: a clone starts without readiness).
         let inner = take_readied(&mut self.inner);
-        Box::pin(cached_call(
+        ResponseFuture::new(cached_call(
             self.budget.clone(),
             self.shared.clone(),
             inner,

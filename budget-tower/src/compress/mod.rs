@@ -16,14 +16,16 @@
 //! ```
 //!
 //! The system prompt and the last turns are kept verbatim, and an assistant's tool calls stay
-//! together with their results (see [`budget_core::compress`]). Put the layer *outside* the
-//! budget layer (before it in a `ServiceBuilder`), so that both the summary call and the
+//! together with their results (see [`budget_core::compress`]). [`BudgetStack`](crate::stack) puts
+//! the layer *outside* the budget layer, so that both the summary call and the
 //! compressed call are reserved and recorded.
 
 mod error;
+mod future;
 mod layer;
 mod service;
 
 pub use error::CompressLayerError;
+pub use future::ResponseFuture;
 pub use layer::CompressLayer;
 pub use service::CompressService;

@@ -1,10 +1,12 @@
-use crate::BoxFuture;
+use super::future::ResponseFuture;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use budget_core::compress::{self, CompressConfig, CompressError};
 use budget_core::conversation::{Role, Turn, count_turns};
-use budget_core::scope::{CallNote, TaskScope};
+use budget_core::scope::TaskScope;
+
+use crate::note::CallNote;
 use budget_core::{
     Attribution, Budget, BudgetStore, EventKind, Ledger, PriceTable, Usage, count_text,
 };
@@ -56,7 +58,7 @@ where
 {
     type Response = S::Response;
     type Error = CompressLayerError<S::Error>;
-    type Future = BoxFuture<Result<S::Response, CompressLayerError<S::Error>>>;
+    type Future = ResponseFuture<S::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(CompressLayerError::Inner)
@@ -64,7 +66,7 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         let inner = take_readied(&mut self.inner);
-        Box::pin(compressed_call(
+        ResponseFuture::new(compressed_call(
             self.budget.clone(),
             self.settings.clone(),
             inner,

@@ -9,7 +9,7 @@ use tower::Layer;
 
 use super::limiter::{Limits, Rates};
 use super::{RateLimitService, TokioClock};
-use crate::budget::DEFAULT_OUTPUT_CAP;
+use crate::enforce::DEFAULT_OUTPUT_CAP;
 
 /// A per-minute rate: how many units (requests or tokens) a minute replenishes, and how many
 /// may be spent at once (the burst, by default the whole minute's worth).

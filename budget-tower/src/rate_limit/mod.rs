@@ -43,8 +43,8 @@
 //!
 //! # Placement
 //!
-//! Put the layer *inside* [`BudgetLayer`](crate::BudgetLayer) (after it in a
-//! `ServiceBuilder`): the weight then uses the output cap the budget granted and wrote into the
+//! [`BudgetStack`](crate::stack) puts the layer innermost, *inside*
+//! [`BudgetLayer`](crate::BudgetLayer): the weight then uses the output cap the budget granted and wrote into the
 //! request, and calls the budget refuses never consume rate. The budget reservation is held
 //! while a call waits for its rate (and released if the wait fails or is dropped). Like the
 //! budget layer, `call` moves the readied inner service into the response future, so readiness
@@ -99,12 +99,14 @@
 
 mod clock;
 mod error;
+mod future;
 mod layer;
 mod limiter;
 mod service;
 
-pub use clock::TokioClock;
+pub use clock::{BudgetClock, TokioClock};
 pub use error::{LimitKind, RateLimitError, RateLimitKey};
+pub use future::ResponseFuture;
 pub use layer::{Policy, Rate, RateLimitLayer};
 pub use service::RateLimitService;
 

@@ -6,7 +6,7 @@ use budget_core::scope::TaskScope;
 use governor::clock::Clock;
 use tower::Service;
 
-use crate::BoxFuture;
+use super::future::ResponseFuture;
 
 use super::limiter::Limits;
 use super::{Policy, RateLimitError, TokioClock};
@@ -70,7 +70,7 @@ where
 {
     type Response = S::Response;
     type Error = RateLimitError<S::Error>;
-    type Future = BoxFuture<Result<S::Response, RateLimitError<S::Error>>>;
+    type Future = ResponseFuture<S::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(RateLimitError::Inner)
@@ -83,7 +83,7 @@ where
         let limits = self.limits.clone();
         let policy = self.policy;
         let default_cap = self.default_output_cap;
-        Box::pin(async move {
+        ResponseFuture::new(async move {
             if !limits.is_empty() {
                 let agent = attribution_of(TaskScope::current().as_ref(), &request)
                     .agent_arc()

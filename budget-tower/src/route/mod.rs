@@ -18,7 +18,7 @@
 //!            the next cheaper tier model that has room; none has room: sent as routed (the
 //!            budget layer refuses it)
 //!         ─> routed model differs from the requested one: the request's model is switched and
-//!            the call runs with CallNote::requested_model = the requested model, so the
+//!            the call runs with note::CallNote::requested_model = the requested model, so the
 //!            ledger event records both
 //! ```
 //!
@@ -56,7 +56,7 @@
 //!
 //! The agent is the task scope's, else the request's own attribution
 //! ([`attribution_of`](crate::llm::attribution_of)). Errors are the inner service's,
-//! unchanged. Put the layer *outside* the budget layer (before it in a `ServiceBuilder`) so
+//! unchanged. [`BudgetStack`](crate::stack) puts the layer *outside* the budget layer, so
 //! that the routed call is the one reserved, priced and recorded, with the requested model
 //! noted in its ledger event. A compression layer may sit outside it (it then compresses for
 //! the requested model) or inside it (for the routed model); their notes to the budget layer
@@ -112,10 +112,12 @@
 //! ```
 
 mod classify;
+mod future;
 mod layer;
 mod service;
 
 pub use budget_core::conversation::Difficulty;
 pub use classify::{DEFAULT_HARD_KEYWORDS, DifficultyClassifier, HeuristicClassifier};
+pub use future::ResponseFuture;
 pub use layer::{DEFAULT_DOWNGRADE_AT, RouteControls, RouteLayer, RouteOverride};
 pub use service::RouteService;

@@ -2,11 +2,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use budget_core::conversation::Difficulty;
-use budget_core::scope::{CallNote, TaskScope};
+use budget_core::scope::TaskScope;
+
+use crate::note::CallNote;
 use budget_core::{Attribution, Budget, BudgetStore, Ledger, PriceTable};
 use tower::Service;
 
-use crate::BoxFuture;
+use super::future::ResponseFuture;
 
 use super::layer::{RouteControls, RouteOverride, Settings, price_key, same_model};
 use crate::llm::{ChatRequest, attribution_of, take_readied};
@@ -65,7 +67,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
+    type Future = ResponseFuture<S::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -73,7 +75,7 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         let inner = take_readied(&mut self.inner);
-        Box::pin(routed_call(
+        ResponseFuture::new(routed_call(
             self.budget.clone(),
             self.settings.clone(),
             self.controls.clone(),

@@ -13,7 +13,8 @@ use budget_core::{
     Attribution, Budget, CommitDetails, Limit, Period, Selector, TaskId, TokenCount, Usage, Window,
     count_text,
 };
-use budget_tower::budget::Cutoff;
+use budget_tower::cache::CacheableResponse;
+use budget_tower::enforce::Cutoff;
 use budget_tower::llm::ChatRequest;
 use budget_tower::{ChunkStream, LlmChunk, LlmRequest, LlmResponse};
 use futures::StreamExt;
@@ -210,6 +211,53 @@ impl LlmResponse for Answer {
             Answer::Stream(s) => Answer::Stream(wrap(s)),
             complete => complete,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The response type, as a cache stores it.
+
+/// The stored form: the text and the usage it cost.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    text: String,
+    usage: Usage,
+}
+
+impl CacheableResponse for Answer {
+    type Cached = Stored;
+
+    fn to_cached(&self) -> Option<Stored> {
+        match self {
+            Answer::Complete {
+                text,
+                usage: Some(usage),
+            } => Some(Stored {
+                text: text.clone(),
+                usage: *usage,
+            }),
+            _ => None,
+        }
+    }
+
+    fn from_cached(cached: &Stored, as_stream: bool) -> Answer {
+        if !as_stream {
+            return Answer::Complete {
+                text: cached.text.clone(),
+                usage: Some(cached.usage),
+            };
+        }
+        let pieces = [
+            Piece {
+                text: cached.text.clone(),
+                usage: None,
+            },
+            Piece {
+                text: String::new(),
+                usage: Some(cached.usage),
+            },
+        ];
+        Answer::stream_of(pieces.into_iter().map(Ok))
     }
 }
 

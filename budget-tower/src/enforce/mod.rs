@@ -33,7 +33,7 @@
 //! use budget_core::{Budget, Limit, Selector, Window};
 //! use budget_tower::BudgetLayer;
 //! # use budget_tower::llm::{ChunkStream, LlmChunk, LlmRequest, LlmResponse};
-//! # use budget_tower::budget::Cutoff;
+//! # use budget_tower::enforce::Cutoff;
 //! # use budget_core::{TokenCount, Usage};
 //! # #[derive(Clone)] struct Req { prompt: String, cap: Option<u64> }
 //! # impl LlmRequest for Req {
@@ -80,11 +80,13 @@
 
 mod billed;
 mod error;
+mod future;
 mod layer;
 mod service;
 mod stream;
 
 pub use billed::{Billed, BilledFailure};
 pub use error::{BudgetLayerError, Cutoff};
+pub use future::ResponseFuture;
 pub use layer::{BudgetLayer, DEFAULT_OUTPUT_CAP};
 pub use service::BudgetService;

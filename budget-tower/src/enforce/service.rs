@@ -1,13 +1,13 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use budget_core::scope::{CallNote, TaskScope};
-use budget_core::{
-    Amount, Budget, BudgetStore, CallEstimate, CommitDetails, Ledger, Money, Usage, count_text,
-};
+use budget_core::scope::TaskScope;
+
+use crate::note::CallNote;
+use budget_core::{Budget, BudgetStore, CallEstimate, Ledger, Usage, count_text};
 use tower::Service;
 
-use crate::BoxFuture;
+use super::future::ResponseFuture;
 
 use super::stream::MeteredStream;
 use super::{Billed, BilledFailure, BudgetLayerError};
@@ -59,7 +59,7 @@ where
 {
     type Response = S::Response;
     type Error = BudgetLayerError<S::Error>;
-    type Future = BoxFuture<Result<S::Response, BudgetLayerError<S::Error>>>;
+    type Future = ResponseFuture<S::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(BudgetLayerError::Inner)
@@ -67,7 +67,7 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         let inner = take_readied(&mut self.inner);
-        Box::pin(budgeted_call(
+        ResponseFuture::new(budgeted_call(
             self.budget.clone(),
             inner,
             request,
@@ -92,31 +92,6 @@ fn wanted_output<St: BudgetStore, L: Ledger>(
             .and_then(|r| r.price.max_output_tokens)
             .unwrap_or(default_cap)
     })
-}
-
-/// The ledger details of a call: what outer layers noted (kind, requested model, prompt tokens
-/// they removed — priced at the model's input rate), and how its usage was obtained.
-pub(crate) fn commit_details<St: BudgetStore, L: Ledger>(
-    budget: &Budget<St, L>,
-    note: &CallNote,
-    model: &str,
-    served_model: Option<Arc<str>>,
-    estimated: bool,
-) -> CommitDetails {
-    let saved_money = match note.saved_input_tokens {
-        0 => Money::ZERO,
-        tokens => budget
-            .prices()
-            .resolve(model)
-            .map_or(Money::ZERO, |r| r.price.cost(&Usage::new(tokens, 0))),
-    };
-    CommitDetails {
-        served_model,
-        estimated,
-        kind: note.kind,
-        saved: Amount::new(note.saved_input_tokens, saved_money),
-        requested_model: note.requested_model.clone(),
-    }
 }
 
 async fn budgeted_call<S, R, St, L, B>(
@@ -167,7 +142,7 @@ where
     // From the moment the request is handed over, the provider may bill it: if this future is
     // dropped now (a timeout outside, a client gone, a shutdown), the reservation charges the
     // most the call can cost instead of releasing it. No await separates the two lines.
-    reservation.mark_sent(commit_details(&budget, &note, &model, None, true));
+    reservation.mark_sent(note.commit_details(&budget, &model, None, true));
     let response = match inner.call(request).await {
         Ok(response) => response,
         Err(error) => {
@@ -179,7 +154,7 @@ where
                 Billed::Unknown => reservation.billed_at_most(),
                 Billed::Reported(usage) => usage,
             };
-            let details = commit_details(&budget, &note, &model, None, true);
+            let details = note.commit_details(&budget, &model, None, true);
             if let Err(commit) = reservation.commit_with(usage, details).await {
                 tracing::error!(error = %commit, "usage of a billed failure could not be recorded");
             }
@@ -188,7 +163,7 @@ where
     };
 
     if response.is_stream() {
-        let details = commit_details(&budget, &note, &model, None, false);
+        let details = note.commit_details(&budget, &model, None, false);
         let metered = MeteredStream::new(budget, reservation, scope, model, prompt, details);
         return Ok(response.map_stream(|stream| Box::pin(metered.wrap(stream))));
     }
@@ -203,7 +178,7 @@ where
         }
     };
     let served = response.served_model().map(Arc::from);
-    let details = commit_details(&budget, &note, &model, served, estimated);
+    let details = note.commit_details(&budget, &model, served, estimated);
     if let Err(error) = reservation.commit_with(usage, details).await {
         // The call succeeded and was paid for: the caller gets its response. Either the
         // ledger or the store could not take the usage; the other did, and the error holds
