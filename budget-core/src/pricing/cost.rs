@@ -60,7 +60,7 @@ impl ModelPrice {
     /// assert_eq!(parts.total(), gpt4o.cost(&usage));
     /// ```
     pub fn cost_breakdown(&self, usage: &Usage) -> CostBreakdown {
-        let r = self.rates_for(usage.input);
+        let r = self.unit_prices_for(usage.input);
         // Without a reasoning rate, reasoning is output: never bill more reasoning tokens
         // than there were output tokens, even for inconsistent usage.
         let (visible, reasoning, reasoning_rate) = match r.reasoning {
@@ -84,7 +84,7 @@ impl ModelPrice {
     /// billed at the highest of that tier's input, cached and cache-write rates, every output
     /// token at the higher of the output and reasoning rates. Saturating.
     pub fn max_cost_of(&self, prompt_tokens: u64, max_output: u64) -> Money {
-        let r = self.rates_for(prompt_tokens);
+        let r = self.unit_prices_for(prompt_tokens);
         let input = r.input.max(r.cached_input).max(r.cache_write);
         let output = r.output.max(r.reasoning.unwrap_or(r.output));
         input.saturating_mul_tokens(prompt_tokens) + output.saturating_mul_tokens(max_output)
@@ -285,7 +285,7 @@ mod tests {
             };
             let price = builtin(model).price;
             // The formula `cost` had before it was itemised: the parts must not change it.
-            let r = price.rates_for(usage.input);
+            let r = price.unit_prices_for(usage.input);
             let mut reference = r.input.saturating_mul_tokens(usage.uncached_input())
                 + r.cached_input.saturating_mul_tokens(usage.cached_input)
                 + r.cache_write.saturating_mul_tokens(usage.cache_write);

@@ -70,7 +70,7 @@ mod test_support;
 pub use builtin::PRICES_ENV;
 pub use cost::CostBreakdown;
 pub use error::{FIELDS_LISTED, FieldProblem, PriceError};
-pub use price::{ModelPrice, PriceTier, Rates};
+pub use price::{ModelPrice, PriceTier, UnitPrices};
 pub use table::{FALLBACK_MODEL_ID, PriceTable, Priced, ResolvedPrice, UnknownModelPolicy};
 
 pub(crate) use names::strip_once;
@@ -84,7 +84,7 @@ const _: () = {
     assert_send_sync::<PriceTable>();
     assert_send_sync::<ModelPrice>();
     assert_send_sync::<PriceTier>();
-    assert_send_sync::<Rates>();
+    assert_send_sync::<UnitPrices>();
     assert_send_sync::<CostBreakdown>();
     assert_send_sync::<UnknownModelPolicy>();
     assert_send_sync::<ResolvedPrice<'static>>();

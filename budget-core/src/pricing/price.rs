@@ -41,10 +41,10 @@ impl PriceTier {
     }
 }
 
-/// The per-token rates that apply to one request, after tier selection
-/// ([`ModelPrice::rates_for`]).
+/// The price per token of each class that applies to one request, after tier selection
+/// ([`ModelPrice::unit_prices_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rates {
+pub struct UnitPrices {
     /// Plain input.
     pub input: Money,
     /// Cached input (the input rate when the model has no cache-read price).
@@ -145,10 +145,10 @@ impl ModelPrice {
         self
     }
 
-    /// The rates for a request with `prompt_tokens` prompt tokens: the base rates, overridden
-    /// by every tier whose threshold the prompt passes, lowest first (so the highest tier
-    /// passed wins, and a rate it leaves out comes from the next lower one).
-    pub fn rates_for(&self, prompt_tokens: u64) -> Rates {
+    /// The unit prices for a request with `prompt_tokens` prompt tokens: the base rates,
+    /// overridden by every tier whose threshold the prompt passes, lowest first (so the highest
+    /// tier passed wins, and a rate it leaves out comes from the next lower one).
+    pub fn unit_prices_for(&self, prompt_tokens: u64) -> UnitPrices {
         let (mut input, mut output) = (self.input, self.output);
         let (mut cached, mut write) = (self.cached_input, self.cache_write);
         for tier in self
@@ -161,7 +161,7 @@ impl ModelPrice {
             cached = tier.cached_input.or(cached);
             write = tier.cache_write.or(write);
         }
-        Rates {
+        UnitPrices {
             input,
             cached_input: cached.unwrap_or(input),
             cache_write: write.unwrap_or(input),
@@ -213,15 +213,18 @@ mod tests {
         let price = table.get("M").unwrap();
         let thresholds: Vec<u64> = price.tiers.iter().map(|t| t.above_input_tokens).collect();
         assert_eq!(thresholds, [128_000, 256_000, 1_000_000]);
-        let r = price.rates_for(100_000);
+        let r = price.unit_prices_for(100_000);
         assert_eq!((r.input, r.output), (dollars("1e-06"), dollars("2e-06")));
-        let r = price.rates_for(200_000);
+        let r = price.unit_prices_for(200_000);
         assert_eq!((r.input, r.output), (dollars("3e-06"), dollars("4e-06")));
         // The 256k tier sets only input; output stays at the 128k tier's rate.
-        let r = price.rates_for(300_000);
+        let r = price.unit_prices_for(300_000);
         assert_eq!((r.input, r.output), (dollars("5e-06"), dollars("4e-06")));
         assert_eq!(r.cached_input, r.input);
-        assert_eq!(price.rates_for(2_000_000).cached_input, dollars("1e-07"));
+        assert_eq!(
+            price.unit_prices_for(2_000_000).cached_input,
+            dollars("1e-07")
+        );
     }
 
     #[test]
@@ -256,7 +259,10 @@ mod tests {
             .with_tier(tier)
             .with_max_tokens(Some(1_048_576), Some(65_535))
             .with_provider("gemini");
-        assert_eq!(price.rates_for(200_001).input, per_million("2.5"));
-        assert_eq!(price.rates_for(200_001).cached_input, per_million("0.125"));
+        assert_eq!(price.unit_prices_for(200_001).input, per_million("2.5"));
+        assert_eq!(
+            price.unit_prices_for(200_001).cached_input,
+            per_million("0.125")
+        );
     }
 }
