@@ -89,7 +89,7 @@ use crate::conversation::Turn;
 use crate::conversation::count_turns;
 
 use low_signal::low_signal_mask;
-use shrink::{fit, measure, total_tokens};
+use shrink::{measure, shrink_to_target, total_tokens};
 use truncate::encoding_for;
 
 /// Appended to a truncated message's head (or standing alone for a message cut to nothing).
@@ -264,7 +264,7 @@ pub fn compress(
             kept_costs.push(cost);
         }
     }
-    let fitted = fit(
+    let shrunk = shrink_to_target(
         encoding,
         kept,
         &kept_costs,
@@ -274,12 +274,12 @@ pub fn compress(
         config.evict_oldest,
     )?;
     Ok(Compressed {
-        turns: fitted.turns,
+        turns: shrunk.turns,
         tokens_before,
-        tokens_after: fitted.tokens,
+        tokens_after: shrunk.tokens,
         dropped,
-        truncated: fitted.truncated,
-        evicted: fitted.evicted,
+        truncated: shrunk.truncated,
+        evicted: shrunk.evicted,
         estimated,
     })
 }

@@ -63,8 +63,8 @@ pub(super) fn total_tokens(costs: &[Cost]) -> u64 {
     })
 }
 
-/// What [`fit`] did.
-pub(super) struct Fitted {
+/// What [`shrink_to_target`] did.
+pub(super) struct Shrunk {
     pub(super) turns: Vec<Turn>,
     pub(super) tokens: u64,
     pub(super) truncated: usize,
@@ -72,7 +72,7 @@ pub(super) struct Fitted {
 }
 
 /// Truncates (and, if `evict`, evicts) older turns until the conversation fits `target`.
-pub(super) fn fit(
+pub(super) fn shrink_to_target(
     encoding: Encoding,
     turns: Vec<Turn>,
     costs: &[Cost],
@@ -80,10 +80,10 @@ pub(super) fn fit(
     keep_last: usize,
     truncate: bool,
     evict: bool,
-) -> Result<Fitted, CompressError> {
+) -> Result<Shrunk, CompressError> {
     let total = total_tokens(costs);
     if total <= target {
-        return Ok(Fitted {
+        return Ok(Shrunk {
             turns,
             tokens: total,
             truncated: 0,
@@ -210,7 +210,7 @@ pub(super) fn fit(
             target,
         });
     }
-    Ok(Fitted {
+    Ok(Shrunk {
         turns: out,
         tokens,
         truncated,
@@ -239,7 +239,7 @@ pub fn truncate_to_fit(
 ) -> Result<Vec<Turn>, CompressError> {
     let encoding = encoding_for(model);
     let (costs, _) = measure(model, encoding, turns);
-    fit(
+    shrink_to_target(
         encoding,
         turns.to_vec(),
         &costs,
@@ -248,7 +248,7 @@ pub fn truncate_to_fit(
         true,
         false,
     )
-    .map(|fitted| fitted.turns)
+    .map(|shrunk| shrunk.turns)
 }
 
 #[cfg(test)]
