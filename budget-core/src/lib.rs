@@ -59,7 +59,7 @@ pub use store::{BudgetStore, MemoryBudgetStore};
 
 pub use money::{Money, MoneyParseError};
 pub use pricing::{
-    FieldProblem, ModelPrice, PriceError, PriceTable, PriceTier, Priced, Rates, ResolvedPrice,
+    FieldProblem, ModelPrice, PriceError, PriceTable, PriceTier, Priced, ResolvedPrice, UnitPrices,
     UnknownModelPolicy,
 };
 pub use tokens::{ChatMessage, Encoding, TokenCount, count_chat, count_text};
