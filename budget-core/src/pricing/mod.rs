@@ -73,6 +73,10 @@ pub use error::{FIELDS_LISTED, FieldProblem, PriceError};
 pub use price::{ModelPrice, PriceTier, UnitPrices};
 pub use table::{FALLBACK_MODEL_ID, PriceTable, Priced, ResolvedPrice, UnknownModelPolicy};
 
+/// The former name of [`UnitPrices`], before "rates" was left to the rate limiter.
+#[deprecated(note = "renamed `pricing::UnitPrices`")]
+pub type Rates = UnitPrices;
+
 pub(crate) use names::strip_once;
 
 #[cfg(doc)]

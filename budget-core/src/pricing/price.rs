@@ -145,6 +145,13 @@ impl ModelPrice {
         self
     }
 
+    /// The former name of [`ModelPrice::unit_prices_for`].
+    #[deprecated(note = "renamed `ModelPrice::unit_prices_for`")]
+    #[doc(hidden)]
+    pub fn rates_for(&self, prompt_tokens: u64) -> UnitPrices {
+        self.unit_prices_for(prompt_tokens)
+    }
+
     /// The unit prices for a request with `prompt_tokens` prompt tokens: the base rates,
     /// overridden by every tier whose threshold the prompt passes, lowest first (so the highest
     /// tier passed wins, and a rate it leaves out comes from the next lower one).
