@@ -244,7 +244,6 @@ mod tests {
     use super::*;
     use crate::Money;
     use crate::limits::{Limit, Selector};
-    use crate::pricing::UnknownModelPolicy;
     use crate::scope::TaskScope;
 
     fn at(ts: &str) -> Timestamp {
@@ -273,20 +272,40 @@ mod tests {
         .unwrap()
     }
 
+    /// The limits above, the built-in prices, UTC.
+    struct Fixture {
+        limits: LimitSet,
+        prices: PriceTable,
+        windows: Windows,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                limits: limits(),
+                prices: PriceTable::builtin(),
+                windows: Windows::new(TimeZone::UTC),
+            }
+        }
+
+        fn planner(&self) -> Planner<'_> {
+            Planner {
+                limits: &self.limits,
+                prices: &self.prices,
+                windows: &self.windows,
+                now: at("2026-12-06T10:30:00Z"),
+            }
+        }
+    }
+
     fn ids(specs: &[CounterSpec]) -> Vec<&str> {
         specs.iter().map(|s| &*s.key.limit).collect()
     }
 
     #[test]
     fn a_call_is_held_to_every_limit_that_selects_it_and_no_other() {
-        let (limits, prices, windows) =
-            (limits(), PriceTable::builtin(), Windows::new(TimeZone::UTC));
-        let planner = Planner {
-            limits: &limits,
-            prices: &prices,
-            windows: &windows,
-            now: at("2026-12-06T10:30:00Z"),
-        };
+        let fixture = Fixture::new();
+        let planner = fixture.planner();
         let researcher = Attribution::agent("researcher").with_task("t-1".into());
 
         let plan = planner
@@ -318,14 +337,8 @@ mod tests {
 
     #[test]
     fn only_hard_limits_can_refuse() {
-        let (limits, prices, windows) =
-            (limits(), PriceTable::builtin(), Windows::new(TimeZone::UTC));
-        let planner = Planner {
-            limits: &limits,
-            prices: &prices,
-            windows: &windows,
-            now: at("2026-12-06T10:30:00Z"),
-        };
+        let fixture = Fixture::new();
+        let planner = fixture.planner();
         let plan = planner
             .plan(
                 &Attribution::agent("writer").with_task("t-2".into()),
@@ -342,20 +355,14 @@ mod tests {
 
     #[test]
     fn the_request_is_the_prompt_plus_one_output_token_per_choice_per_unit() {
-        let (limits, prices, windows) =
-            (limits(), PriceTable::builtin(), Windows::new(TimeZone::UTC));
-        let planner = Planner {
-            limits: &limits,
-            prices: &prices,
-            windows: &windows,
-            now: at("2026-12-06T10:30:00Z"),
-        };
+        let fixture = Fixture::new();
+        let planner = fixture.planner();
         let who = Attribution::agent("writer");
         let one = planner
             .plan(&who, None, "gpt-4o", &CallEstimate::new(1_000, 50..=400))
             .unwrap()
             .request;
-        let price = prices.resolve("gpt-4o").unwrap().price;
+        let price = fixture.prices.resolve("gpt-4o").unwrap().price;
         assert_eq!(one.base, Amount::new(1_000, price.max_cost_of(1_000, 0)));
         assert_eq!(
             one.per_unit,
@@ -401,14 +408,8 @@ mod tests {
 
     #[test]
     fn a_scope_adds_its_own_and_its_parents_counters_after_the_limits() {
-        let (limits, prices, windows) =
-            (limits(), PriceTable::builtin(), Windows::new(TimeZone::UTC));
-        let planner = Planner {
-            limits: &limits,
-            prices: &prices,
-            windows: &windows,
-            now: at("2026-12-06T10:30:00Z"),
-        };
+        let fixture = Fixture::new();
+        let planner = fixture.planner();
         let parent = TaskScope::builder(Attribution::agent("lead").with_task("p".into()))
             .tokens(900)
             .build();
@@ -472,15 +473,10 @@ mod tests {
     }
 
     #[test]
-    fn a_model_the_table_cannot_price_is_an_error_when_the_table_says_so() {
-        let (limits, windows) = (limits(), Windows::new(TimeZone::UTC));
-        let prices = PriceTable::builtin().with_unknown_model(UnknownModelPolicy::Error);
-        let planner = Planner {
-            limits: &limits,
-            prices: &prices,
-            windows: &windows,
-            now: at("2026-12-06T10:30:00Z"),
-        };
+    fn a_model_the_table_cannot_price_is_an_error() {
+        // The built-in table refuses unknown models (`UnknownModelPolicy::Error`, the default).
+        let fixture = Fixture::new();
+        let planner = fixture.planner();
         let err = planner
             .plan(
                 &Attribution::agent("writer"),
