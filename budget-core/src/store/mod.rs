@@ -7,6 +7,8 @@
 //! [`Budget`](crate::Budget), so a store holds no policy and a Redis store can run the same
 //! decision ([`admission::decide`](crate::admission::decide)) in a server-side script.
 
+#[cfg(feature = "redis")]
+mod allowance;
 mod any;
 mod memory;
 #[cfg(feature = "redis")]
@@ -17,12 +19,12 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+#[cfg(feature = "redis")]
+pub use allowance::{AllowanceOptions, AllowanceStore};
 pub use any::{AnyBudgetStore, STORE_ENV};
 pub use memory::MemoryBudgetStore;
 #[cfg(feature = "redis")]
-pub use redis_store::{
-    AllowanceOptions, AllowanceStore, RETRY_HORIZON, RedisBudgetStore, RedisStoreOptions,
-};
+pub use redis_store::{RETRY_HORIZON, RedisBudgetStore, RedisStoreOptions};
 
 use crate::admission::{Amount, CapKind, ReserveRequest};
 use crate::attribution::TaskId;
