@@ -1307,10 +1307,11 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                     reserved_specs
                 }
                 Err(error) => {
-                    unsettled = Some(StoreError {
-                        store: "budget".into(),
-                        message: format!("no counters to charge: {error}"),
-                    });
+                    unsettled = Some(StoreError::new(
+                        crate::BackendErrorKind::OutOfRange,
+                        "budget",
+                        format!("no counters to charge: {error}"),
+                    ));
                     scoped
                 }
             }

@@ -14,6 +14,7 @@ use super::redis_store::{Call, Which, clamp_tokens, lease_member, millis, money_
 use crate::Money;
 use crate::admission::{Amount, ReserveRequest, fit};
 use crate::attribution::TaskId;
+use crate::backend_error::BackendErrorKind;
 use crate::limits::{Cap, CounterKey, WindowSpan};
 use crate::store::{
     BudgetStore, CounterSpec, CounterUsage, Denial, MemoryBudgetStore, RedisBudgetStore,
@@ -374,8 +375,8 @@ impl Inner {
             .run(call)
             .await
             .1
-            .map_err(|e| redis.error("grant", e))?;
-        let bad = |e: String| redis.error("grant: unexpected reply", e);
+            .map_err(|e| redis.op_error("grant", e))?;
+        let bad = |e: String| redis.unexpected("grant: unexpected reply", e);
         let refused = reply.int().map_err(bad)? == 1;
         let never = reply.int().map_err(bad)? == 1;
         let cap_kind = match reply.int().map_err(bad)? {
@@ -573,6 +574,7 @@ impl BudgetStore for AllowanceStore {
             }
         }
         Err(inner.redis.error(
+            BackendErrorKind::Contended,
             "allowance",
             "the allowance kept running out while topping up",
         ))

@@ -1,11 +1,13 @@
 //! The ledger's connection: opened with the namespace as its search path, found lost and
-//! opened again, and PostgreSQL's errors as ledger errors.
+//! opened again.
 
 use std::sync::Arc;
 
 use tokio_postgres::{Client, NoTls};
 
 use super::PostgresLedger;
+use super::error::{connection_ended, pg_error};
+use crate::backend_error::BackendErrorKind;
 use crate::ledger::LedgerError;
 use crate::ledger::sql::error;
 
@@ -24,7 +26,7 @@ macro_rules! with_client {
                     reconnects += 1;
                     $client = ledger.reconnect(&$client).await?;
                 }
-                result => break result.map_err(|e| pg_error(&ledger.name, $what, &e)),
+                result => break result.map_err(|e| pg_error(&ledger.name, $what, e)),
             }
         }
     }};
@@ -33,16 +35,6 @@ macro_rules! with_client {
 /// How many times one operation opens a new connection after losing one: a server that keeps
 /// ending sessions gets an error rather than an endless loop.
 pub(super) const MAX_RECONNECTS: u32 = 3;
-
-pub(super) fn pg_error(name: &str, what: &str, e: &tokio_postgres::Error) -> LedgerError {
-    match e.as_db_error() {
-        Some(db) => error(
-            name,
-            format!("{what}: {} ({})", db.message(), db.code().code()),
-        ),
-        None => error(name, format!("{what}: {e}")),
-    }
-}
 
 impl PostgresLedger {
     /// The current connection.
@@ -56,13 +48,7 @@ impl PostgresLedger {
     /// Whether `error` on `client` means the connection is lost (rather than the statement
     /// refused).
     pub(super) fn lost(&self, client: &Client, error: &tokio_postgres::Error) -> bool {
-        // SQLSTATE class 08 is a connection exception, 57P01..57P03 the server ending the
-        // session (shutdown, crash, an administrator); the client may not have noticed yet.
-        let ended_by_server = error.code().is_some_and(|code| {
-            let code = code.code();
-            code.starts_with("08") || code.starts_with("57P")
-        });
-        let lost = error.is_closed() || client.is_closed() || ended_by_server;
+        let lost = connection_ended(error) || client.is_closed();
         if lost {
             tracing::warn!(ledger = %self.name, %error, "PostgreSQL connection lost; reconnecting");
         }
@@ -90,9 +76,14 @@ impl PostgresLedger {
 /// The session's `search_path` is the ledger's namespace from the start (a connection
 /// option), so a new connection needs no statement before it can be used.
 pub(super) async fn open(url: &str, name: &str, ns: &str) -> Result<Client, LedgerError> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| pg_error(name, &format!("invalid URL {name}"), &e))?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        error(
+            BackendErrorKind::RejectedInput,
+            name,
+            format!("invalid URL {name}: {e}"),
+        )
+        .with_source(e)
+    })?;
     let options = match config.get_options() {
         Some(given) => format!("{given} -c search_path={ns}"),
         None => format!("-c search_path={ns}"),
@@ -101,7 +92,7 @@ pub(super) async fn open(url: &str, name: &str, ns: &str) -> Result<Client, Ledg
     let (client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| pg_error(name, &format!("cannot connect to {name}"), &e))?;
+        .map_err(|e| pg_error(name, &format!("cannot connect to {name}"), e))?;
     let conn_name = name.to_owned();
     tokio::spawn(async move {
         if let Err(e) = connection.await {

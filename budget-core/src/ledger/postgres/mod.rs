@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod connection;
+mod error;
 mod schema;
 mod totals;
 mod writes;
@@ -15,12 +16,14 @@ use tokio_postgres::Client;
 
 pub use self::schema::POSTGRES_SCHEMA_VERSION;
 
-use self::connection::{MAX_RECONNECTS, open, pg_error};
+use self::connection::{MAX_RECONNECTS, open};
+use self::error::pg_error;
 use self::schema::migrate;
 use self::writes::{Pending, Write};
 use super::any::valid_namespace;
 use super::sql::{HOUR_NS, Refusal, error};
 use super::{Dimension, GroupTotal, Ledger, LedgerError, LedgerQuery, UsageEvent};
+use crate::backend_error::BackendErrorKind;
 use crate::redact::redact_url;
 
 /// Events in a PostgreSQL schema: the [`Ledger`] shared by many instances.
@@ -136,6 +139,7 @@ impl PostgresLedger {
         let name = redact_url(url);
         if !valid_namespace(namespace) {
             return Err(error(
+                BackendErrorKind::RejectedInput,
                 &name,
                 format!(
                     "invalid namespace {namespace:?}: use lower-case letters, digits and '_' \
@@ -149,7 +153,7 @@ impl PostgresLedger {
             .query_one("SELECT nextval('ledger_writers')", &[])
             .await
             .and_then(|r| r.try_get(0))
-            .map_err(|e| pg_error(&name, "cannot draw a writer number", &e))?;
+            .map_err(|e| pg_error(&name, "cannot draw a writer number", e))?;
         Ok(PostgresLedger {
             name,
             namespace: namespace.to_owned(),
@@ -181,7 +185,7 @@ impl PostgresLedger {
             .map(|r| {
                 r.try_get::<_, i64>(0)
                     .map(|id| id as u64)
-                    .map_err(|e| pg_error(&self.name, "cannot read event ids", &e))
+                    .map_err(|e| pg_error(&self.name, "cannot read event ids", e))
             })
             .collect()
     }
@@ -196,7 +200,7 @@ impl Ledger for PostgresLedger {
     fn record(&self, e: UsageEvent) -> impl Future<Output = Result<(), LedgerError>> + Send {
         let handed = Write::of(&e)
             .map(|w| self.hand_over(w))
-            .map_err(|m| Refusal::new(error(&self.name, m), e.id));
+            .map_err(|m| Refusal::new(error(BackendErrorKind::OutOfRange, &self.name, m), e.id));
         async move {
             let seq = handed.map_err(Refusal::into_error)?;
             self.drain(seq + 1, Some(seq)).await

@@ -3,7 +3,8 @@
 
 use tokio_postgres::Client;
 
-use super::connection::pg_error;
+use super::error::pg_error;
+use crate::backend_error::BackendErrorKind;
 use crate::ledger::LedgerError;
 use crate::ledger::sql::error;
 
@@ -66,7 +67,7 @@ pub const POSTGRES_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub(super) async fn migrate(client: &mut Client, name: &str, ns: &str) -> Result<(), LedgerError> {
     let fail = |what: &str| {
         let what = what.to_owned();
-        move |e: tokio_postgres::Error| pg_error(name, &what, &e)
+        move |e: tokio_postgres::Error| pg_error(name, &what, e)
     };
     let tx = client
         .transaction()
@@ -94,7 +95,7 @@ async fn migrate_in(
 ) -> Result<(), LedgerError> {
     let fail = |what: &str| {
         let what = what.to_owned();
-        move |e: tokio_postgres::Error| pg_error(name, &what, &e)
+        move |e: tokio_postgres::Error| pg_error(name, &what, e)
     };
     // Serialise instances migrating the same namespace.
     tx.execute(
@@ -122,6 +123,7 @@ async fn migrate_in(
         .map_err(fail("cannot read the schema"))?;
     if tables > 0 && !has_version {
         return Err(error(
+            BackendErrorKind::Corrupt,
             name,
             format!(
                 "not a token-budget ledger: schema {ns} holds {tables} other tables and no \
@@ -145,6 +147,7 @@ async fn migrate_in(
         .map_err(fail("cannot read the schema version"))?;
     if version > POSTGRES_SCHEMA_VERSION {
         return Err(error(
+            BackendErrorKind::Corrupt,
             name,
             format!(
                 "the ledger's schema version {version} (schema {ns}) is newer than this build \
@@ -153,7 +156,11 @@ async fn migrate_in(
         ));
     }
     if version < 0 {
-        return Err(error(name, format!("invalid schema version {version}")));
+        return Err(error(
+            BackendErrorKind::Corrupt,
+            name,
+            format!("invalid schema version {version}"),
+        ));
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let to = from as i64 + 1;

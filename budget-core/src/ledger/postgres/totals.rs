@@ -3,7 +3,8 @@
 use tokio_postgres::types::ToSql;
 
 use super::PostgresLedger;
-use super::connection::{MAX_RECONNECTS, pg_error};
+use super::connection::MAX_RECONNECTS;
+use super::error::pg_error;
 use crate::ledger::sql::{Dialect, Folder, Param, SqlRow, TotalsSql, totals_sql};
 use crate::ledger::{GroupTotal, LedgerError, LedgerQuery};
 
@@ -52,12 +53,12 @@ impl SqlRow for PgRow<'_> {
     fn int(&self, col: usize) -> Result<Option<i64>, LedgerError> {
         self.row
             .try_get(col)
-            .map_err(|e| pg_error(self.name, "query failed", &e))
+            .map_err(|e| pg_error(self.name, "query failed", e))
     }
 
     fn text(&self, col: usize) -> Result<Option<String>, LedgerError> {
         self.row
             .try_get(col)
-            .map_err(|e| pg_error(self.name, "query failed", &e))
+            .map_err(|e| pg_error(self.name, "query failed", e))
     }
 }

@@ -13,8 +13,9 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
 use super::PostgresLedger;
-use super::connection::{MAX_RECONNECTS, open, pg_error};
-use crate::ledger::sql::{EventRow, error};
+use super::connection::{MAX_RECONNECTS, open};
+use super::error::pg_error;
+use crate::ledger::sql::EventRow;
 use crate::ledger::{LedgerError, UsageEvent};
 
 /// One statement inserts the event and its tags (a data-modifying CTE): atomic, one round trip.
@@ -253,13 +254,13 @@ impl PostgresLedger {
         drop(claim);
         match (mine, failure) {
             (Some(_), _) | (None, None) => own,
-            (None, Some(e)) => Err(error(
-                &self.name,
-                format!(
+            (None, Some(e)) => {
+                let message = format!(
                     "{failed} usage events stay queued, not yet stored: {}",
-                    e.message
-                ),
-            )),
+                    e.message()
+                );
+                Err(e.with_message(message))
+            }
         }
     }
 
@@ -344,7 +345,9 @@ fn store_on_close(
         .build()
         .map_err(|e| (all, format!("cannot start a runtime: {e}")))?;
     runtime.block_on(async {
-        let client = open(url, name, ns).await.map_err(|e| (all, e.message))?;
+        let client = open(url, name, ns)
+            .await
+            .map_err(|e| (all, e.message().to_owned()))?;
         let mut results = Vec::with_capacity(writes.len());
         for round in writes.chunks(PIPELINE) {
             results.extend(join_all(round.iter().map(|w| insert_on(&client, w, writer))).await);
@@ -352,7 +355,10 @@ fn store_on_close(
         let failed = results.iter().filter(|r| r.is_err()).count();
         match results.into_iter().find_map(Result::err) {
             None => Ok(()),
-            Some(e) => Err((failed, pg_error(name, "write failed", &e).message)),
+            Some(e) => Err((
+                failed,
+                pg_error(name, "write failed", e).message().to_owned(),
+            )),
         }
     })
 }

@@ -1,5 +1,6 @@
 //! The embedded SQLite ledger: one file, WAL mode, one writer thread with group commit.
 
+mod error;
 mod reader;
 mod schema;
 mod writer;
@@ -22,6 +23,7 @@ use self::schema::{connect, migrate};
 use self::writer::{Answer, WriteMsg, Writer};
 use super::sql::{EventRow, Refusal, error};
 use super::{GroupTotal, Ledger, LedgerError, LedgerQuery, UsageEvent};
+use crate::backend_error::BackendErrorKind;
 
 /// When a `record` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,18 +139,6 @@ impl fmt::Debug for SqliteLedger {
     }
 }
 
-pub(super) fn sql_error(name: &str, what: &str, e: &rusqlite::Error) -> LedgerError {
-    if let rusqlite::Error::SqliteFailure(f, _) = e {
-        if f.code == rusqlite::ErrorCode::NotADatabase {
-            return error(
-                name,
-                format!("{what}: the file is not a SQLite database ({e})"),
-            );
-        }
-    }
-    error(name, format!("{what}: {e}"))
-}
-
 impl SqliteLedger {
     /// Opens (or creates) the ledger file at `path`, durable mode, default queue sizes.
     ///
@@ -169,6 +159,10 @@ impl SqliteLedger {
         migrate(&mut conn, &name)?;
         let reader = connect(&path, &name, options.durability)?;
 
+        let cannot_start = |thread: &str, e: std::io::Error| {
+            let message = format!("cannot start the {thread} thread: {e}");
+            error(BackendErrorKind::Refused, &name, message).with_source(e)
+        };
         let failed = Arc::new(Mutex::new(None));
         let queued = Arc::new(AtomicUsize::new(0));
         let (wtx, wrx) = mpsc::channel();
@@ -183,7 +177,7 @@ impl SqliteLedger {
             std::thread::Builder::new()
                 .name("sqlite-ledger-writer".into())
                 .spawn(move || writer.run(conn, &wrx))
-                .map_err(|e| error(&name, format!("cannot start the writer thread: {e}")))?
+                .map_err(|e| cannot_start("writer", e))?
         };
         let (rtx, rrx) = mpsc::channel();
         let reader = {
@@ -191,7 +185,7 @@ impl SqliteLedger {
             std::thread::Builder::new()
                 .name("sqlite-ledger-reader".into())
                 .spawn(move || read_loop(&reader, &rrx, &thread_name))
-                .map_err(|e| error(&name, format!("cannot start the reader thread: {e}")))?
+                .map_err(|e| cannot_start("reader", e))?
         };
         Ok(SqliteLedger {
             name,
@@ -219,9 +213,9 @@ impl SqliteLedger {
     pub fn flush(&self) -> impl Future<Output = Result<(), LedgerError>> + Send + '_ {
         let sent = self.send_flush();
         async move {
-            sent?.await.map_err(|_| {
-                self.failed_or(error(&self.name, "the writer stopped before committing"))
-            })?
+            sent?
+                .await
+                .map_err(|_| self.failed_or(self.closed("the writer stopped before committing")))?
         }
     }
 
@@ -233,7 +227,7 @@ impl SqliteLedger {
         let (tx, rx) = oneshot::channel();
         self.read(ReadMsg::Ids(tx))?;
         rx.await
-            .map_err(|_| error(&self.name, "the reader thread stopped"))?
+            .map_err(|_| self.closed("the reader thread stopped"))?
     }
 
     /// Hands `row` to the writer; the answer to wait for when the caller must wait for the
@@ -257,7 +251,7 @@ impl SqliteLedger {
         };
         if writes.send(WriteMsg::Event(row, reply)).is_err() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.failed_or(error(&self.name, "the writer thread stopped")));
+            return Err(self.failed_or(self.closed("the writer thread stopped")));
         }
         Ok(answer)
     }
@@ -268,7 +262,7 @@ impl SqliteLedger {
         let (tx, rx) = oneshot::channel();
         self.writes()?
             .send(WriteMsg::Flush(tx))
-            .map_err(|_| self.failed_or(error(&self.name, "the writer thread stopped")))?;
+            .map_err(|_| self.failed_or(self.closed("the writer thread stopped")))?;
         Ok(rx)
     }
 
@@ -286,10 +280,15 @@ impl SqliteLedger {
         }
     }
 
+    /// The ledger, or a thread of it, has stopped: `what` says which.
+    fn closed(&self, what: &str) -> LedgerError {
+        error(BackendErrorKind::Closed, &self.name, what)
+    }
+
     fn writes(&self) -> Result<&mpsc::Sender<WriteMsg>, LedgerError> {
         self.writes
             .as_ref()
-            .ok_or_else(|| error(&self.name, "the ledger is closed"))
+            .ok_or_else(|| self.closed("the ledger is closed"))
     }
 
     fn check_failed(&self) -> Result<(), LedgerError> {
@@ -310,9 +309,9 @@ impl SqliteLedger {
     fn read(&self, msg: ReadMsg) -> Result<(), LedgerError> {
         self.reads
             .as_ref()
-            .ok_or_else(|| error(&self.name, "the ledger is closed"))?
+            .ok_or_else(|| self.closed("the ledger is closed"))?
             .send(msg)
-            .map_err(|_| error(&self.name, "the reader thread stopped"))
+            .map_err(|_| self.closed("the reader thread stopped"))
     }
 }
 
@@ -342,7 +341,7 @@ impl Ledger for SqliteLedger {
         let id = event.id;
         // The answer is guarded from here on: a future dropped unpolled drops the guard too.
         let handed = EventRow::of(&event)
-            .map_err(|m| error(&self.name, m))
+            .map_err(|m| error(BackendErrorKind::OutOfRange, &self.name, m))
             .and_then(|row| self.hand_over(Box::new(row)))
             .map(|answer| {
                 answer.map(|rx| Answer {
@@ -357,7 +356,7 @@ impl Ledger for SqliteLedger {
                 Err(refusal) => Err(refusal.into_error()),
                 Ok(None) => Ok(()),
                 Ok(Some(mut answer)) => (&mut answer.rx).await.map_err(|_| {
-                    self.failed_or(error(&self.name, "the writer stopped before committing"))
+                    self.failed_or(self.closed("the writer stopped before committing"))
                 })?,
             }
         }
@@ -374,7 +373,7 @@ impl Ledger for SqliteLedger {
             let (tx, rx) = oneshot::channel();
             self.read(ReadMsg::Totals(query, tx))?;
             rx.await
-                .map_err(|_| error(&self.name, "the reader thread stopped"))?
+                .map_err(|_| self.closed("the reader thread stopped"))?
         }
     }
 }

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 use tokio::sync::oneshot;
 
-use super::sql_error;
+use super::error::sql_error;
 use crate::ledger::sql::{Dialect, Folder, HOUR_NS, Param, SqlRow, TotalsSql, totals_sql};
 use crate::ledger::{Dimension, GroupTotal, LedgerError, LedgerQuery};
 
@@ -33,7 +33,7 @@ pub(super) fn read_loop(conn: &Connection, rx: &std::sync::mpsc::Receiver<ReadMs
                         .collect::<Result<Vec<_>, _>>()?;
                     Ok(ids)
                 })()
-                .map_err(|e: rusqlite::Error| sql_error(name, "cannot read event ids", &e));
+                .map_err(|e: rusqlite::Error| sql_error(name, "cannot read event ids", e));
                 let _ = reply.send(ids);
             }
         }
@@ -77,7 +77,7 @@ fn totals_at(
         Param::Int(i) => Value::Integer(i),
         Param::Text(t) => Value::Text(t),
     });
-    let read = |e: rusqlite::Error| sql_error(name, "query failed", &e);
+    let read = |e: rusqlite::Error| sql_error(name, "query failed", e);
     let mut stmt = conn.prepare(&sql).map_err(read)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
@@ -101,12 +101,12 @@ impl SqlRow for SqliteRow<'_, '_> {
     fn int(&self, col: usize) -> Result<Option<i64>, LedgerError> {
         self.row
             .get(col)
-            .map_err(|e| sql_error(self.name, "query failed", &e))
+            .map_err(|e| sql_error(self.name, "query failed", e))
     }
 
     fn text(&self, col: usize) -> Result<Option<String>, LedgerError> {
         self.row
             .get(col)
-            .map_err(|e| sql_error(self.name, "query failed", &e))
+            .map_err(|e| sql_error(self.name, "query failed", e))
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Durability, sql_error};
+use super::Durability;
+use super::error::sql_error;
+use crate::backend_error::BackendErrorKind;
 use crate::ledger::LedgerError;
 use crate::ledger::sql::error;
 
@@ -70,15 +72,16 @@ pub(super) fn connect(
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| sql_error(name, "cannot open", &e))?;
+    .map_err(|e| sql_error(name, "cannot open", e))?;
     conn.busy_timeout(Duration::from_secs(10))
-        .map_err(|e| sql_error(name, "cannot set the busy timeout", &e))?;
+        .map_err(|e| sql_error(name, "cannot set the busy timeout", e))?;
     // The first read of the file: a file that is not SQLite fails here.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| sql_error(name, "cannot switch to WAL mode", &e))?;
+        .map_err(|e| sql_error(name, "cannot switch to WAL mode", e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(error(
+            BackendErrorKind::Refused,
             name,
             format!("cannot switch to WAL mode (journal mode is {mode})"),
         ));
@@ -90,22 +93,23 @@ pub(super) fn connect(
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
     ))
-    .map_err(|e| sql_error(name, "cannot set the synchronous mode", &e))?;
+    .map_err(|e| sql_error(name, "cannot set the synchronous mode", e))?;
     Ok(conn)
 }
 
 pub(super) fn migrate(conn: &mut Connection, name: &str) -> Result<(), LedgerError> {
     let pragma = |conn: &Connection, p: &str| -> Result<i64, LedgerError> {
         conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
-            .map_err(|e| sql_error(name, &format!("cannot read {p}"), &e))
+            .map_err(|e| sql_error(name, &format!("cannot read {p}"), e))
     };
     let version = pragma(conn, "user_version")?;
     let app = pragma(conn, "application_id")?;
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| sql_error(name, "cannot read the schema", &e))?;
+        .map_err(|e| sql_error(name, "cannot read the schema", e))?;
     if app != i64::from(APPLICATION_ID) && (tables > 0 || version != 0) {
         return Err(error(
+            BackendErrorKind::Corrupt,
             name,
             format!(
                 "not a token-budget ledger: the database holds another schema \
@@ -115,6 +119,7 @@ pub(super) fn migrate(conn: &mut Connection, name: &str) -> Result<(), LedgerErr
     }
     if version > SQLITE_SCHEMA_VERSION {
         return Err(error(
+            BackendErrorKind::Corrupt,
             name,
             format!(
                 "the ledger's schema version {version} is newer than this build supports \
@@ -123,13 +128,17 @@ pub(super) fn migrate(conn: &mut Connection, name: &str) -> Result<(), LedgerErr
         ));
     }
     if version < 0 {
-        return Err(error(name, format!("invalid schema version {version}")));
+        return Err(error(
+            BackendErrorKind::Corrupt,
+            name,
+            format!("invalid schema version {version}"),
+        ));
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let to = from + 1;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| sql_error(name, "cannot start a migration", &e))?;
+            .map_err(|e| sql_error(name, "cannot start a migration", e))?;
         // Another process may have migrated meanwhile.
         let now = pragma(&tx, "user_version")?;
         if now >= to as i64 {
@@ -142,13 +151,7 @@ pub(super) fn migrate(conn: &mut Connection, name: &str) -> Result<(), LedgerErr
                 ))
             })
             .and_then(|()| tx.commit())
-            .map_err(|e| {
-                sql_error(
-                    name,
-                    &format!("migration to schema version {to} failed"),
-                    &e,
-                )
-            })?;
+            .map_err(|e| sql_error(name, &format!("migration to schema version {to} failed"), e))?;
     }
     Ok(())
 }

@@ -9,7 +9,8 @@ use std::time::Instant;
 use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
-use super::{Durability, sql_error};
+use super::Durability;
+use super::error::sql_error;
 use crate::ledger::LedgerError;
 use crate::ledger::sql::EventRow;
 
@@ -98,7 +99,7 @@ impl Writer {
         let result = match known_failure {
             Some(e) => Err(e),
             None => write_batch(conn, batch).map_err(|e| {
-                let e = sql_error(name, "write failed; the ledger accepts no more events", &e);
+                let e = sql_error(name, "write failed; the ledger accepts no more events", e);
                 *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.clone());
                 e
             }),

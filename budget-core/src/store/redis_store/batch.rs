@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use redis::Value;
 use redis::aio::ConnectionManager;
-use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::call::run_batch;
+use super::error::{OpError, kind_of};
 use super::handover::Handed;
-use super::retry::{Retry, unreachable};
+use super::retry::Retry;
 use super::wire::Reply;
 use super::{Call, RedisBudgetStore, Shared, Which};
 
@@ -119,46 +120,6 @@ fn queue_orphan_release(ops: &mpsc::UnboundedSender<Pending>, release: Call) {
     }
 }
 
-/// Why an operation got no reply.
-#[derive(Debug, Clone)]
-pub(in crate::store) struct OpError {
-    /// Redis could not be reached (as opposed to a script that refused).
-    pub(super) unreachable: bool,
-    /// The operation went to the retry queue.
-    pub(super) queued: bool,
-    message: String,
-}
-
-impl OpError {
-    fn from_redis(e: &RedisError) -> OpError {
-        OpError {
-            unreachable: unreachable(e),
-            queued: false,
-            message: e.to_string(),
-        }
-    }
-
-    pub(super) fn closed() -> OpError {
-        OpError {
-            unreachable: false,
-            queued: false,
-            message: "the store's batcher has stopped".into(),
-        }
-    }
-}
-
-impl std::fmt::Display for OpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl From<OpError> for RedisError {
-    fn from(e: OpError) -> RedisError {
-        RedisError::from((redis::ErrorKind::Io, "batched operation failed", e.message))
-    }
-}
-
 /// Sends the operations of many concurrent callers to Redis together: whatever queued while
 /// the previous batch ran goes in the next script call. Redis's time goes into the budget
 /// decisions rather than into starting scripts, and a counter many calls share (an agent's
@@ -240,17 +201,13 @@ impl Batcher {
         let result = run_batch(&mut self.conn.clone(), &calls).await;
         match &result {
             Ok(_) => self.shared.down.store(false, Ordering::Relaxed),
-            Err(e) if unreachable(e) => self.shared.down.store(true, Ordering::Relaxed),
+            Err(e) if kind_of(e).is_outage() => self.shared.down.store(true, Ordering::Relaxed),
             Err(_) => {}
         }
         let mut replies = match result {
             Ok(values) if values.len() == batch.len() => values.into_iter().map(Ok).collect(),
             Ok(values) => {
-                let e = OpError {
-                    unreachable: false,
-                    queued: false,
-                    message: format!("{} replies for {} operations", values.len(), batch.len()),
-                };
+                let e = OpError::miscounted(values.len(), batch.len());
                 vec![Err(e); batch.len()]
             }
             Err(e) => vec![Err(OpError::from_redis(&e)); batch.len()],
@@ -261,7 +218,7 @@ impl Batcher {
             let mut result = replies.next().unwrap_or_else(|| Err(OpError::closed()));
             if let Err(e) = &mut result {
                 let which = pending.call.script;
-                if e.unreachable && which.retried() {
+                if e.kind.is_outage() && which.retried() {
                     let call = std::mem::replace(&mut pending.call, Call::new(which));
                     let retry = Retry {
                         call,

@@ -10,6 +10,7 @@
 
 mod batch;
 mod call;
+mod error;
 mod handover;
 mod keys;
 mod options;
@@ -45,6 +46,7 @@ use self::retry::{Retry, retry_settles};
 use super::{BudgetStore, CounterSpec, CounterUsage, ReserveOutcome, StoreError, Ticket};
 use crate::admission::{Amount, ReserveRequest};
 use crate::attribution::TaskId;
+use crate::backend_error::BackendErrorKind;
 use crate::limits::CounterKey;
 use crate::redact::redact_url;
 
@@ -144,13 +146,11 @@ impl RedisBudgetStore {
         options: RedisStoreOptions,
     ) -> Result<RedisBudgetStore, StoreError> {
         let name = format!("redis {} (prefix {})", redact_url(url), options.prefix);
-        let fail = |message: String| StoreError {
-            store: name.clone(),
-            message,
-        };
-        let keys = KeySpace::new(&options.prefix).map_err(&fail)?;
-        options.validate().map_err(&fail)?;
-        let client = redis_client(url, options.tls_roots.as_deref()).map_err(&fail)?;
+        let fail = |kind, message: String| StoreError::new(kind, name.clone(), message);
+        let rejected = |message| fail(BackendErrorKind::RejectedInput, message);
+        let keys = KeySpace::new(&options.prefix).map_err(rejected)?;
+        options.validate().map_err(rejected)?;
+        let client = redis_client(url, options.tls_roots.as_deref(), &name)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
@@ -160,8 +160,8 @@ impl RedisBudgetStore {
             ConnectionManager::new_with_config(client, config),
         )
         .await
-        .map_err(|_| fail("timed out connecting".into()))?
-        .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        .map_err(|_| fail(BackendErrorKind::Timeout, "timed out connecting".into()))?
+        .map_err(|e| fail(error::kind_of(&e), format!("cannot connect: {e}")).with_source(e))?;
         let (retries, pending) = mpsc::unbounded_channel();
         let (ops, queued) = mpsc::channel(OP_QUEUE);
         let (handover, handed) = mpsc::unbounded_channel();
@@ -213,13 +213,6 @@ impl RedisBudgetStore {
     /// (only with [`RedisStoreOptions::fail_open`]).
     pub fn failed_open(&self) -> u64 {
         self.inner.failed_open.load(Ordering::Relaxed)
-    }
-
-    pub(in crate::store) fn error(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            store: self.inner.name.clone(),
-            message: format!("{what}: {e}"),
-        }
     }
 
     /// The store's key names.

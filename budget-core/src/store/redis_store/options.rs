@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use redis::RedisError;
 
+use crate::backend_error::BackendErrorKind;
+use crate::store::StoreError;
+
 /// The shortest lease: a call holds its reservation at least this long.
 pub(crate) const MIN_LEASE: Duration = Duration::from_secs(10);
 /// The longest lease (its holder may have died: the budget stays blocked that long).
@@ -142,8 +145,16 @@ impl RedisStoreOptions {
 }
 
 /// The Redis client for `url`, with TLS when the URL asks for it.
-pub(super) fn redis_client(url: &str, tls_roots: Option<&[u8]>) -> Result<redis::Client, String> {
-    let not_a_url = |e: RedisError| format!("not a Redis URL: {e}");
+/// Errors name the store `name`; they are all [`RejectedInput`](BackendErrorKind::RejectedInput)
+/// (nothing is sent yet), with the client's error as their source.
+pub(super) fn redis_client(
+    url: &str,
+    tls_roots: Option<&[u8]>,
+    name: &str,
+) -> Result<redis::Client, StoreError> {
+    let rejected =
+        |message: String| StoreError::new(BackendErrorKind::RejectedInput, name, message);
+    let not_a_url = |e: RedisError| rejected(format!("not a Redis URL: {e}")).with_source(e);
     if !url.starts_with("rediss:") {
         return redis::Client::open(url).map_err(not_a_url);
     }
@@ -154,14 +165,14 @@ pub(super) fn redis_client(url: &str, tls_roots: Option<&[u8]>) -> Result<redis:
     };
     const CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
     if !pem.windows(CERTIFICATE.len()).any(|w| w == CERTIFICATE) {
-        return Err("the TLS roots hold no PEM certificate".into());
+        return Err(rejected("the TLS roots hold no PEM certificate".into()));
     }
     let certificates = redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(pem.to_vec()),
     };
     redis::Client::build_with_tls(url, certificates)
-        .map_err(|e| format!("cannot use the TLS roots: {e}"))
+        .map_err(|e| rejected(format!("cannot use the TLS roots: {e}")).with_source(e))
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl RedisBudgetStore {
         }
         let mut reply = match result {
             Ok(reply) => reply,
-            Err(e) if self.inner.options.fail_open && e.unreachable => {
+            Err(e) if self.inner.options.fail_open && e.kind.is_outage() => {
                 self.inner.failed_open.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(store = %self.inner.name, error = %e, "Redis unreachable: admitting a call without a budget (fail-open)");
                 return Ok(ReserveOutcome::Reserved(Ticket::new(
@@ -102,9 +102,9 @@ impl RedisBudgetStore {
                     Vec::new(),
                 )));
             }
-            Err(e) => return Err(self.error("reserve", e)),
+            Err(e) => return Err(self.op_error("reserve", e)),
         };
-        let bad = |e: String| self.error("reserve: unexpected reply", e);
+        let bad = |e: String| self.unexpected("reserve: unexpected reply", e);
         if reply.int().map_err(bad)? == 1 {
             // The id slot: the script answers 0, the id being ours.
             reply.int().map_err(bad)?;

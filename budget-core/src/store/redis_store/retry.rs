@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use redis::RedisError;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
+use super::error::kind_of;
 use super::handover::Handed;
 use super::{Call, RETRY_HORIZON, Shared};
 
@@ -60,7 +60,7 @@ pub(super) async fn retry_settles(
                     shared.down.store(false, Ordering::Relaxed);
                     pending.pop_front();
                 }
-                Err(e) if unreachable(&e) => {
+                Err(e) if kind_of(&e).is_outage() => {
                     shared.down.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -83,9 +83,4 @@ pub(super) struct Retry {
     /// Held only to be dropped: the operation counts as delivered once it lands or is given
     /// up.
     pub(super) _handed: Option<Handed>,
-}
-
-/// Errors that mean "Redis could not be reached", as opposed to a script that refused.
-pub(super) fn unreachable(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }

@@ -6,10 +6,12 @@ use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
 
-use super::batch::{OpError, Pending};
+use super::batch::Pending;
+use super::error::OpError;
 use super::wire::{Reply, clamp_tokens, money_arg};
 use super::{Call, RETRY_HORIZON, RedisBudgetStore, Which};
 use crate::admission::Amount;
+use crate::backend_error::BackendErrorKind;
 use crate::store::{BudgetStore, CounterSpec, CounterUsage, StoreError, Ticket};
 
 /// How long a settle's marker lives after the last settle marked next to it: longer than
@@ -35,7 +37,7 @@ impl RedisBudgetStore {
         let answer = match self.settle_call(&ticket, counters, actual, now.as_millisecond()) {
             Ok(call) => self
                 .hand_over(call)
-                .map_err(|e| self.error("settle (not handed over)", e)),
+                .map_err(|e| self.op_error("settle (not handed over)", e)),
             Err(e) => {
                 // A settle that cannot be expressed still gives its reservation back.
                 self.release(ticket);
@@ -49,19 +51,19 @@ impl RedisBudgetStore {
             };
             let mut reply = match result {
                 Ok(value) => Reply::new(value),
-                Err(e) if e.queued => return Err(store.error("settle (queued for retry)", e)),
-                Err(e) if e.unreachable => {
-                    return Err(store.error(
+                Err(e) if e.queued => return Err(store.op_error("settle (queued for retry)", e)),
+                Err(e) if e.kind.is_outage() => {
+                    return Err(store.op_error(
                         "settle (the store is closing: the shared counters miss this usage)",
                         e,
                     ));
                 }
-                Err(e) => return Err(store.error("settle", e)),
+                Err(e) => return Err(store.op_error("settle", e)),
             };
             (0..count)
                 .map(|_| reply.usage())
                 .collect::<Result<_, _>>()
-                .map_err(|e| store.error("settle: unexpected reply", e))
+                .map_err(|e| store.unexpected("settle: unexpected reply", e))
         }
     }
 
@@ -157,6 +159,7 @@ impl RedisBudgetStore {
             let left = shared.tracker.undelivered_before(mark);
             if shared.down.load(Ordering::Relaxed) {
                 return Err(self.error(
+                    BackendErrorKind::Unreachable,
                     "flush",
                     format!(
                         "Redis cannot be reached; {left} settles or releases wait for it \
@@ -166,6 +169,7 @@ impl RedisBudgetStore {
             }
             if shared.tracker.deliveries() == before {
                 return Err(self.error(
+                    BackendErrorKind::Timeout,
                     "flush",
                     format!("nothing reached Redis in {tick:?}; {left} settles or releases wait"),
                 ));
@@ -192,8 +196,7 @@ mod tests {
 
     use super::super::RedisStoreOptions;
     use super::super::fixture::{daily, tokens};
-    use crate::admission::ReserveRequest;
-    use crate::store::{BudgetStore, ReserveOutcome, Ticket};
+    use crate::store::{BudgetStore, Ticket};
 
     /// A settle whose reply was lost is sent again by the retry queue: whether it had been
     /// applied or not, it must count once.
@@ -204,13 +207,7 @@ mod tests {
             return;
         };
         let (store, specs) = (&daily.store, &daily.specs);
-        let ReserveOutcome::Reserved(ticket) = store
-            .reserve(specs, &ReserveRequest::fixed(tokens(50)), now)
-            .await
-            .unwrap()
-        else {
-            panic!("50 of 100 fits");
-        };
+        let ticket = daily.reserve(50, now).await;
         let reserved = store
             .settle_call(&ticket, specs, tokens(40), now.as_millisecond())
             .unwrap();
@@ -243,13 +240,7 @@ mod tests {
             return;
         };
         let (store, specs) = (&daily.store, &daily.specs);
-        let ReserveOutcome::Reserved(ticket) = store
-            .reserve(specs, &ReserveRequest::fixed(tokens(50)), t0)
-            .await
-            .unwrap()
-        else {
-            panic!("50 of 100 fits");
-        };
+        let ticket = daily.reserve(50, t0).await;
         let t1 = t0 + jiff::SignedDuration::from_secs(60 + 3_600 + 1);
         // Reading purges the lease, and forgets it: it ran out over an hour before t1.
         store.usage(specs, t1).await.unwrap();

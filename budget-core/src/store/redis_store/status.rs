@@ -33,12 +33,16 @@ impl RedisBudgetStore {
                 WindowSpan::Task => call.arg("t").arg(0).arg(0),
             };
         }
-        let mut reply = self.run(call).await.1.map_err(|e| self.error("usage", e))?;
+        let mut reply = self
+            .run(call)
+            .await
+            .1
+            .map_err(|e| self.op_error("usage", e))?;
         counters
             .iter()
             .map(|_| reply.usage())
             .collect::<Result<_, _>>()
-            .map_err(|e| self.error("usage: unexpected reply", e))
+            .map_err(|e| self.unexpected("usage: unexpected reply", e))
     }
 
     /// Every counter hash name of this store matching `pattern`.
@@ -73,7 +77,7 @@ impl RedisBudgetStore {
         let names = self
             .scan(&self.inner.keys.all_counters())
             .await
-            .map_err(|e| self.error("snapshot", e))?;
+            .map_err(|e| self.redis_error("snapshot", e))?;
         let now_ms = now.as_millisecond();
         let now_nanos = i64::try_from(now.as_nanosecond()).unwrap_or(i64::MAX);
         let mut counters = Vec::with_capacity(names.len());
@@ -85,7 +89,7 @@ impl RedisBudgetStore {
             let metas: Vec<(Option<String>, Option<i64>, Option<i64>)> = pipe
                 .query_async(&mut self.inner.conn.clone())
                 .await
-                .map_err(|e| self.error("snapshot", e))?;
+                .map_err(|e| self.redis_error("snapshot", e))?;
             for (name, (kind, sn, end)) in chunk.iter().zip(metas) {
                 let Some(key) = self.inner.keys.parse_counter(name) else {
                     continue;

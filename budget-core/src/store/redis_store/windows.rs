@@ -2,6 +2,7 @@
 //! when it ends.
 
 use super::{Call, RedisBudgetStore, millis, wire};
+use crate::backend_error::BackendErrorKind;
 use crate::limits::{ROLLING_LIVE_SLOTS, WindowSpan};
 use crate::store::StoreError;
 
@@ -18,6 +19,7 @@ impl RedisBudgetStore {
             WindowSpan::Rolling { slot_nanos, slot } => {
                 if slot.unsigned_abs() > wire::MAX_EXACT {
                     return Err(self.error(
+                        BackendErrorKind::OutOfRange,
                         "rolling window",
                         format!("slots of {slot_nanos} ns are too narrow for Redis's numbers"),
                     ));
