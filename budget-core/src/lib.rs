@@ -30,6 +30,7 @@
 
 pub mod admission;
 pub mod attribution;
+mod backend_error;
 mod budget;
 pub mod clock;
 pub mod compress;
@@ -49,6 +50,7 @@ pub mod usage;
 
 pub use admission::Amount;
 pub use attribution::{Attribution, TaskId, UNATTRIBUTED};
+pub use backend_error::BackendErrorKind;
 pub use budget::{
     Budget, BudgetBuilder, BudgetError, CallEstimate, CommitDetails, Committed, DenialCounts,
     Denied, Estimate, LimitStatus, Remaining, Reservation, ThresholdCrossing, percent_used,

@@ -628,10 +628,11 @@ impl Ledger for BrokenLedger {
         &self,
         _: budget_core::UsageEvent,
     ) -> Result<(), budget_core::ledger::LedgerError> {
-        Err(budget_core::ledger::LedgerError {
-            ledger: "broken".into(),
-            message: "disk full".into(),
-        })
+        Err(budget_core::ledger::LedgerError::new(
+            budget_core::BackendErrorKind::Refused,
+            "broken",
+            "disk full",
+        ))
     }
 
     async fn totals(
@@ -653,7 +654,7 @@ fn a_failing_ledger_hands_the_event_back_and_the_budget_still_counts_it() {
     let held = ready(budget.reserve(&who, "gpt-4o", Estimate::new(100, 100))).unwrap();
     match ready(held.commit(Usage::new(100, 50))) {
         Err(BudgetError::Ledger { source, event }) => {
-            assert_eq!(source.message, "disk full");
+            assert_eq!(source.message(), "disk full");
             assert_eq!(
                 event.usage,
                 Usage::new(100, 50),

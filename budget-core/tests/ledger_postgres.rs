@@ -72,8 +72,8 @@ async fn connection_refused_is_a_typed_error_naming_the_url() {
     let err = PostgresLedger::connect(url, "tb_refused")
         .await
         .expect_err("nothing listens on port 1");
-    assert_eq!(err.ledger, url);
-    assert!(err.message.contains(url), "{err}");
+    assert_eq!(err.ledger(), url);
+    assert!(err.message().contains(url), "{err}");
     assert!(err.to_string().contains(url), "{err}");
 }
 
@@ -82,7 +82,7 @@ async fn invalid_namespace_is_a_typed_error() {
     let err = PostgresLedger::connect("postgres://postgres@127.0.0.1:1/test", "x; DROP TABLE y")
         .await
         .expect_err("invalid namespace");
-    assert!(err.message.contains("invalid namespace"), "{err}");
+    assert!(err.message().contains("invalid namespace"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +104,7 @@ async fn foreign_and_newer_schemas_are_typed_errors() {
     let err = PostgresLedger::connect(&url, &foreign.name)
         .await
         .expect_err("foreign");
-    assert!(err.message.contains("not a token-budget ledger"), "{err}");
+    assert!(err.message().contains("not a token-budget ledger"), "{err}");
 
     drop(
         PostgresLedger::connect(&url, &newer.name)
@@ -121,8 +121,8 @@ async fn foreign_and_newer_schemas_are_typed_errors() {
     let err = PostgresLedger::connect(&url, &newer.name)
         .await
         .expect_err("newer");
-    assert!(err.message.contains("newer"), "{err}");
-    assert!(err.message.contains("99"), "{err}");
+    assert!(err.message().contains("newer"), "{err}");
+    assert!(err.message().contains("99"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +135,7 @@ async fn out_of_range_events_are_refused_not_stored() {
     let mut event = random_events(7, 1).remove(0);
     event.cost = Money::MAX;
     let err = pg.record(event.clone()).await.expect_err("too large");
-    assert!(err.message.contains("cost"), "{err}");
+    assert!(err.message().contains("cost"), "{err}");
     event.cost = Money::from_cents(1);
     event.usage.input = u64::MAX;
     pg.record(event.clone()).await.expect_err("too many tokens");
@@ -423,13 +423,16 @@ async fn postgres_a_refused_write_is_handed_back_and_a_dropped_one_stays_queued(
         .record(events[1].clone())
         .await
         .expect_err("the server refuses the write");
-    assert!(err.message.contains("write failed"), "{err}");
+    assert!(err.message().contains("write failed"), "{err}");
     drop(pg.record(events[2].clone()));
     let err = pg
         .flush()
         .await
         .expect_err("the dropped write is not stored yet");
-    assert!(err.message.contains("1 usage events stay queued"), "{err}");
+    assert!(
+        err.message().contains("1 usage events stay queued"),
+        "{err}"
+    );
     admin
         .batch_execute(&format!(
             "ALTER TABLE {}.usage_event_tags_away RENAME TO usage_event_tags",

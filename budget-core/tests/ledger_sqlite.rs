@@ -69,8 +69,8 @@ fn random_bytes_are_a_typed_error() {
     let bytes: Vec<u8> = (0..8192).map(|_| rng.next() as u8).collect();
     std::fs::write(db.path(), bytes).expect("write");
     let err = SqliteLedger::open(db.path()).expect_err("not a database");
-    assert_eq!(err.ledger, db.path().display().to_string());
-    assert!(err.message.contains("not a SQLite database"), "{err}");
+    assert_eq!(err.ledger(), db.path().display().to_string());
+    assert!(err.message().contains("not a SQLite database"), "{err}");
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn foreign_schema_is_a_typed_error() {
             .expect("create");
     }
     let err = SqliteLedger::open(db.path()).expect_err("foreign");
-    assert!(err.message.contains("not a token-budget ledger"), "{err}");
+    assert!(err.message().contains("not a token-budget ledger"), "{err}");
     assert!(err.to_string().contains(&db.path().display().to_string()));
 }
 
@@ -96,8 +96,8 @@ fn newer_schema_version_is_a_typed_error() {
             .expect("bump");
     }
     let err = SqliteLedger::open(db.path()).expect_err("newer");
-    assert!(err.message.contains("newer"), "{err}");
-    assert!(err.message.contains("99"), "{err}");
+    assert!(err.message().contains("newer"), "{err}");
+    assert!(err.message().contains("99"), "{err}");
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn out_of_range_events_are_refused_not_stored() {
         let mut event = random_events(7, 1).remove(0);
         event.cost = Money::MAX;
         let err = sqlite.record(event.clone()).await.expect_err("too large");
-        assert!(err.message.contains("cost"), "{err}");
+        assert!(err.message().contains("cost"), "{err}");
         event.cost = Money::from_cents(1);
         event.usage.input = u64::MAX;
         sqlite
@@ -288,8 +288,8 @@ async fn a_failed_writer_refuses_every_later_record() {
             .expect("drop");
     }
     let err = ledger.record(tagged).await.expect_err("write fails");
-    assert!(err.message.contains("write failed"), "{err}");
-    assert_eq!(err.ledger, db.path().display().to_string());
+    assert!(err.message().contains("write failed"), "{err}");
+    assert_eq!(err.ledger(), db.path().display().to_string());
     // Later records are refused too, even ones that would have fit.
     let untagged = UsageEvent {
         attribution: Attribution::agent("planner"),

@@ -1253,9 +1253,9 @@ async fn tls_redis_with_a_private_ca() {
     let untrusted = AnyBudgetStore::open(&redis.url("prefix=tls&timeout_ms=1000"))
         .await
         .expect_err("a private CA is not among the system's roots");
-    assert!(untrusted.message.contains("connect"), "{untrusted}");
+    assert!(untrusted.message().contains("connect"), "{untrusted}");
     assert!(
-        untrusted.store.starts_with("rediss://127.0.0.1"),
+        untrusted.store().starts_with("rediss://127.0.0.1"),
         "{untrusted}"
     );
 
@@ -1289,7 +1289,7 @@ async fn a_reserve_whose_reply_was_lost_is_given_back() {
         .reserve(&specs, &ReserveRequest::fixed(tokens(400)), now)
         .await
         .expect_err("no answer comes back");
-    assert!(error.message.contains("reserve"), "{error}");
+    assert!(error.message().contains("reserve"), "{error}");
     // The request went out before the caller gave up; on a loaded machine Redis may run it
     // a moment after that.
     let ran = async || usage(&direct, &specs, now).await[0].reserved == tokens(400);

@@ -15,13 +15,13 @@ use super::Budget;
 use super::error::BudgetError;
 use super::plan::Planner;
 use super::report::percent_used;
-use crate::Usage;
 use crate::admission::Amount;
 use crate::attribution::Attribution;
 use crate::ledger::{EventKind, Ledger, MemoryLedger, UsageEvent};
 use crate::limits::{Limit, LimitSet};
 use crate::scope::TaskScope;
 use crate::store::{BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, StoreError, Ticket};
+use crate::{BackendErrorKind, Usage};
 
 /// How usage is to be recorded on commit.
 #[derive(Debug, Clone, Default)]
@@ -167,10 +167,11 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                     reserved_specs
                 }
                 Err(error) => {
-                    unsettled = Some(StoreError {
-                        store: "budget".into(),
-                        message: format!("no counters to charge: {error}"),
-                    });
+                    unsettled = Some(StoreError::new(
+                        BackendErrorKind::OutOfRange,
+                        "budget",
+                        format!("no counters to charge: {error}"),
+                    ));
                     scoped
                 }
             }

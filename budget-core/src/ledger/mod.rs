@@ -33,6 +33,8 @@ pub use any::{
     OpenLedgerError, default_ledger_path,
 };
 pub use memory::MemoryLedger;
+
+pub use crate::backend_error::BackendErrorKind;
 #[cfg(feature = "postgres")]
 pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresLedger};
 #[cfg(feature = "sqlite")]
@@ -345,14 +347,20 @@ pub enum RankBy {
     Cost,
 }
 
-/// A ledger that could not record or answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("ledger {ledger}: {message}")]
-pub struct LedgerError {
-    /// Which ledger (`memory`, a file path, a URL).
-    pub ledger: String,
-    /// What went wrong.
-    pub message: String,
+crate::backend_error::backend_error! {
+    /// A ledger that could not record or answer: what [kind](LedgerError::kind) of failure,
+    /// which ledger, what went wrong, and the driver's error as its
+    /// [`source`](std::error::Error::source).
+    ///
+    /// ```
+    /// use budget_core::ledger::LedgerError;
+    /// use budget_core::BackendErrorKind;
+    ///
+    /// let e = LedgerError::new(BackendErrorKind::Refused, "/var/lib/tb/ledger.db", "disk full");
+    /// assert_eq!(e.to_string(), "ledger /var/lib/tb/ledger.db: disk full");
+    /// assert_eq!(e.ledger(), "/var/lib/tb/ledger.db");
+    /// ```
+    LedgerError, ledger, "ledger", "`memory`, a file path, a URL"
 }
 
 /// Where usage events go, and where totals come from.

@@ -8,7 +8,9 @@
 use foldhash::HashMap;
 use jiff::Timestamp;
 
-use super::{Dimension, EventKind, GroupTotal, KeyPart, LedgerError, LedgerQuery};
+use super::{
+    BackendErrorKind, Dimension, EventKind, GroupTotal, KeyPart, LedgerError, LedgerQuery,
+};
 use crate::admission::Amount;
 use crate::limits::Period;
 use crate::{Money, Usage};
@@ -19,12 +21,13 @@ pub(super) const UNITS_PER_NANO: i128 = 1_000_000_000_000_000;
 /// Nanoseconds in an hour: the unit calendar buckets are grouped by in SQL.
 pub(super) const HOUR_NS: i64 = 3_600_000_000_000;
 
-/// A ledger error for the ledger `name`.
-pub(super) fn error(name: &str, message: impl std::fmt::Display) -> LedgerError {
-    LedgerError {
-        ledger: name.to_owned(),
-        message: message.to_string(),
-    }
+/// A ledger error of `kind` for the ledger `name`.
+pub(super) fn error(
+    kind: BackendErrorKind,
+    name: &str,
+    message: impl std::fmt::Display,
+) -> LedgerError {
+    LedgerError::new(kind, name, message.to_string())
 }
 
 /// A count as the databases' signed 64-bit integer.
@@ -118,7 +121,11 @@ impl<'q> Folder<'q> {
                 Dimension::Kind => {
                     let k = row.text(col)?.unwrap_or_default();
                     KeyPart::Kind(parse_kind(&k).ok_or_else(|| {
-                        error(self.name, format!("unknown event kind {k:?} in the ledger"))
+                        error(
+                            BackendErrorKind::Corrupt,
+                            self.name,
+                            format!("unknown event kind {k:?} in the ledger"),
+                        )
                     })?)
                 }
                 _ => row
@@ -247,9 +254,9 @@ impl Drop for Refusal {
     fn drop(&mut self) {
         if !self.told {
             tracing::error!(
-                ledger = %self.error.ledger,
+                ledger = %self.error.ledger(),
                 event = self.event,
-                error = %self.error.message,
+                error = %self.error.message(),
                 "usage event refused by the ledger; its record future was dropped before the \
                  refusal was read"
             );

@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 use jiff::Timestamp;
 
 use super::{
-    BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, ReserveOutcome, StoreError, Ticket,
+    BackendErrorKind, BudgetStore, CounterSpec, CounterUsage, MemoryBudgetStore, ReserveOutcome,
+    StoreError, Ticket,
 };
 use crate::admission::{Amount, ReserveRequest};
 use crate::attribution::TaskId;
@@ -61,20 +62,21 @@ impl AnyBudgetStore {
     /// the URL (without its password) and list what is accepted.
     pub async fn open(url: &str) -> Result<AnyBudgetStore, StoreError> {
         let url = url.trim();
-        let fail = |message: String| StoreError {
-            store: redact_url(url),
-            message,
-        };
+        let name = redact_url(url);
         if url == "memory:" || url == "memory" {
             return Ok(AnyBudgetStore::Memory(MemoryBudgetStore::new()));
         }
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
         match scheme.to_ascii_lowercase().as_str() {
-            "redis" | "rediss" | "redis+unix" | "unix" => open_redis(url).await.map_err(fail),
-            _ => Err(fail(format!(
-                "unknown budget store URL; use `memory:` or `redis://host:port/db` \
-                 (options: {REDIS_OPTIONS}), e.g. in {STORE_ENV}"
-            ))),
+            "redis" | "rediss" | "redis+unix" | "unix" => open_redis(url, &name).await,
+            _ => Err(StoreError::new(
+                BackendErrorKind::RejectedInput,
+                name,
+                format!(
+                    "unknown budget store URL; use `memory:` or `redis://host:port/db` \
+                     (options: {REDIS_OPTIONS}), e.g. in {STORE_ENV}"
+                ),
+            )),
         }
     }
 
@@ -114,21 +116,24 @@ impl AnyBudgetStore {
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(text: &str) -> Result<AnyBudgetStore, String> {
+async fn open_redis(text: &str, name: &str) -> Result<AnyBudgetStore, StoreError> {
+    let rejected =
+        |message: String| StoreError::new(BackendErrorKind::RejectedInput, name, message);
     let RedisUrl {
         client,
         mut options,
         allowance,
         tls_ca,
-    } = parse_redis_url(text)?;
+    } = parse_redis_url(text).map_err(rejected)?;
     if let Some(path) = tls_ca {
-        let pem = std::fs::read(&path)
-            .map_err(|e| format!("option tls_ca: cannot read {path:?}: {e}"))?;
+        let pem = std::fs::read(&path).map_err(|e| {
+            rejected(format!("option tls_ca: cannot read {path:?}: {e}")).with_source(e)
+        })?;
         options = options.tls_roots(pem);
     }
     let store = RedisBudgetStore::connect_with(&client, options)
         .await
-        .map_err(|e| e.message)?;
+        .map_err(|e| e.named(name))?;
     Ok(if allowance {
         AnyBudgetStore::Allowance(AllowanceStore::new(store, AllowanceOptions::new()))
     } else {
@@ -273,8 +278,12 @@ fn flag(name: &str, value: &str) -> Result<bool, String> {
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(_url: &str) -> Result<AnyBudgetStore, String> {
-    Err("this build has no Redis store (budget-core was built without its `redis` feature)".into())
+async fn open_redis(_url: &str, name: &str) -> Result<AnyBudgetStore, StoreError> {
+    Err(StoreError::new(
+        BackendErrorKind::RejectedInput,
+        name,
+        "this build has no Redis store (budget-core was built without its `redis` feature)",
+    ))
 }
 
 impl BudgetStore for AnyBudgetStore {
@@ -487,6 +496,28 @@ mod tests {
                 .to_string();
             assert!(error.contains(want), "{query}: {error}");
             assert!(!error.contains("hunter2"), "{query}: {error}");
+        }
+    }
+
+    /// Errors name the URL as given (password hidden) and keep the kind the store found.
+    #[tokio::test]
+    async fn open_errors_keep_their_kind() {
+        let unknown = AnyBudgetStore::open("mongodb://db/x").await.unwrap_err();
+        assert_eq!(unknown.kind(), BackendErrorKind::RejectedInput, "{unknown}");
+        let option = AnyBudgetStore::open("redis://127.0.0.1:1/0?lease_secs=soon")
+            .await
+            .unwrap_err();
+        assert_eq!(option.kind(), BackendErrorKind::RejectedInput, "{option}");
+        #[cfg(feature = "redis")]
+        {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            drop(listener);
+            let url = format!("redis://u:pw@127.0.0.1:{port}/0?timeout_ms=500");
+            let closed = AnyBudgetStore::open(&url).await.unwrap_err();
+            assert_eq!(closed.kind(), BackendErrorKind::Unreachable, "{closed}");
+            assert_eq!(closed.store(), redact_url(&url));
+            assert!(std::error::Error::source(&closed).is_some(), "{closed:?}");
         }
     }
 

@@ -7,6 +7,8 @@
 //! [`Budget`](crate::Budget), so a store holds no policy and a Redis store can run the same
 //! decision ([`admission::decide`](crate::admission::decide)) in a server-side script.
 
+#[cfg(feature = "redis")]
+mod allowance;
 mod any;
 mod memory;
 #[cfg(feature = "redis")]
@@ -17,12 +19,13 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+pub use crate::backend_error::BackendErrorKind;
+#[cfg(feature = "redis")]
+pub use allowance::{AllowanceOptions, AllowanceStore};
 pub use any::{AnyBudgetStore, STORE_ENV};
 pub use memory::MemoryBudgetStore;
 #[cfg(feature = "redis")]
-pub use redis_store::{
-    AllowanceOptions, AllowanceStore, RETRY_HORIZON, RedisBudgetStore, RedisStoreOptions,
-};
+pub use redis_store::{RETRY_HORIZON, RedisBudgetStore, RedisStoreOptions};
 
 use crate::admission::{Amount, CapKind, ReserveRequest};
 use crate::attribution::TaskId;
@@ -187,14 +190,20 @@ pub struct Denial {
     pub retry_after: Option<Timestamp>,
 }
 
-/// A store that could not do its job (as opposed to a budget that said no).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("budget store {store}: {message}")]
-pub struct StoreError {
-    /// Which store (e.g. `memory`, `redis://…`).
-    pub store: String,
-    /// What went wrong.
-    pub message: String,
+crate::backend_error::backend_error! {
+    /// A store that could not do its job (as opposed to a budget that said no): what
+    /// [kind](StoreError::kind) of failure, which store, what went wrong, and the driver's error
+    /// as its [`source`](std::error::Error::source).
+    ///
+    /// ```
+    /// use budget_core::store::StoreError;
+    /// use budget_core::BackendErrorKind;
+    ///
+    /// let e = StoreError::new(BackendErrorKind::Timeout, "redis 127.0.0.1 (prefix p)", "reserve: timed out");
+    /// assert_eq!(e.to_string(), "budget store redis 127.0.0.1 (prefix p): reserve: timed out");
+    /// assert!(e.kind().is_outage());
+    /// ```
+    StoreError, store, "budget store", "`memory`, `redis://…`"
 }
 
 /// The outcome of a reservation attempt.

@@ -12,7 +12,7 @@ use crate::limits::CounterKey;
 
 /// The key names of one store.
 #[derive(Debug, Clone)]
-pub(super) struct KeySpace {
+pub(in crate::store) struct KeySpace {
     /// `{prefix}`.
     tag: String,
 }
@@ -38,17 +38,17 @@ impl KeySpace {
     }
 
     /// The counter hash of `key`.
-    pub(super) fn counter(&self, key: &CounterKey) -> String {
+    pub(in crate::store) fn counter(&self, key: &CounterKey) -> String {
         self.named("c", key)
     }
 
     /// The lease set of `key`.
-    pub(super) fn leases(&self, key: &CounterKey) -> String {
+    pub(in crate::store) fn leases(&self, key: &CounterKey) -> String {
         self.named("l", key)
     }
 
     /// The reservation id sequence.
-    pub(super) fn sequence(&self) -> String {
+    pub(in crate::store) fn sequence(&self) -> String {
         format!("{}:seq", self.tag)
     }
 

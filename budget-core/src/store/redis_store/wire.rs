@@ -14,18 +14,18 @@ pub(super) const MAX_EXACT: u64 = (1 << 53) - 1;
 
 /// A token count as the scripts take it: clamped to [`MAX_EXACT`]. A cap is clamped down (it
 /// only gets stricter) and no real request comes near it.
-pub(super) fn clamp_tokens(tokens: u64) -> u64 {
+pub(in crate::store) fn clamp_tokens(tokens: u64) -> u64 {
     tokens.min(MAX_EXACT)
 }
 
 /// Money as the scripts take it: whole yocto-dollars, never negative.
-pub(super) fn money_arg(money: Money) -> String {
+pub(in crate::store) fn money_arg(money: Money) -> String {
     money.units().max(0).to_string()
 }
 
 /// A script's reply, read front to back.
 #[derive(Debug)]
-pub(super) struct Reply {
+pub(in crate::store) struct Reply {
     values: std::vec::IntoIter<Value>,
 }
 
@@ -46,7 +46,7 @@ impl Reply {
             .ok_or_else(|| "the reply ended early".to_owned())
     }
 
-    pub(super) fn int(&mut self) -> Result<i64, String> {
+    pub(in crate::store) fn int(&mut self) -> Result<i64, String> {
         match self.next()? {
             Value::Int(n) => Ok(n),
             Value::BulkString(text) => std::str::from_utf8(&text)
@@ -57,12 +57,12 @@ impl Reply {
         }
     }
 
-    pub(super) fn u64(&mut self) -> Result<u64, String> {
+    pub(in crate::store) fn u64(&mut self) -> Result<u64, String> {
         let n = self.int()?;
         u64::try_from(n).map_err(|_| format!("expected a count, got {n}"))
     }
 
-    pub(super) fn money(&mut self) -> Result<Money, String> {
+    pub(in crate::store) fn money(&mut self) -> Result<Money, String> {
         match self.next()? {
             Value::BulkString(text) => std::str::from_utf8(&text)
                 .ok()
@@ -75,7 +75,7 @@ impl Reply {
     }
 
     /// Seven values: committed, admitted and reserved (tokens, money each), in flight.
-    pub(super) fn usage(&mut self) -> Result<CounterUsage, String> {
+    pub(in crate::store) fn usage(&mut self) -> Result<CounterUsage, String> {
         let committed = Amount::new(self.u64()?, self.money()?);
         let admitted = Amount::new(self.u64()?, self.money()?);
         let reserved = Amount::new(self.u64()?, self.money()?);

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use parking_lot::Mutex;
 
-use super::wire::{clamp_tokens, money_arg};
-use super::{Call, RedisBudgetStore, Which};
+use super::redis_store::{Call, Which, clamp_tokens, lease_member, millis, money_arg};
 use crate::Money;
 use crate::admission::{Amount, ReserveRequest, fit};
 use crate::attribution::TaskId;
+use crate::backend_error::BackendErrorKind;
 use crate::limits::{Cap, CounterKey, WindowSpan};
 use crate::store::{
-    BudgetStore, CounterSpec, CounterUsage, Denial, MemoryBudgetStore, ReserveOutcome, StoreError,
-    Ticket,
+    BudgetStore, CounterSpec, CounterUsage, Denial, MemoryBudgetStore, RedisBudgetStore,
+    ReserveOutcome, StoreError, Ticket,
 };
 
 /// Top-ups one call may wait for before it gives up with an error.
@@ -332,10 +332,9 @@ impl Inner {
             } else {
                 self.options.chunk
             };
-            let keys = &redis.inner.keys;
+            let keys = redis.keys();
             let now_ms = now.as_millisecond();
-            let lease_ms =
-                i64::try_from(super::millis(redis.inner.options.lease)).unwrap_or(i64::MAX);
+            let lease_ms = i64::try_from(millis(redis.lease())).unwrap_or(i64::MAX);
             let mut call = Call::new(Which::Grant);
             call.key(keys.counter(key))
                 .key(keys.leases(key))
@@ -344,7 +343,7 @@ impl Inner {
                 .arg(now_ms.saturating_add(lease_ms))
                 .arg(
                     g.lease
-                        .map(|id| super::lease_member(id, g.granted))
+                        .map(|id| lease_member(id, g.granted))
                         .unwrap_or_default(),
                 )
                 .arg(clamp_tokens(g.granted.tokens))
@@ -376,8 +375,8 @@ impl Inner {
             .run(call)
             .await
             .1
-            .map_err(|e| redis.error("grant", e))?;
-        let bad = |e: String| redis.error("grant: unexpected reply", e);
+            .map_err(|e| redis.op_error("grant", e))?;
+        let bad = |e: String| redis.unexpected("grant: unexpected reply", e);
         let refused = reply.int().map_err(bad)? == 1;
         let never = reply.int().map_err(bad)? == 1;
         let cap_kind = match reply.int().map_err(bad)? {
@@ -417,7 +416,7 @@ impl Inner {
     async fn sync(&self, closing: bool) -> Result<(), StoreError> {
         let _one = self.syncing.lock().await;
         let now = self.now();
-        let half_lease = self.redis.inner.options.lease / 2;
+        let half_lease = self.redis.lease() / 2;
         let due: Vec<(CounterKey, bool)> = {
             let grants = self.grants.lock();
             grants
@@ -575,6 +574,7 @@ impl BudgetStore for AllowanceStore {
             }
         }
         Err(inner.redis.error(
+            BackendErrorKind::Contended,
             "allowance",
             "the allowance kept running out while topping up",
         ))
