@@ -19,12 +19,13 @@
 //! | task scope | one running task of an agent: its own limits, steps, cancellation | [`scope::TaskScope`] |
 //! | estimate | what a caller asks to reserve for a call: prompt, output cap, choices | [`CallEstimate`], [`Estimate`] |
 //! | request | the estimate priced, as a store admits it: a fixed part plus units | [`admission::ReserveRequest`] |
-//! | grant | how many units (output tokens) fit on a counter, decided purely | [`admission::grant`], [`admission::Decision`] |
+//! | fit | how many units (output tokens) of a request fit on a counter, decided purely | [`admission::fit`], [`admission::Decision`] |
 //! | ticket | a store's receipt for what it holds on its counters | [`store::Ticket`] |
 //! | reservation | the caller's handle on a granted call: commit it, or drop it | [`Reservation`] |
 //! | denial | a store's refusal, by counter index; the budget names the limit in [`Denied`] | [`store::Denial`], [`BudgetError::Exhausted`] |
 //! | commit | settling a reservation with what was billed, and one ledger event | [`Reservation::commit`], [`Committed`] |
 //! | prices | the price table, and the unit prices a call's prompt selects | [`PriceTable`], [`pricing::UnitPrices`] |
+//! | error kind | what failed in a store or ledger; fail-open and retries decide on it, never on text | [`BackendErrorKind`] |
 //! | clock | the one source of time: budget windows read it, and rate limits can | [`clock::Clock`] |
 #![forbid(unsafe_code)]
 
