@@ -5,6 +5,24 @@
 //! (< 10¹⁵) — and summed by the database in three parts (nanos, the remainder's upper and
 //! lower 10⁹), so no float is ever involved and `SUM` cannot overflow a row's range early.
 
+/// The indexes both SQL ledgers create on their events: the same DDL in both dialects, spliced
+/// into each one's first migration with `concat!` (a migration is a literal, and never changes
+/// once released).
+macro_rules! event_indexes {
+    () => {
+        "CREATE INDEX usage_events_at      ON usage_events(at_ns);
+CREATE INDEX usage_events_id      ON usage_events(id);
+CREATE INDEX usage_events_agent   ON usage_events(agent, at_ns);
+CREATE INDEX usage_events_task    ON usage_events(task, at_ns);
+CREATE INDEX usage_events_user    ON usage_events(user_name, at_ns);
+CREATE INDEX usage_events_model   ON usage_events(model, at_ns);
+CREATE INDEX usage_events_kind    ON usage_events(kind, at_ns);
+CREATE INDEX usage_event_tags_kv  ON usage_event_tags(tag_key, tag_value);
+"
+    };
+}
+pub(super) use event_indexes;
+
 use foldhash::HashMap;
 use jiff::Timestamp;
 

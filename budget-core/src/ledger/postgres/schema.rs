@@ -6,14 +6,15 @@ use tokio_postgres::Client;
 use super::error::pg_error;
 use crate::backend_error::BackendErrorKind;
 use crate::ledger::LedgerError;
-use crate::ledger::sql::error;
+use crate::ledger::sql::{error, event_indexes};
 
 /// The table holding the schema version, in the ledger's PostgreSQL schema.
 pub(super) const VERSION_TABLE: &str = "token_budget_schema_version";
 
 /// Migrations, in order: `MIGRATIONS[i]` brings a schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
-    r"
+    concat!(
+        r"
 CREATE TABLE usage_events (
     seq             BIGSERIAL PRIMARY KEY,
     id              BIGINT  NOT NULL,
@@ -45,15 +46,9 @@ CREATE TABLE usage_event_tags (
     tag_value TEXT   NOT NULL,
     PRIMARY KEY (seq, tag_key)
 );
-CREATE INDEX usage_events_at      ON usage_events(at_ns);
-CREATE INDEX usage_events_id      ON usage_events(id);
-CREATE INDEX usage_events_agent   ON usage_events(agent, at_ns);
-CREATE INDEX usage_events_task    ON usage_events(task, at_ns);
-CREATE INDEX usage_events_user    ON usage_events(user_name, at_ns);
-CREATE INDEX usage_events_model   ON usage_events(model, at_ns);
-CREATE INDEX usage_events_kind    ON usage_events(kind, at_ns);
-CREATE INDEX usage_event_tags_kv  ON usage_event_tags(tag_key, tag_value);
 ",
+        event_indexes!()
+    ),
     r"
 ALTER TABLE usage_events ADD COLUMN writer BIGINT, ADD COLUMN write_seq BIGINT;
 CREATE UNIQUE INDEX usage_events_write ON usage_events(writer, write_seq);

@@ -10,13 +10,14 @@ use super::Durability;
 use super::error::sql_error;
 use crate::backend_error::BackendErrorKind;
 use crate::ledger::LedgerError;
-use crate::ledger::sql::error;
+use crate::ledger::sql::{error, event_indexes};
 
 /// `PRAGMA application_id` of a token-budget ledger file ("TBLG").
 const APPLICATION_ID: i32 = 0x5442_4c47;
 
 /// Migrations, in order: `MIGRATIONS[i]` brings a file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[concat!(
+    r"
 CREATE TABLE usage_events (
     seq             INTEGER PRIMARY KEY,
     id              INTEGER NOT NULL,
@@ -48,15 +49,9 @@ CREATE TABLE usage_event_tags (
     tag_value TEXT    NOT NULL,
     PRIMARY KEY (seq, tag_key)
 ) WITHOUT ROWID;
-CREATE INDEX usage_events_at      ON usage_events(at_ns);
-CREATE INDEX usage_events_id      ON usage_events(id);
-CREATE INDEX usage_events_agent   ON usage_events(agent, at_ns);
-CREATE INDEX usage_events_task    ON usage_events(task, at_ns);
-CREATE INDEX usage_events_user    ON usage_events(user_name, at_ns);
-CREATE INDEX usage_events_model   ON usage_events(model, at_ns);
-CREATE INDEX usage_events_kind    ON usage_events(kind, at_ns);
-CREATE INDEX usage_event_tags_kv  ON usage_event_tags(tag_key, tag_value);
-"];
+",
+    event_indexes!()
+)];
 
 /// The schema version this build writes and reads.
 pub const SQLITE_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
