@@ -39,6 +39,35 @@ pub(super) const UNITS_PER_NANO: i128 = 1_000_000_000_000_000;
 /// Nanoseconds in an hour: the unit calendar buckets are grouped by in SQL.
 pub(super) const HOUR_NS: i64 = 3_600_000_000_000;
 
+/// Refuses a schema version this build cannot open: newer than the `supported` one (written by
+/// a newer token-budget), or negative. `which` adds to the message what names the schema
+/// (PostgreSQL's namespace).
+pub(super) fn check_schema_version(
+    name: &str,
+    version: i64,
+    supported: i64,
+    which: &str,
+) -> Result<(), LedgerError> {
+    if version > supported {
+        return Err(error(
+            BackendErrorKind::Corrupt,
+            name,
+            format!(
+                "the ledger's schema version {version}{which} is newer than this build \
+                 supports ({supported}); upgrade token-budget to open it"
+            ),
+        ));
+    }
+    if version < 0 {
+        return Err(error(
+            BackendErrorKind::Corrupt,
+            name,
+            format!("invalid schema version {version}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A ledger error of `kind` for the ledger `name`.
 pub(super) fn error(
     kind: BackendErrorKind,

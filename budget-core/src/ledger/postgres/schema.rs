@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use super::error::pg_error;
 use crate::backend_error::BackendErrorKind;
 use crate::ledger::LedgerError;
-use crate::ledger::sql::{error, event_indexes};
+use crate::ledger::sql::{check_schema_version, error, event_indexes};
 
 /// The table holding the schema version, in the ledger's PostgreSQL schema.
 pub(super) const VERSION_TABLE: &str = "token_budget_schema_version";
@@ -140,23 +140,12 @@ async fn migrate_in(
         .await
         .and_then(|r| r.try_get(0))
         .map_err(fail("cannot read the schema version"))?;
-    if version > POSTGRES_SCHEMA_VERSION {
-        return Err(error(
-            BackendErrorKind::Corrupt,
-            name,
-            format!(
-                "the ledger's schema version {version} (schema {ns}) is newer than this build \
-                 supports ({POSTGRES_SCHEMA_VERSION}); upgrade token-budget to open it"
-            ),
-        ));
-    }
-    if version < 0 {
-        return Err(error(
-            BackendErrorKind::Corrupt,
-            name,
-            format!("invalid schema version {version}"),
-        ));
-    }
+    check_schema_version(
+        name,
+        version,
+        POSTGRES_SCHEMA_VERSION,
+        &format!(" (schema {ns})"),
+    )?;
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let to = from as i64 + 1;
         tx.batch_execute(sql)

@@ -10,7 +10,7 @@ use super::Durability;
 use super::error::sql_error;
 use crate::backend_error::BackendErrorKind;
 use crate::ledger::LedgerError;
-use crate::ledger::sql::{error, event_indexes};
+use crate::ledger::sql::{check_schema_version, error, event_indexes};
 
 /// `PRAGMA application_id` of a token-budget ledger file ("TBLG").
 const APPLICATION_ID: i32 = 0x5442_4c47;
@@ -112,23 +112,7 @@ pub(super) fn migrate(conn: &mut Connection, name: &str) -> Result<(), LedgerErr
             ),
         ));
     }
-    if version > SQLITE_SCHEMA_VERSION {
-        return Err(error(
-            BackendErrorKind::Corrupt,
-            name,
-            format!(
-                "the ledger's schema version {version} is newer than this build supports \
-                 ({SQLITE_SCHEMA_VERSION}); upgrade token-budget to open it"
-            ),
-        ));
-    }
-    if version < 0 {
-        return Err(error(
-            BackendErrorKind::Corrupt,
-            name,
-            format!("invalid schema version {version}"),
-        ));
-    }
+    check_schema_version(name, version, SQLITE_SCHEMA_VERSION, "")?;
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let to = from + 1;
         let tx = conn
