@@ -8,7 +8,9 @@
 //!
 //! This module is the domain: what a change is, what it replaces ([`ControlState::apply`]
 //! folds a log into the decisions in force, and says for each record what it overrode), and the
-//! log's contract ([`ControlLog`]). [`MemoryControlLog`] keeps the log in one process.
+//! log's contract ([`ControlLog`]). [`MemoryControlLog`] keeps the log in one process;
+//! `SqliteControlLog` keeps it in the SQLite ledger's file (table `control_log`, schema version
+//! 2), where every process on that file reads it.
 //!
 //! ```
 //! use budget_core::control_plane::{Actor, ControlChange, ControlLog, ControlState, MemoryControlLog};
@@ -45,6 +47,8 @@ use crate::attribution::TaskId;
 use crate::ledger::LedgerError;
 use crate::limits::Limit;
 
+#[cfg(feature = "sqlite")]
+pub use crate::ledger::SqliteControlLog;
 pub use memory::MemoryControlLog;
 
 /// One decision.
@@ -129,7 +133,7 @@ impl ControlChange {
 
     /// Whether the change only takes back earlier decisions on its target (the state then
     /// holds nothing for it).
-    fn reverts(&self) -> bool {
+    pub(crate) fn reverts(&self) -> bool {
         matches!(
             self,
             ControlChange::RevertLimit { .. }
@@ -185,6 +189,19 @@ pub enum Target {
     Task(TaskId),
     /// An agent's model.
     Model(Arc<str>),
+}
+
+impl Target {
+    /// The target as one string, for a log's index: `limit:<id>`, `pause:<agent>`,
+    /// `task:<id>`, `model:<agent>`.
+    pub fn key(&self) -> String {
+        match self {
+            Target::Limit(id) => format!("limit:{id}"),
+            Target::Pause(agent) => format!("pause:{agent}"),
+            Target::Task(task) => format!("task:{task}"),
+            Target::Model(agent) => format!("model:{agent}"),
+        }
+    }
 }
 
 /// Who decided: a person (or program) through the API or CLI, or an alert rule's action.

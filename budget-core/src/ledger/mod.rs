@@ -38,7 +38,9 @@ pub use crate::backend_error::BackendErrorKind;
 #[cfg(feature = "postgres")]
 pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresLedger};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{Durability, SQLITE_SCHEMA_VERSION, SqliteLedger, SqliteOptions};
+pub use sqlite::{
+    Durability, SQLITE_SCHEMA_VERSION, SqliteControlLog, SqliteLedger, SqliteOptions,
+};
 
 use crate::admission::Amount;
 use crate::attribution::Attribution;

@@ -1,5 +1,6 @@
 //! The embedded SQLite ledger: one file, WAL mode, one writer thread with group commit.
 
+mod control;
 mod error;
 mod reader;
 mod schema;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+pub use self::control::SqliteControlLog;
 pub use self::schema::SQLITE_SCHEMA_VERSION;
 
 use self::reader::{ReadMsg, read_loop};

@@ -16,8 +16,9 @@ use crate::ledger::sql::{check_schema_version, error, event_indexes};
 const APPLICATION_ID: i32 = 0x5442_4c47;
 
 /// Migrations, in order: `MIGRATIONS[i]` brings a file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[concat!(
-    r"
+const MIGRATIONS: &[&str] = &[
+    concat!(
+        r"
 CREATE TABLE usage_events (
     seq             INTEGER PRIMARY KEY,
     id              INTEGER NOT NULL,
@@ -50,8 +51,21 @@ CREATE TABLE usage_event_tags (
     PRIMARY KEY (seq, tag_key)
 ) WITHOUT ROWID;
 ",
-    event_indexes!()
-)];
+        event_indexes!()
+    ),
+    // 2: the control plane's log (see `control_plane`), beside the events it governs.
+    r"
+CREATE TABLE control_log (
+    seq           INTEGER PRIMARY KEY,
+    at_ns         INTEGER NOT NULL,
+    target        TEXT    NOT NULL,
+    actor         TEXT    NOT NULL,
+    change        TEXT    NOT NULL,
+    replaced      TEXT
+);
+CREATE INDEX control_log_target ON control_log(target, seq);
+",
+];
 
 /// The schema version this build writes and reads.
 pub const SQLITE_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
