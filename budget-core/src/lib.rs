@@ -33,6 +33,7 @@ pub mod attribution;
 mod budget;
 pub mod clock;
 pub mod compress;
+pub mod config;
 pub mod controls;
 pub mod conversation;
 pub mod ledger;
