@@ -5,7 +5,9 @@
 //! everything it can before anything runs. [`BudgetBuilder::config`](crate::BudgetBuilder::config)
 //! puts the limits, prices and time zone on a budget; [`Config::open_budget`] (or
 //! [`Budget::from_config`](crate::Budget::from_config)) also opens the ledger and the store
-//! the file names. The tower layers take [`Config::routing`] and [`Config::compression`].
+//! the file names. The tower layers take [`Config::routing`] and [`Config::compression`]
+//! (budget-tower: `RouteLayer::routing(&config.routing)`,
+//! `CompressLayer::config(config.compression.clone())`).
 //!
 //! ```
 //! use budget_core::config::{Config, EnvVars};
