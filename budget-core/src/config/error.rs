@@ -111,6 +111,15 @@ impl ConfigError {
     }
 }
 
+/// A [`ConfigError::Invalid`].
+pub(crate) fn invalid(origin: Origin, field: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        origin,
+        field: field.to_owned(),
+        message,
+    }
+}
+
 /// The candidate closest to `word` by edit distance, if it is close enough to be a likely
 /// typo (at most a third of the word's length, and at least 1).
 pub(crate) fn did_you_mean<'a>(

@@ -95,8 +95,10 @@ mod budget;
 mod env;
 mod error;
 mod file;
+mod limits;
 mod read;
 mod resolve;
+mod sections;
 mod units;
 
 use std::collections::BTreeMap;

@@ -56,6 +56,9 @@ fn field_path(path: &serde_path_to_error::Path) -> String {
     if out.is_empty() { "<root>".into() } else { out }
 }
 
+/// Turns a [`serde_saphyr::Spanned`] value's location into an [`Origin`] in the file.
+pub(crate) type At<'a> = &'a dyn Fn(serde_saphyr::Location) -> Origin;
+
 /// The place of a YAML error.
 pub(crate) fn origin_at(file: Option<&Path>, location: Option<serde_saphyr::Location>) -> Origin {
     let (line, column) = location.map_or((0, 0), |l| (l.line(), l.column()));
