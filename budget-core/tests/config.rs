@@ -479,6 +479,20 @@ fn config_example_file_loads() {
     assert!(config.prices.get("acme-small").is_some());
 }
 
+#[test]
+fn config_of_the_fleet_demo_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet.yaml");
+    let config = Config::load_with_env(path, &EnvVars::new()).unwrap();
+    assert_eq!(config.agents.len(), 7);
+    // Two preset limits per agent, then the file's seven.
+    assert_eq!(config.limits.len(), 21);
+    let per_task = config.limits.iter().find(|l| &*l.id == "per-task").unwrap();
+    assert_eq!(
+        (per_task.window, per_task.cap.tokens),
+        (Window::PerTask, Some(50_000))
+    );
+}
+
 #[tokio::test]
 async fn config_opens_a_budget_with_its_ledger_store_and_limits() {
     let dir = temp_dir("open");
