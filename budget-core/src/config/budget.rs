@@ -32,10 +32,7 @@ impl Config {
     pub async fn open_budget(&self) -> Result<Budget<AnyBudgetStore, AnyLedger>, ConfigError> {
         let (ledger_url, ledger_origin) = match &self.ledger {
             Some(url) => (url.value.clone(), url.origin.clone()),
-            None => (
-                LedgerUrl::Sqlite(default_ledger_path()),
-                Origin::Env(crate::ledger::HOME_VAR.to_owned()),
-            ),
+            None => (LedgerUrl::Sqlite(default_ledger_path()), Origin::Default),
         };
         let ledger = ledger_url.open().await.map_err(|e| ConfigError::Open {
             origin: ledger_origin,
@@ -53,7 +50,7 @@ impl Config {
             None => AnyBudgetStore::open("memory:")
                 .await
                 .map_err(|e| ConfigError::Open {
-                    origin: Origin::Env(crate::store::STORE_ENV.to_owned()),
+                    origin: Origin::Default,
                     field: "store",
                     source: Box::new(e),
                 })?,

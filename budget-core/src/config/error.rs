@@ -18,6 +18,8 @@ pub enum Origin {
     },
     /// An environment variable.
     Env(String),
+    /// Neither the file nor the environment: the built-in default.
+    Default,
 }
 
 impl fmt::Display for Origin {
@@ -30,6 +32,7 @@ impl fmt::Display for Origin {
                 write!(f, "{file}:{line}:{column}")
             }
             Origin::Env(variable) => write!(f, "environment variable {variable}"),
+            Origin::Default => f.write_str("the default"),
         }
     }
 }

@@ -67,7 +67,7 @@ pub(crate) fn resolve(
         // working directory.
         let path = match text.origin {
             Origin::Yaml { .. } => base.join(&text.value),
-            Origin::Env(_) => PathBuf::from(&text.value),
+            Origin::Env(_) | Origin::Default => PathBuf::from(&text.value),
         };
         text.with(path)
     });
