@@ -11,6 +11,9 @@
 //! provider's reported usage. The report at the end is read back from the ledger and the
 //! budget's status, and checked against what the server says it received.
 //!
+//! The budget's limits (the users' planning presets, a fleet-wide day, a budget per task) are
+//! read from `examples/fleet.yaml` through `token_budget::config::Config`.
+//!
 //! The ledger is chosen by configuration: by default the embedded SQLite file at
 //! `token_budget::ledger::default_ledger_path()` (under `$TOKEN_BUDGET_HOME`, else
 //! `$XDG_DATA_HOME/token-budget`, else `~/.local/share/token-budget`), which keeps the events of
@@ -36,18 +39,18 @@ use async_openai::types::chat::{
 use futures::StreamExt;
 use jiff::Timestamp;
 use token_budget::compress::CompressConfig;
+use token_budget::config::Config;
 use token_budget::layers::cache::DeterministicKey;
 use token_budget::layers::local_server::{Behavior, LocalServer, RunningServer};
 use token_budget::layers::openai::{ChatReply, ChatStreamError, OpenAiService};
 use token_budget::layers::rate_limit::Policy;
 use token_budget::ledger::{Dimension, KeyPart, LedgerError, LedgerQuery, RankBy};
-use token_budget::limits::Values;
 use token_budget::presets::AgentPreset;
 use token_budget::scope::TaskScope;
 use token_budget::{
     AnyLedger, Attribution, BudgetLayerError, BudgetStack, CompressLayer, CompressLayerError,
-    CompressService, Cutoff, EventKind, Ledger, Limit, Money, Period, RateLimitLayer, RouteService,
-    Selector, ServiceBuilderExt, TaskId, Window,
+    CompressService, Cutoff, EventKind, Ledger, Money, RateLimitLayer, RouteService,
+    ServiceBuilderExt, TaskId,
 };
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -56,8 +59,6 @@ struct AgentSpec {
     name: &'static str,
     preset: AgentPreset,
     model: &'static str,
-    /// Tokens one task may use.
-    task_limit: u64,
     tasks: u32,
     steps_per_task: u32,
     max_output: u32,
@@ -74,7 +75,6 @@ const FLEET: [AgentSpec; 5] = [
         preset: AgentPreset::CustomerSupport,
         // Asks for the big model for everything (an anti-pattern the router corrects).
         model: "gpt-4o",
-        task_limit: 6_000,
         tasks: 24,
         steps_per_task: 3,
         max_output: 150,
@@ -86,7 +86,6 @@ const FLEET: [AgentSpec; 5] = [
         name: "researcher",
         preset: AgentPreset::Research,
         model: "gpt-4o",
-        task_limit: 40_000,
         tasks: 6,
         steps_per_task: 5,
         max_output: 600,
@@ -98,7 +97,6 @@ const FLEET: [AgentSpec; 5] = [
         name: "coder",
         preset: AgentPreset::CodeGeneration,
         model: "gpt-4.1",
-        task_limit: 40_000,
         tasks: 5,
         steps_per_task: 4,
         max_output: 900,
@@ -110,7 +108,6 @@ const FLEET: [AgentSpec; 5] = [
         name: "analyst",
         preset: AgentPreset::DataAnalysis,
         model: "gpt-4.1-mini",
-        task_limit: 20_000,
         tasks: 8,
         steps_per_task: 3,
         max_output: 400,
@@ -122,7 +119,6 @@ const FLEET: [AgentSpec; 5] = [
         name: "ops-tooling",
         preset: AgentPreset::InternalTooling,
         model: "gpt-4o-mini",
-        task_limit: 3_000,
         tasks: 16,
         steps_per_task: 2,
         max_output: 120,
@@ -134,7 +130,6 @@ const FLEET: [AgentSpec; 5] = [
 
 /// The agent that never stops by itself.
 const RUNAWAY: &str = "researcher-loop";
-const RUNAWAY_TASK_LIMIT: u64 = 50_000;
 /// The agent whose provider ignores the output cap.
 const OVERRUN: &str = "summariser";
 
@@ -489,27 +484,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .start()
         .await?;
 
-    let mut limits = vec![
-        Limit::new("fleet/day", Selector::Global, Window::Calendar(Period::Day))
-            .tokens(3_000_000)
-            .money(Money::from_dollars(25))
-            .alert_at(&[70, 90]),
-        Limit::new("per-task", Selector::Agent(Values::Each), Window::PerTask)
-            .tokens(RUNAWAY_TASK_LIMIT),
-    ];
-    for spec in &FLEET {
-        limits.extend(spec.preset.limits(spec.name));
-        limits.push(
-            Limit::new(
-                format!("{}/task", spec.name),
-                Selector::agent(spec.name),
-                Window::PerTask,
-            )
-            .tokens(spec.task_limit),
-        );
-    }
-    limits.extend(AgentPreset::Research.limits(RUNAWAY));
-    limits.extend(AgentPreset::Research.limits(OVERRUN));
+    // The limits (the users' presets per agent type, a fleet-wide day, a budget per task) and
+    // the prices come from examples/fleet.yaml, with the TOKEN_BUDGET_* variables over it.
+    let config = Config::load(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet.yaml"))?;
     // The ledger outlives this process (by default it is a SQLite file), and a budget on a
     // durable ledger rebuilds today's windows from it before its first call, so that a restart
     // does not hand out a fresh daily budget. This demo opts out explicitly
@@ -520,8 +497,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // counters per run (and the report to this run's events) makes the 1st and the 5th run
     // behave the same.
     let budget: Budget = token_budget::Budget::builder()
-        .prices_from_env()?
-        .limits(limits)
+        .config(&config)
         .store(store)
         .ledger(ledger)
         .restore_windows(false)
@@ -930,8 +906,14 @@ async fn report(
         )
         .await?;
     let spent: u64 = steps.iter().map(|g| g.usage.total()).sum();
+    // The per-task cap every agent has (examples/fleet.yaml): what stops the runaway.
+    let task_limit = budget
+        .limits()
+        .get("per-task")
+        .and_then(|l| l.cap.tokens)
+        .unwrap_or_default();
     println!(
-        "  {RUNAWAY} ran {} steps and spent {spent} of its {RUNAWAY_TASK_LIMIT}-token task budget, never more",
+        "  {RUNAWAY} ran {} steps and spent {spent} of its {task_limit}-token task budget, never more",
         steps.len()
     );
     Ok(())

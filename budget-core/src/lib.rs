@@ -35,6 +35,7 @@ mod backend_error;
 mod budget;
 pub mod clock;
 pub mod compress;
+pub mod config;
 pub mod control_plane;
 pub mod controls;
 pub mod conversation;

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use budget_core::config::RoutingConfig;
 use budget_core::conversation::Difficulty;
 use budget_core::{
     Budget, BudgetStore, Ledger, MemoryBudgetStore, MemoryLedger, Money, PriceTable,
@@ -257,6 +258,31 @@ impl<St: BudgetStore, L: Ledger> RouteLayer<St, L> {
     pub fn route_all(mut self, all: bool) -> Self {
         self.settings_mut().route_all = all;
         self
+    }
+
+    /// Takes the tiers, the downgrade threshold, `route_all` and `allow_upgrades` from the
+    /// `routing` section of a configuration file.
+    ///
+    /// ```
+    /// use budget_core::Budget;
+    /// use budget_core::config::Config;
+    /// use budget_core::conversation::Difficulty;
+    /// use budget_tower::RouteLayer;
+    ///
+    /// let config = Config::from_yaml("routing:\n  tiers: { easy: claude-3-haiku }\n")?;
+    /// let budget = Budget::builder().config(&config).build()?;
+    /// let route = RouteLayer::new(budget).routing(&config.routing);
+    /// assert_eq!(route.tier_model(Difficulty::Easy), "claude-3-haiku");
+    /// assert_eq!(route.tier_model(Difficulty::Hard), "gpt-4o");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn routing(self, routing: &RoutingConfig) -> Self {
+        self.tier(Difficulty::Easy, routing.easy.as_str())
+            .tier(Difficulty::Medium, routing.medium.as_str())
+            .tier(Difficulty::Hard, routing.hard.as_str())
+            .downgrade_at(routing.downgrade_at)
+            .route_all(routing.route_all)
+            .allow_upgrades(routing.allow_upgrades)
     }
 
     /// Uses `controls` (shared with another layer, say) instead of this layer's own.

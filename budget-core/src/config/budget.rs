@@ -1,0 +1,74 @@
+//! Putting a [`Config`] on a [`Budget`]: its limits, prices and time zone on the builder, and
+//! the ledger and store its URLs name.
+
+use std::path::Path;
+
+use super::{Config, ConfigError, Origin};
+use crate::ledger::{AnyLedger, Ledger, LedgerUrl, default_ledger_path};
+use crate::store::{AnyBudgetStore, BudgetStore};
+use crate::{Budget, BudgetBuilder};
+
+impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
+    /// Adds the configuration's limits (presets' included) and uses its prices and time zone.
+    /// The store and ledger are left as they are: [`Config::open_budget`] opens those the
+    /// configuration names.
+    pub fn config(self, config: &Config) -> Self {
+        self.limits(config.limits.iter().cloned())
+            .prices(config.prices.clone())
+            .time_zone(config.time_zone.clone())
+    }
+}
+
+impl Config {
+    /// Opens the ledger and the store this configuration names (the default ledger file and
+    /// an in-memory store when it names none) and builds a budget with its limits, prices and
+    /// time zone.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Open`] naming where the URL came from when the ledger or store cannot
+    /// be opened (a store URL with an unknown option is refused here, before anything
+    /// connects); [`ConfigError::Limits`] if the budget refuses the limits.
+    pub async fn open_budget(&self) -> Result<Budget<AnyBudgetStore, AnyLedger>, ConfigError> {
+        let (ledger_url, ledger_origin) = match &self.ledger {
+            Some(url) => (url.value.clone(), url.origin.clone()),
+            None => (LedgerUrl::Sqlite(default_ledger_path()), Origin::Default),
+        };
+        let ledger = ledger_url.open().await.map_err(|e| ConfigError::Open {
+            origin: ledger_origin,
+            field: "ledger",
+            source: Box::new(e),
+        })?;
+        let store = match &self.store {
+            Some(url) => AnyBudgetStore::open(&url.value)
+                .await
+                .map_err(|e| ConfigError::Open {
+                    origin: url.origin.clone(),
+                    field: "store",
+                    source: Box::new(e),
+                })?,
+            None => AnyBudgetStore::open("memory:")
+                .await
+                .map_err(|e| ConfigError::Open {
+                    origin: Origin::Default,
+                    field: "store",
+                    source: Box::new(e),
+                })?,
+        };
+        Ok(Budget::builder()
+            .store(store)
+            .ledger(ledger)
+            .config(self)
+            .build()?)
+    }
+}
+
+impl Budget<AnyBudgetStore, AnyLedger> {
+    /// Loads the configuration file at `path` (with the `TOKEN_BUDGET_*` variables over it)
+    /// and opens the budget it describes: [`Config::load`], then [`Config::open_budget`].
+    pub async fn from_config(
+        path: impl AsRef<Path>,
+    ) -> Result<Budget<AnyBudgetStore, AnyLedger>, ConfigError> {
+        Config::load(path)?.open_budget().await
+    }
+}
