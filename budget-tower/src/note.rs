@@ -26,7 +26,7 @@ tokio::task_local! {
     static NOTE: CallNote;
 }
 
-/// What outer layers noted about the call they pass down (see the [module docs](self)).
+/// What outer layers noted about the call they pass down (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallNote {
     /// The kind of spend, when not a plain call.
