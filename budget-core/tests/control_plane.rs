@@ -204,3 +204,208 @@ async fn a_ledger_file_from_before_the_control_log_is_brought_up_to_date() {
     assert_eq!(version, budget_core::ledger::SQLITE_SCHEMA_VERSION);
     assert_eq!(version, 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Budgets obeying the log.
+
+fn budget_on(db: &TempDb) -> budget_core::Budget {
+    budget_core::Budget::builder()
+        .control_log(SqliteControlLog::open(db.path()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Waits (10 s at most) until `seen` holds for `budget`; returns how long that took.
+async fn until(
+    budget: &budget_core::Budget,
+    what: &str,
+    seen: impl Fn(&budget_core::Budget) -> bool,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !seen(budget) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what}: not obeyed within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_obeys_the_decisions_another_makes_on_the_same_file() {
+    let db = TempDb::new("control-obey");
+    let (decider, follower) = (budget_on(&db), budget_on(&db));
+    let _watch = follower.watch_control(std::time::Duration::from_millis(50));
+    let ops = Actor::operator("ops");
+
+    let cap = Limit::new("support/task", Selector::agent("support"), Window::PerTask).tokens(100);
+    decider.set_shared_limit(cap, ops.clone()).await.unwrap();
+    let waited = until(&follower, "a shared limit", |b| {
+        b.limits().get("support/task").is_some()
+    })
+    .await;
+    println!("limit obeyed after {waited:?}");
+
+    decider.pause_agent("writer", ops.clone()).await.unwrap();
+    let waited = until(&follower, "a pause", |b| {
+        b.controls().is_paused(&Attribution::agent("writer"))
+    })
+    .await;
+    println!("pause obeyed after {waited:?}");
+
+    let task = TaskId::new("t-1");
+    decider.kill_task(&task, ops.clone()).await.unwrap();
+    let waited = until(&follower, "a kill", |b| b.controls().is_cancelled(&task)).await;
+    println!("kill obeyed after {waited:?}");
+
+    decider
+        .switch_model("research", ModelSwitch::Cheapest, ops.clone())
+        .await
+        .unwrap();
+    let waited = until(&follower, "a model switch", |b| {
+        b.model_switch("research") == Some(ModelSwitch::Cheapest)
+    })
+    .await;
+    println!("switch obeyed after {waited:?}");
+
+    // And the follower's calls are held to them.
+    let support = Attribution::agent("support").with_task(TaskId::new("t-2"));
+    let err = follower
+        .reserve(&support, "gpt-4o-mini", budget_core::Estimate::new(80, 50))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, budget_core::BudgetError::ExceedsLimit(_)),
+        "{err}"
+    );
+    let err = follower
+        .reserve(
+            &Attribution::agent("writer"),
+            "gpt-4o-mini",
+            budget_core::Estimate::new(1, 1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, budget_core::BudgetError::AgentPaused { .. }),
+        "{err}"
+    );
+    let killed = Attribution::agent("research").with_task(task.clone());
+    let err = follower
+        .reserve(&killed, "gpt-4o-mini", budget_core::Estimate::new(1, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, budget_core::BudgetError::TaskCancelled { .. }),
+        "{err}"
+    );
+
+    // The audit trail says who decided what, in order.
+    let trail: Vec<String> = follower
+        .control_records(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r.by, r.change))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            "operator ops set limit support/task",
+            "operator ops pause agent writer",
+            "operator ops kill task t-1",
+            "operator ops switch agent research to the cheapest model",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_budget_starts_with_every_decision_in_force() {
+    let db = TempDb::new("control-restart");
+    {
+        let before = budget_on(&db);
+        before
+            .pause_agent("writer", Actor::rule("daily_budget_exceeded"))
+            .await
+            .unwrap();
+        let cap = Limit::new("all/day", Selector::Global, Window::Calendar(Period::Day)).tokens(10);
+        before
+            .set_shared_limit(cap, Actor::operator("ana"))
+            .await
+            .unwrap();
+    }
+    // No watcher: the log is replayed before the first call.
+    let after = budget_on(&db);
+    let err = after
+        .reserve(
+            &Attribution::agent("writer"),
+            "gpt-4o-mini",
+            budget_core::Estimate::new(1, 1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, budget_core::BudgetError::AgentPaused { .. }),
+        "{err}"
+    );
+    let err = after
+        .reserve(
+            &Attribution::agent("support"),
+            "gpt-4o-mini",
+            budget_core::Estimate::new(8, 8),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, budget_core::BudgetError::ExceedsLimit(_)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn decisions_override_the_budgets_own_limits_until_reverted() {
+    // The default log: this process alone.
+    let own = Limit::new("all/day", Selector::Global, Window::Calendar(Period::Day)).tokens(1_000);
+    let budget = budget_core::Budget::builder()
+        .limit(own.clone())
+        .build()
+        .unwrap();
+    let ops = Actor::operator("ops");
+    let tighter = own.clone().tokens(10);
+    budget.set_shared_limit(tighter, ops.clone()).await.unwrap();
+    assert_eq!(budget.limits().get("all/day").unwrap().cap.tokens, Some(10));
+
+    // An in-process change to the budget's own limit does not undo the decision...
+    budget.set_limit(own.clone().tokens(5_000)).unwrap();
+    assert_eq!(budget.limits().get("all/day").unwrap().cap.tokens, Some(10));
+    // ...until the decision is reverted: then the budget's own limit is in force.
+    let record = budget
+        .decide(
+            ControlChange::RevertLimit {
+                id: "all/day".into(),
+            },
+            ops.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        record.replaced,
+        Some(ControlChange::SetLimit { .. })
+    ));
+    assert_eq!(
+        budget.limits().get("all/day").unwrap().cap.tokens,
+        Some(5_000)
+    );
+
+    budget
+        .decide(
+            ControlChange::RemoveLimit {
+                id: "all/day".into(),
+            },
+            ops,
+        )
+        .await
+        .unwrap();
+    assert!(budget.limits().get("all/day").is_none());
+}

@@ -396,6 +396,41 @@ async fn a_task_limit_with_no_room_falls_back_too() {
 }
 
 #[tokio::test]
+async fn a_switch_on_the_budgets_control_plane_is_obeyed_and_wins_over_the_layers_own() {
+    use budget_core::control_plane::{Actor, ModelSwitch};
+    let recorder = Recorder::default();
+    let budget = no_limits();
+    let layer = RouteLayer::new(budget.clone());
+    let mut service = layer.clone().layer(recorder.clone());
+    let ops = Actor::operator("ops");
+
+    budget
+        .switch_model(
+            "agent",
+            ModelSwitch::Model("claude-3-haiku".into()),
+            ops.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        model_sent(&mut service, &recorder, Chat::new("gpt-4o", HARD)).await,
+        "claude-3-haiku"
+    );
+    // The layer's own switch does not undo the shared decision...
+    layer.controls().switch_to_cheaper("agent");
+    assert_eq!(
+        model_sent(&mut service, &recorder, Chat::new("gpt-4o", HARD)).await,
+        "claude-3-haiku"
+    );
+    // ...and applies again once the decision is reset.
+    budget.reset_model("agent", ops).await.unwrap();
+    assert_eq!(
+        model_sent(&mut service, &recorder, Chat::new("gpt-4o", HARD)).await,
+        "gpt-4o-mini"
+    );
+}
+
+#[tokio::test]
 async fn switch_to_cheaper_pin_and_reset_per_agent() {
     let recorder = Recorder::default();
     let layer = RouteLayer::new(no_limits());

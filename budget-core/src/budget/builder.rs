@@ -7,9 +7,11 @@ use std::sync::atomic::AtomicU64;
 use jiff::tz::TimeZone;
 use parking_lot::{Mutex, RwLock};
 
+use super::control::ControlBinding;
 use super::plan::Windows;
 use super::{Budget, Inner};
 use crate::clock::{Clock, SystemClock};
+use crate::control_plane::ControlLog;
 use crate::controls::Controls;
 use crate::ledger::{Ledger, MemoryLedger};
 use crate::limits::{Limit, LimitError, LimitSet};
@@ -26,6 +28,7 @@ pub struct BudgetBuilder<S, L> {
     clock: Arc<dyn Clock>,
     time_zone: TimeZone,
     restore: Option<bool>,
+    control: Option<ControlBinding>,
 }
 
 impl Budget {
@@ -40,6 +43,7 @@ impl Budget {
             clock: Arc::new(SystemClock),
             time_zone: TimeZone::UTC,
             restore: None,
+            control: None,
         }
     }
 }
@@ -92,6 +96,15 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
         self
     }
 
+    /// Obeys this control log: the decisions of every budget on it (limits, pauses, kills,
+    /// model switches) apply here, replayed before the first call and then as
+    /// [`Budget::sync_control`] or [`Budget::watch_control`] read them. Without one, a budget
+    /// keeps its decisions in memory, for this process alone.
+    pub fn control_log(mut self, log: impl ControlLog) -> Self {
+        self.control = Some(ControlBinding::new(log));
+        self
+    }
+
     /// Uses this store.
     pub fn store<S2: BudgetStore>(self, store: S2) -> BudgetBuilder<S2, L> {
         BudgetBuilder {
@@ -102,6 +115,7 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
             clock: self.clock,
             time_zone: self.time_zone,
             restore: self.restore,
+            control: self.control,
         }
     }
 
@@ -115,6 +129,7 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
             clock: self.clock,
             time_zone: self.time_zone,
             restore: self.restore,
+            control: self.control,
         }
     }
 
@@ -127,7 +142,9 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
             inner: Arc::new(Inner {
                 store: self.store,
                 ledger: self.ledger,
-                limits: RwLock::new(Arc::new(limits)),
+                limits: RwLock::new(Arc::new(limits.clone())),
+                own_limits: RwLock::new(limits),
+                control: self.control.unwrap_or_else(ControlBinding::in_memory),
                 prices: RwLock::new(Arc::new(prices)),
                 clock: self.clock,
                 windows: Windows::new(self.time_zone),

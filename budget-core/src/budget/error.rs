@@ -8,7 +8,7 @@ use crate::Money;
 use crate::admission::{Amount, CapKind};
 use crate::attribution::TaskId;
 use crate::ledger::{LedgerError, UsageEvent};
-use crate::limits::{Cap, Period};
+use crate::limits::{Cap, LimitError, Period};
 use crate::pricing::PriceError;
 use crate::store::StoreError;
 
@@ -89,6 +89,12 @@ pub enum BudgetError {
     /// it was handed ([`Budget::flush`](super::Budget::flush)).
     #[error(transparent)]
     LedgerQuery(LedgerError),
+    /// The control log could not take or give a decision; nothing was decided.
+    #[error("control log: {0}")]
+    ControlLog(#[source] LedgerError),
+    /// A limit that cannot be held (a duplicate id, ...).
+    #[error(transparent)]
+    InvalidLimit(#[from] LimitError),
     /// A calendar window could not be computed in the configured time zone.
     #[error("cannot compute the {period} window: {message}")]
     Window {

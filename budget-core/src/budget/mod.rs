@@ -23,6 +23,7 @@
 //! blocks further reservations until the window frees up.
 
 mod builder;
+mod control;
 mod error;
 mod plan;
 mod report;
@@ -109,7 +110,12 @@ impl<S: BudgetStore, L: Ledger> Clone for Budget<S, L> {
 struct Inner<S, L> {
     store: S,
     ledger: L,
+    /// The limits in force: `own_limits` with the control plane's decisions over them.
     limits: RwLock<Arc<LimitSet>>,
+    /// This budget's own limits: the builder's (the file's) and `set_limit`'s.
+    own_limits: RwLock<LimitSet>,
+    /// The control log this budget obeys, and the decisions it has applied.
+    control: control::ControlBinding,
     prices: RwLock<Arc<PriceTable>>,
     clock: Arc<dyn Clock>,
     windows: Windows,
@@ -283,20 +289,19 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     /// - **A new selector** counts per selected value: usage of values no longer selected is
     ///   not carried to the new ones.
     pub fn set_limit(&self, limit: Limit) -> Result<(), LimitError> {
-        let mut guard = self.inner.limits.write();
-        let mut set = LimitSet::clone(&guard);
-        set.upsert(limit)?;
-        *guard = Arc::new(set);
-        Ok(())
+        self.inner.own_limits.write().upsert(limit)?;
+        self.recompute_limits()
     }
 
     /// Removes a limit; returns whether it existed. Its counters are not cleared: a limit set
     /// again under the same id finds the usage still in its window.
+    ///
+    /// Like [`Budget::set_limit`], this changes this budget's own limits, in this process; a
+    /// control-plane decision on the same id ([`Budget::decide`]) still overrides it.
     pub fn remove_limit(&self, id: &str) -> bool {
-        let mut guard = self.inner.limits.write();
-        let mut set = LimitSet::clone(&guard);
-        let removed = set.remove(id).is_some();
-        *guard = Arc::new(set);
+        let removed = self.inner.own_limits.write().remove(id).is_some();
+        // Removing a limit cannot make the set invalid.
+        let _ = self.recompute_limits();
         removed
     }
 

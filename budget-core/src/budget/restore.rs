@@ -44,6 +44,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     /// Restores the windows from the ledger once, before the first use, when the budget was
     /// built to (see [`Budget::restore_from_ledger`]).
     pub(super) async fn ensure_restored(&self) -> Result<(), BudgetError> {
+        self.ensure_control_replayed().await?;
         if !self.inner.restore_on_start || self.inner.restored.initialized() {
             return Ok(());
         }

@@ -80,6 +80,10 @@ pub enum ControlChange {
         /// The agent.
         agent: Arc<str>,
     },
+    /// Every agent not marked critical is paused (the users' `pause_all_noncritical_agents`).
+    PauseNoncritical,
+    /// Lifts [`ControlChange::PauseNoncritical`]; agents paused by name stay paused.
+    ResumeNoncritical,
     /// The task (and its sub-agents) is cancelled for good.
     KillTask {
         /// The task.
@@ -124,6 +128,9 @@ impl ControlChange {
             ControlChange::PauseAgent { agent } | ControlChange::ResumeAgent { agent } => {
                 Target::Pause(agent.clone())
             }
+            ControlChange::PauseNoncritical | ControlChange::ResumeNoncritical => {
+                Target::Noncritical
+            }
             ControlChange::KillTask { task } => Target::Task(task.clone()),
             ControlChange::SwitchModel { agent, .. } | ControlChange::ResetModel { agent } => {
                 Target::Model(agent.clone())
@@ -138,6 +145,7 @@ impl ControlChange {
             self,
             ControlChange::RevertLimit { .. }
                 | ControlChange::ResumeAgent { .. }
+                | ControlChange::ResumeNoncritical
                 | ControlChange::ResetModel { .. }
         )
     }
@@ -152,8 +160,12 @@ impl fmt::Display for ControlChange {
             ControlChange::RevertLimit { id } => write!(f, "revert limit {id} to the file's"),
             ControlChange::PauseAgent { agent } => write!(f, "pause agent {agent}"),
             ControlChange::ResumeAgent { agent } => write!(f, "resume agent {agent}"),
+            ControlChange::PauseNoncritical => f.write_str("pause every non-critical agent"),
+            ControlChange::ResumeNoncritical => f.write_str("resume the non-critical agents"),
             ControlChange::KillTask { task } => write!(f, "kill task {task}"),
-            ControlChange::SwitchModel { agent, to } => write!(f, "switch agent {agent} to {to}"),
+            ControlChange::SwitchModel { agent, to } => {
+                write!(f, "switch agent {agent} to {to}")
+            }
             ControlChange::ResetModel { agent } => write!(f, "reset agent {agent}'s model"),
         }
     }
@@ -185,6 +197,8 @@ pub enum Target {
     Limit(Arc<str>),
     /// An agent's pause.
     Pause(Arc<str>),
+    /// The pause of every non-critical agent.
+    Noncritical,
     /// A task.
     Task(TaskId),
     /// An agent's model.
@@ -198,6 +212,7 @@ impl Target {
         match self {
             Target::Limit(id) => format!("limit:{id}"),
             Target::Pause(agent) => format!("pause:{agent}"),
+            Target::Noncritical => "pause-noncritical".to_string(),
             Target::Task(task) => format!("task:{task}"),
             Target::Model(agent) => format!("model:{agent}"),
         }
@@ -322,6 +337,11 @@ impl ControlState {
     pub fn is_paused(&self, agent: &str) -> bool {
         self.decisions
             .contains_key(&Target::Pause(Arc::from(agent)))
+    }
+
+    /// Whether every non-critical agent is paused.
+    pub fn noncritical_paused(&self) -> bool {
+        self.decisions.contains_key(&Target::Noncritical)
     }
 
     /// Whether `task` was killed.

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use budget_core::config::RoutingConfig;
+use budget_core::control_plane::ModelSwitch;
 use budget_core::conversation::Difficulty;
 use budget_core::{
     Budget, BudgetStore, Ledger, MemoryBudgetStore, MemoryLedger, Money, PriceTable,
@@ -102,6 +103,15 @@ pub enum RouteOverride {
     Cheapest,
     /// Every call goes to this model, whatever its difficulty or the budget pressure.
     Pinned(Arc<str>),
+}
+
+impl From<ModelSwitch> for RouteOverride {
+    fn from(switch: ModelSwitch) -> RouteOverride {
+        match switch {
+            ModelSwitch::Cheapest => RouteOverride::Cheapest,
+            ModelSwitch::Model(model) => RouteOverride::Pinned(model),
+        }
+    }
 }
 
 /// The live per-agent routing switches of a [`RouteLayer`]: "switch to cheaper model" as one

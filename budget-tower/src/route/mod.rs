@@ -53,6 +53,8 @@
 //!   cheapest tier model (a request already on a model no dearer is left alone; a request for
 //!   a model without a price only under `route_all`); `pin_model(agent, model)` sends them to
 //!   `model` regardless of difficulty, pressure or room; `reset(agent)` goes back to routing.
+//!   A model switch decided on the budget's control plane (`Budget::switch_model`, shared by
+//!   every process on its log) acts the same way and wins over the layer's own override.
 //!
 //! The agent is the task scope's, else the request's own attribution
 //! ([`attribution_of`](crate::llm::attribution_of)). Errors are the inner service's,

@@ -140,7 +140,12 @@ where
     let who = attribution_of(scope.as_ref(), &request);
     let original: Arc<str> = request.model().into();
     let prices = budget.prices();
-    let plan = match controls.override_for(who.agent_name()) {
+    // The control plane's switch (shared by every process) wins over this layer's own.
+    let switch = budget
+        .model_switch(who.agent_name())
+        .map(RouteOverride::from)
+        .or_else(|| controls.override_for(who.agent_name()));
+    let plan = match switch {
         Some(RouteOverride::Pinned(model)) => Some(Plan {
             model,
             reason: "pinned for the agent",
