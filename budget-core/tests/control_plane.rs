@@ -409,3 +409,27 @@ async fn decisions_override_the_budgets_own_limits_until_reverted() {
         .unwrap();
     assert!(budget.limits().get("all/day").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_opened_from_one_configuration_watch_the_control_log_by_themselves() {
+    let db = TempDb::new("control-config");
+    let yaml = format!("ledger: sqlite:{}\n", db.path().display());
+    let config = budget_core::config::Config::from_yaml(&yaml).unwrap();
+    let (one, two) = (
+        config.open_budget().await.unwrap(),
+        config.open_budget().await.unwrap(),
+    );
+    one.pause_agent("writer", Actor::operator("ops"))
+        .await
+        .unwrap();
+    // No sync, no watcher started here: the configured budget watches the log itself.
+    let started = std::time::Instant::now();
+    while !two.controls().is_paused(&Attribution::agent("writer")) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "not obeyed within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    println!("obeyed after {:?}", started.elapsed());
+}

@@ -4,9 +4,15 @@
 use std::path::Path;
 
 use super::{Config, ConfigError, Origin};
+#[cfg(feature = "sqlite")]
+use crate::control_plane::SqliteControlLog;
 use crate::ledger::{AnyLedger, Ledger, LedgerUrl, default_ledger_path};
 use crate::store::{AnyBudgetStore, BudgetStore};
 use crate::{Budget, BudgetBuilder};
+
+/// How often a budget opened from a configuration reads the control log: decisions made by
+/// another process apply within about this long (BENCHMARKS.md, "Control plane propagation").
+pub const CONTROL_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
     /// Adds the configuration's limits (presets' included) and uses its prices and time zone.
@@ -35,7 +41,7 @@ impl Config {
             None => (LedgerUrl::Sqlite(default_ledger_path()), Origin::Default),
         };
         let ledger = ledger_url.open().await.map_err(|e| ConfigError::Open {
-            origin: ledger_origin,
+            origin: ledger_origin.clone(),
             field: "ledger",
             source: Box::new(e),
         })?;
@@ -55,11 +61,30 @@ impl Config {
                     source: Box::new(e),
                 })?,
         };
-        Ok(Budget::builder()
-            .store(store)
-            .ledger(ledger)
-            .config(self)
-            .build()?)
+        let builder = Budget::builder().store(store).ledger(ledger).config(self);
+        // The control plane lives beside a durable ledger; every budget on it watches it.
+        let control = match &ledger_url {
+            #[cfg(feature = "sqlite")]
+            LedgerUrl::Sqlite(path) => {
+                Some(SqliteControlLog::open(path).map_err(|e| ConfigError::Open {
+                    origin: ledger_origin.clone(),
+                    field: "ledger",
+                    source: Box::new(e),
+                })?)
+            }
+            _ => None,
+        };
+        let watched = control.is_some();
+        let builder = match control {
+            Some(log) => builder.control_log(log),
+            None => builder,
+        };
+        let budget = builder.build()?;
+        if watched {
+            // Detached: it stops by itself when the budget is dropped.
+            drop(budget.watch_control(CONTROL_WATCH_EVERY));
+        }
+        Ok(budget)
     }
 }
 

@@ -107,6 +107,7 @@ use std::path::{Path, PathBuf};
 use jiff::tz::TimeZone;
 
 pub use alerts::{AlertAction, AlertRule, Severity};
+pub use budget::CONTROL_WATCH_EVERY;
 pub use env::{EnvVars, OVERRIDES, TIME_ZONE_ENV};
 pub use error::{ConfigError, Origin};
 pub use units::{parse_duration, parse_money, parse_percent, parse_tokens, parse_window};
