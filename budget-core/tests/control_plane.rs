@@ -433,3 +433,45 @@ async fn budgets_opened_from_one_configuration_watch_the_control_log_by_themselv
     }
     println!("obeyed after {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_decided_elsewhere_cancels_a_running_task_scope_and_its_sub_agents() {
+    let db = TempDb::new("control-kill-scope");
+    let (decider, runner) = (budget_on(&db), budget_on(&db));
+    let _watch = runner.watch_control(std::time::Duration::from_millis(20));
+    let task = TaskId::new("t-long");
+    let scope =
+        budget_core::scope::TaskScope::new(Attribution::agent("research").with_task(task.clone()));
+    let sub_agent = scope.child(Attribution::agent("helper").with_task(TaskId::new("t-sub")));
+    // The scope's first call ties it to the running budget.
+    let held = runner
+        .reserve_in_scope(&sub_agent, "gpt-4o-mini", 10, 10..=10)
+        .await
+        .unwrap();
+    held.commit(Usage::new(10, 5)).await.unwrap();
+
+    decider
+        .kill_task(&task, Actor::rule("runaway_detected"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !scope.cancel_token().is_cancelled() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "not cancelled in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        sub_agent.cancel_token().is_cancelled(),
+        "the sub-agent stops with its task"
+    );
+    assert!(
+        sub_agent.step_boundary().is_err(),
+        "a #[budgeted] loop stops at its next step"
+    );
+    let refused = runner
+        .reserve_in_scope(&sub_agent, "gpt-4o-mini", 10, 10..=10)
+        .await;
+    assert!(refused.is_err());
+}
