@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`RouteLayer`](crate::RouteLayer) | `requested_model`: the model before routing | the event's requested model |
 //! | [`CompressLayer`](crate::CompressLayer) | `saved_input_tokens`: prompt tokens removed | the event's `saved` (priced at the model's input rate) |
-//! | [`CompressLayer`](crate::CompressLayer), its summary call | `kind`: [`EventKind::Summary`](budget_core::EventKind::Summary) | the event's kind |
+//! | [`CompressLayer`](crate::CompressLayer), its summary call | `kind`: [`EventKind::Summary`] | the event's kind |
 //!
 //! Notes nest: an inner note's fields win over an outer one's, savings add up. Nothing else
 //! reads or writes it; a service outside these layers sees no difference.
