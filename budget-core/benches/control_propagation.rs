@@ -1,8 +1,8 @@
-//! How long a decision takes to reach another budget on the same control log: a pause or a
-//! resume made by one budget, until a second budget — its own connection to the file, polling
-//! with `Budget::watch_control` — refuses or admits the agent. 200 changes per watcher
-//! interval, spread over the polling period; p50, p99 and max. Baseline in the same run: the deciding budget's own `decide`
-//! (append + apply), which the propagation includes.
+//! How long a decision takes to reach another budget on the same control log: a pause or a resume
+//! made by one budget, until a second budget — its own connection to the file, polling with
+//! `Budget::watch_control` — refuses or admits the agent. 200 changes per watcher interval, spread
+//! over the polling period; p50, p99 and max. Baseline in the same run: the deciding budget's own
+//! `decide` (append + apply), which the propagation includes.
 //!
 //! Run: `cargo bench -p budget-core --bench control_propagation`
 //! (PostgreSQL and Redis logs are measured too when `DATABASE_URL` / `REDIS_URL` are set and

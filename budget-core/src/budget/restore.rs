@@ -18,13 +18,13 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     /// ledger, so that a restart does not reset today's (this hour's, week's, month's; the last
     /// rolling duration's) budget. Returns how many counters it restored.
     ///
-    /// A budget on a durable ledger ([`Ledger::is_durable`]) does this by itself before its
-    /// first reservation, record or report (`remaining`, `pressure`, `status`), unless built with
-    /// [`BudgetBuilder::restore_windows`](super::BudgetBuilder::restore_windows)`(false)`;
-    /// either way it happens once per budget, and a call after it returns 0. Rolling windows are restored into their current slot: the
-    /// usage then ages out up to one window later than it would have, never earlier (rounding
-    /// toward safety). Per-task windows are not restored (a restarted process starts its tasks
-    /// anew).
+    /// A budget on a durable ledger ([`Ledger::is_durable`]) does this by itself before its first
+    /// reservation, record or report (`remaining`, `pressure`, `status`), unless built with
+    /// [`BudgetBuilder::restore_windows`](super::BudgetBuilder::restore_windows)`(false)`; either
+    /// way it happens once per budget, and a call after it returns 0. Rolling windows are restored
+    /// into their current slot: the usage then ages out up to one window later than it would have,
+    /// never earlier (rounding toward safety). Per-task windows are not restored (a restarted
+    /// process starts its tasks anew).
     ///
     /// A store that keeps its counters itself ([`BudgetStore::keeps_counters`], e.g. Redis)
     /// is left alone and 0 is returned: every replica restoring into it would count the day

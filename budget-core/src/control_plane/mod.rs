@@ -13,13 +13,16 @@
 //! 2), where every process on that file reads it.
 //!
 //! ```
-//! use budget_core::control_plane::{Actor, ControlChange, ControlLog, ControlState, MemoryControlLog};
+//! use budget_core::control_plane::{
+//!     Actor, ControlChange, ControlLog, ControlState, MemoryControlLog,
+//! };
 //! use budget_core::{Limit, Period, Selector, Window};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let log = MemoryControlLog::new();
 //! let now = "2026-12-06T09:00:00Z".parse().unwrap();
-//! let day = Limit::new("support/day", Selector::agent("support"), Window::Calendar(Period::Day)).tokens(500_000);
+//! let day = Window::Calendar(Period::Day);
+//! let day = Limit::new("support/day", Selector::agent("support"), day).tokens(500_000);
 //! log.append(ControlChange::SetLimit { limit: day }, Actor::operator("ana"), now).await.unwrap();
 //! log.append(ControlChange::pause("support"), Actor::rule("daily_budget_exceeded"), now)
 //!     .await
@@ -266,7 +269,8 @@ pub struct AuditRecord {
     pub replaced: Option<ControlChange>,
 }
 
-/// `#3 2026-12-06T09:00:00Z rule daily_budget_exceeded: pause agent support (was: resume agent support)`.
+/// One line of an audit trail:
+/// `#3 2026-12-06T09:00:00Z rule daily_budget_exceeded: pause agent support (was: the file's)`.
 impl fmt::Display for AuditRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} {} {}: {}", self.seq, self.at, self.by, self.change)?;

@@ -111,14 +111,14 @@ impl Default for SqliteOptions {
 /// # Queries
 ///
 /// [`Ledger::totals`] runs one `GROUP BY` query; the time range and filters are `WHERE` clauses.
-/// Calendar buckets ([`Dimension::Bucket`](crate::ledger::Dimension::Bucket)) are computed in
-/// Rust with the query's time zone: SQL groups by the event time truncated to the UTC hour,
-/// and Rust folds the hours into hour, day, week or month buckets. That is exact when every
-/// bucket boundary falls on a whole UTC hour (zones whose offset is a whole number of hours). Each SQL group also reports its earliest
-/// and latest event; if those fall into different buckets (a zone such as `+05:30` or
-/// `+05:45`, or a historical offset), the query is run again grouped by the exact event time.
-/// Queries run on a separate reader thread with its own connection; WAL lets them proceed while
-/// the writer commits.
+/// Calendar buckets ([`Dimension::Bucket`](crate::ledger::Dimension::Bucket)) are computed in Rust
+/// with the query's time zone: SQL groups by the event time truncated to the UTC hour, and Rust
+/// folds the hours into hour, day, week or month buckets. That is exact when every bucket boundary
+/// falls on a whole UTC hour (zones whose offset is a whole number of hours). Each SQL group also
+/// reports its earliest and latest event; if those fall into different buckets (a zone such as
+/// `+05:30` or `+05:45`, or a historical offset), the query is run again grouped by the exact event
+/// time. Queries run on a separate reader thread with its own connection; WAL lets them proceed
+/// while the writer commits.
 pub struct SqliteLedger {
     name: String,
     /// Unbounded, so that handing an event over never waits (see the type docs).
