@@ -36,6 +36,8 @@ pub const PENDING_CANCELS: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Controls {
     paused: RwLock<foldhash::HashSet<Arc<str>>>,
+    /// Agents declared critical (in the configuration), whatever their calls' attribution says.
+    critical: RwLock<foldhash::HashSet<Arc<str>>>,
     noncritical_paused: AtomicBool,
     tasks: RwLock<Tasks>,
     next_id: AtomicU64,
@@ -85,10 +87,18 @@ impl Controls {
         self.noncritical_paused.store(false, Ordering::SeqCst);
     }
 
+    /// Declares `agent` critical: [`Controls::pause_noncritical`] never pauses it, whether or
+    /// not its calls are attributed as critical.
+    pub fn mark_critical(&self, agent: &str) {
+        self.critical.write().insert(agent.into());
+    }
+
     /// Whether calls attributed to `who` are paused.
     pub fn is_paused(&self, who: &Attribution) -> bool {
-        (!who.is_critical() && self.noncritical_paused.load(Ordering::Relaxed))
-            || self.paused.read().contains(who.agent_name())
+        let noncritical_paused = self.noncritical_paused.load(Ordering::Relaxed)
+            && !who.is_critical()
+            && !self.critical.read().contains(who.agent_name());
+        noncritical_paused || self.paused.read().contains(who.agent_name())
     }
 
     /// The agents paused by name.

@@ -516,3 +516,35 @@ async fn config_opens_a_budget_with_its_ledger_store_and_limits() {
         .unwrap();
     assert_eq!(limit.cap.tokens, Some(1_000_000));
 }
+
+#[tokio::test]
+async fn agents_declared_critical_keep_running_when_the_noncritical_ones_are_paused() {
+    use budget_core::control_plane::{Actor, ControlChange};
+    use budget_core::{Attribution, BudgetError, Estimate};
+    let config = Config::from_yaml(
+        "agents:\n  support-bot: { critical: true }\n  researcher: { critical: false }\n",
+    )
+    .unwrap();
+    let budget = Budget::builder().config(&config).build().unwrap();
+    budget
+        .decide(
+            ControlChange::PauseNoncritical,
+            Actor::rule("daily_budget_exceeded"),
+        )
+        .await
+        .unwrap();
+    // The support bot's calls carry no critical flag: the configuration's word is enough.
+    let support = Attribution::agent("support-bot");
+    let held = budget
+        .reserve(&support, "gpt-4o-mini", Estimate::new(1, 1))
+        .await;
+    assert!(held.is_ok(), "{:?}", held.err());
+    let researcher = Attribution::agent("researcher");
+    let refused = budget
+        .reserve(&researcher, "gpt-4o-mini", Estimate::new(1, 1))
+        .await;
+    assert!(
+        matches!(refused, Err(BudgetError::AgentPaused { .. })),
+        "{refused:?}"
+    );
+}

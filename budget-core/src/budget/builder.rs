@@ -29,6 +29,7 @@ pub struct BudgetBuilder<S, L> {
     time_zone: TimeZone,
     restore: Option<bool>,
     control: Option<ControlBinding>,
+    critical_agents: Vec<Arc<str>>,
 }
 
 impl Budget {
@@ -44,6 +45,7 @@ impl Budget {
             time_zone: TimeZone::UTC,
             restore: None,
             control: None,
+            critical_agents: Vec::new(),
         }
     }
 }
@@ -96,6 +98,13 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
         self
     }
 
+    /// Declares `agent` critical: pausing every non-critical agent leaves it running
+    /// ([`Controls::mark_critical`]).
+    pub fn critical_agent(mut self, agent: impl Into<Arc<str>>) -> Self {
+        self.critical_agents.push(agent.into());
+        self
+    }
+
     /// Obeys this control log: the decisions of every budget on it (limits, pauses, kills,
     /// model switches) apply here, replayed before the first call and then as
     /// [`Budget::sync_control`] or [`Budget::watch_control`] read them. Without one, a budget
@@ -116,6 +125,7 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
             time_zone: self.time_zone,
             restore: self.restore,
             control: self.control,
+            critical_agents: self.critical_agents,
         }
     }
 
@@ -130,6 +140,7 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
             time_zone: self.time_zone,
             restore: self.restore,
             control: self.control,
+            critical_agents: self.critical_agents,
         }
     }
 
@@ -148,7 +159,13 @@ impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
                 prices: RwLock::new(Arc::new(prices)),
                 clock: self.clock,
                 windows: Windows::new(self.time_zone),
-                controls: Controls::default(),
+                controls: {
+                    let controls = Controls::default();
+                    for agent in &self.critical_agents {
+                        controls.mark_critical(agent);
+                    }
+                    controls
+                },
                 next_event: AtomicU64::new(1),
                 denials: Mutex::new(HashMap::new()),
                 restore_on_start,

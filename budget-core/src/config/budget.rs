@@ -15,11 +15,18 @@ use crate::{Budget, BudgetBuilder};
 pub const CONTROL_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl<S: BudgetStore, L: Ledger> BudgetBuilder<S, L> {
-    /// Adds the configuration's limits (presets' included) and uses its prices and time zone.
-    /// The store and ledger are left as they are: [`Config::open_budget`] opens those the
-    /// configuration names.
+    /// Adds the configuration's limits (presets' included), declares its critical agents and
+    /// uses its prices and time zone. The store and ledger are left as they are:
+    /// [`Config::open_budget`] opens those the configuration names.
     pub fn config(self, config: &Config) -> Self {
-        self.limits(config.limits.iter().cloned())
+        let critical = config
+            .agents
+            .iter()
+            .filter(|(_, agent)| agent.critical)
+            .map(|(name, _)| name.as_str());
+        critical
+            .fold(self, |builder, agent| builder.critical_agent(agent))
+            .limits(config.limits.iter().cloned())
             .prices(config.prices.clone())
             .time_zone(config.time_zone.clone())
     }
