@@ -431,6 +431,69 @@ async fn a_switch_on_the_budgets_control_plane_is_obeyed_and_wins_over_the_layer
 }
 
 #[tokio::test]
+async fn the_configurations_agents_are_routed_by_their_tier_or_to_their_model() {
+    use budget_core::config::Config;
+    use budget_core::control_plane::{Actor, ModelSwitch};
+    let config = Config::from_yaml(
+        "agents:\n  agent: { tier: hard }\n  pinned: { model: claude-3-haiku }\n  plain: {}\n",
+    )
+    .unwrap();
+    let recorder = Recorder::default();
+    let budget = no_limits();
+    let mut service = RouteLayer::new(budget.clone())
+        .agents(&config.agents)
+        .layer(recorder.clone());
+
+    // An easy request goes to the easy tier, unless its agent is routed as hard.
+    assert_eq!(
+        model_sent(
+            &mut service,
+            &recorder,
+            Chat::new("gpt-4o", EASY).by("plain")
+        )
+        .await,
+        "gpt-4o-mini"
+    );
+    assert_eq!(
+        model_sent(&mut service, &recorder, Chat::new("gpt-4o", EASY)).await,
+        "gpt-4o"
+    );
+    // A request's own hint still wins over the agent's tier.
+    assert_eq!(
+        model_sent(
+            &mut service,
+            &recorder,
+            Chat::new("gpt-4o", HARD).hinted(Difficulty::Easy)
+        )
+        .await,
+        "gpt-4o-mini"
+    );
+    // An agent with a model calls it, until a runtime switch says otherwise.
+    assert_eq!(
+        model_sent(
+            &mut service,
+            &recorder,
+            Chat::new("gpt-4o", HARD).by("pinned")
+        )
+        .await,
+        "claude-3-haiku"
+    );
+    budget
+        .switch_model("pinned", ModelSwitch::Cheapest, Actor::operator("ops"))
+        .await
+        .unwrap();
+    assert_eq!(
+        model_sent(
+            &mut service,
+            &recorder,
+            Chat::new("gpt-4o", HARD).by("pinned")
+        )
+        .await,
+        "gpt-4o-mini"
+    );
+}
+
+#[tokio::test]
 async fn switch_to_cheaper_pin_and_reset_per_agent() {
     let recorder = Recorder::default();
     let layer = RouteLayer::new(no_limits());

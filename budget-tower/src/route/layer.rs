@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use budget_core::config::RoutingConfig;
+use budget_core::config::{AgentConfig, RoutingConfig};
 use budget_core::control_plane::ModelSwitch;
 use budget_core::conversation::Difficulty;
 use budget_core::{
@@ -24,6 +24,18 @@ pub(crate) struct Settings {
     pub(crate) route_all: bool,
     /// Whether difficulty may send a call to a dearer model than the one asked for.
     pub(crate) allow_upgrades: bool,
+    /// Per agent (the configuration's `agents`): the model its calls go to, or the tier they
+    /// are routed as instead of being classified.
+    pub(crate) agents: std::collections::HashMap<Arc<str>, AgentRoute>,
+}
+
+/// How the configuration routes one agent's calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AgentRoute {
+    /// Always this model (a runtime switch still wins).
+    Model(Arc<str>),
+    /// Routed as this difficulty, whatever the request looks like (a request's own hint wins).
+    Tier(Difficulty),
 }
 
 fn tier_index(difficulty: Difficulty) -> usize {
@@ -226,6 +238,7 @@ impl<St: BudgetStore, L: Ledger> RouteLayer<St, L> {
                 downgrade_at: DEFAULT_DOWNGRADE_AT,
                 route_all: false,
                 allow_upgrades: false,
+                agents: std::collections::HashMap::new(),
             }),
             controls: RouteControls::default(),
         }
@@ -293,6 +306,26 @@ impl<St: BudgetStore, L: Ledger> RouteLayer<St, L> {
             .downgrade_at(routing.downgrade_at)
             .route_all(routing.route_all)
             .allow_upgrades(routing.allow_upgrades)
+    }
+
+    /// Routes the configuration's agents: an agent with a `model` always calls it (below any
+    /// runtime switch); an agent with a `tier` is routed as that difficulty instead of being
+    /// classified (below a request's own hint).
+    pub fn agents<'a>(
+        mut self,
+        agents: impl IntoIterator<Item = (&'a String, &'a AgentConfig)>,
+    ) -> Self {
+        for (name, agent) in agents {
+            let route = match (&agent.model, agent.tier) {
+                (Some(model), _) => AgentRoute::Model(Arc::from(model.as_str())),
+                (None, Some(tier)) => AgentRoute::Tier(tier),
+                (None, None) => continue,
+            };
+            self.settings_mut()
+                .agents
+                .insert(Arc::from(name.as_str()), route);
+        }
+        self
     }
 
     /// Uses `controls` (shared with another layer, say) instead of this layer's own.

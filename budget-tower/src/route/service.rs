@@ -10,7 +10,7 @@ use tower::Service;
 
 use super::future::ResponseFuture;
 
-use super::layer::{RouteControls, RouteOverride, Settings, price_key, same_model};
+use super::layer::{AgentRoute, RouteControls, RouteOverride, Settings, price_key, same_model};
 use crate::llm::{ChatRequest, attribution_of, take_readied};
 
 /// The service of [`RouteLayer`](super::RouteLayer).
@@ -140,11 +140,17 @@ where
     let who = attribution_of(scope.as_ref(), &request);
     let original: Arc<str> = request.model().into();
     let prices = budget.prices();
-    // The control plane's switch (shared by every process) wins over this layer's own.
+    // The control plane's switch (shared by every process) wins over this layer's own, which
+    // wins over the configuration's model for the agent.
+    let configured = settings.agents.get(who.agent_name());
     let switch = budget
         .model_switch(who.agent_name())
         .map(RouteOverride::from)
         .or_else(|| controls.override_for(who.agent_name()));
+    let switch = switch.or_else(|| match configured {
+        Some(AgentRoute::Model(model)) => Some(RouteOverride::Pinned(model.clone())),
+        _ => None,
+    });
     let plan = match switch {
         Some(RouteOverride::Pinned(model)) => Some(Plan {
             model,
@@ -165,9 +171,10 @@ where
             })
         }
         None if settings.route_all || settings.is_tier_model(&prices, &original) => {
-            let difficulty = match request.difficulty_hint() {
-                Some(hint) => hint,
-                None => settings.classifier.classify(&original, &request.turns()),
+            let difficulty = match (request.difficulty_hint(), configured) {
+                (Some(hint), _) => hint,
+                (None, Some(AgentRoute::Tier(tier))) => *tier,
+                (None, _) => settings.classifier.classify(&original, &request.turns()),
             };
             let plan = by_difficulty(
                 &budget,
