@@ -1,17 +1,28 @@
-//! The control plane's log in a SQLite ledger file: shared by every connection (every process)
-//! on the file, gap-free, and each record names the decision it really replaced.
+//! The control plane's log in a SQLite ledger file and in a PostgreSQL ledger's schema: shared
+//! by every connection (every process) on it, gap-free, and each record names the decision it
+//! really replaced.
+//!
+//! The PostgreSQL tests need `DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`);
+//! without it they print "skipped: DATABASE_URL not set" and pass. Each works in a schema of
+//! its own, dropped at its end.
 
 mod common;
 
+#[cfg(feature = "postgres")]
+use budget_core::control_plane::PostgresControlLog;
 use budget_core::control_plane::{
     Actor, AuditRecord, ControlChange, ControlLog, ControlState, ModelSwitch, SqliteControlLog,
 };
+#[cfg(feature = "postgres")]
+use budget_core::ledger::PostgresLedger;
 use budget_core::ledger::{EventKind, Ledger, LedgerQuery, SqliteLedger};
 use budget_core::{
     Amount, Attribution, BackendErrorKind, Limit, Money, Period, Selector, TaskId, Usage,
     UsageEvent, Window,
 };
 use common::TempDb;
+#[cfg(feature = "postgres")]
+use common::TempSchema;
 use jiff::Timestamp;
 
 fn at(ts: &str) -> Timestamp {
@@ -31,13 +42,27 @@ fn replay(records: &[AuditRecord]) -> ControlState {
     state
 }
 
-#[tokio::test]
-async fn two_connections_share_one_gap_free_log() {
-    let db = TempDb::new("control-shared");
-    let (one, two) = (
-        SqliteControlLog::open(db.path()).unwrap(),
-        SqliteControlLog::open(db.path()).unwrap(),
-    );
+/// What the tests read of a durable log besides the [`ControlLog`] trait.
+trait LastSeq {
+    async fn last(&self) -> u64;
+}
+
+impl LastSeq for SqliteControlLog {
+    async fn last(&self) -> u64 {
+        self.last_seq().await.unwrap()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl LastSeq for PostgresControlLog {
+    async fn last(&self) -> u64 {
+        self.last_seq().await.unwrap()
+    }
+}
+
+/// Two connections to one log: a record made on one is read on the other, and 40 writers on
+/// both at once, all on the same two targets, get gap-free numbers and exact `replaced`.
+async fn two_connections_share_one_gap_free<L: ControlLog + LastSeq + Clone>(one: L, two: L) {
     let day = Limit::new(
         "support/day",
         Selector::agent("support"),
@@ -54,9 +79,8 @@ async fn two_connections_share_one_gap_free_log() {
     let seen = two.since(0).await.unwrap();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].by, Actor::operator("ana"));
-    assert_eq!(two.last_seq().await.unwrap(), 1);
+    assert_eq!(two.last().await, 1);
 
-    // Writers on both connections at once, all on the same two targets.
     let mut writers = Vec::new();
     for i in 0..40u32 {
         let log = if i % 2 == 0 { one.clone() } else { two.clone() };
@@ -84,16 +108,48 @@ async fn two_connections_share_one_gap_free_log() {
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=41).collect::<Vec<_>>(), "no gaps, no duplicates");
     assert_eq!(two.since(0).await.unwrap(), records);
+    assert_eq!(one.last().await, 41);
     let state = replay(&records);
     assert_eq!(state.limit("support/day"), Some(&day));
     assert_eq!(one.since(40).await.unwrap(), records[40..]);
 }
 
 #[tokio::test]
-async fn the_log_survives_a_reopen_and_lives_beside_the_ledger() {
-    let db = TempDb::new("control-reopen");
-    let ledger = SqliteLedger::open(db.path()).unwrap();
-    let log = SqliteControlLog::open(db.path()).unwrap();
+async fn two_connections_share_one_gap_free_log() {
+    let db = TempDb::new("control-shared");
+    two_connections_share_one_gap_free(
+        SqliteControlLog::open(db.path()).unwrap(),
+        SqliteControlLog::open(db.path()).unwrap(),
+    )
+    .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_connections_share_one_gap_free_log() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = TempSchema::new(&url, "control_shared");
+    two_connections_share_one_gap_free(
+        PostgresControlLog::connect(&url, &schema.name)
+            .await
+            .unwrap(),
+        PostgresControlLog::connect(&url, &schema.name)
+            .await
+            .unwrap(),
+    )
+    .await;
+}
+
+/// A kill recorded beside a usage event; both are there after the log and the ledger are
+/// opened again.
+async fn the_log_survives_a_reopen_beside_the_ledger<L: ControlLog, D: Ledger>(
+    open_log: impl AsyncFn() -> L,
+    open_ledger: impl AsyncFn() -> D,
+) {
+    let ledger = open_ledger().await;
+    let log = open_log().await;
     let task = TaskId::new("t-9");
     log.append(
         ControlChange::KillTask { task: task.clone() },
@@ -117,12 +173,13 @@ async fn the_log_survives_a_reopen_and_lives_beside_the_ledger() {
     ledger.record(event).await.unwrap();
     drop((ledger, log));
 
-    let log = SqliteControlLog::open(db.path()).unwrap();
+    let log = open_log().await;
     let records = log.since(0).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].at, at("2026-12-06T10:00:00Z"));
+    assert_eq!(records[0].by, Actor::rule("runaway_detected"));
     assert!(replay(&records).is_killed(&task));
-    let ledger = SqliteLedger::open(db.path()).unwrap();
+    let ledger = open_ledger().await;
     let totals = ledger.totals(&LedgerQuery::default()).await.unwrap();
     assert_eq!(
         totals[0].usage.total(),
@@ -132,9 +189,36 @@ async fn the_log_survives_a_reopen_and_lives_beside_the_ledger() {
 }
 
 #[tokio::test]
-async fn an_unreadable_record_is_a_corrupt_error_naming_it() {
-    let db = TempDb::new("control-corrupt");
-    let log = SqliteControlLog::open(db.path()).unwrap();
+async fn the_log_survives_a_reopen_and_lives_beside_the_ledger() {
+    let db = TempDb::new("control-reopen");
+    the_log_survives_a_reopen_beside_the_ledger(
+        async || SqliteControlLog::open(db.path()).unwrap(),
+        async || SqliteLedger::open(db.path()).unwrap(),
+    )
+    .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_log_survives_a_reconnect_and_lives_beside_the_ledger() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = TempSchema::new(&url, "control_reopen");
+    the_log_survives_a_reopen_beside_the_ledger(
+        async || {
+            PostgresControlLog::connect(&url, &schema.name)
+                .await
+                .unwrap()
+        },
+        async || PostgresLedger::connect(&url, &schema.name).await.unwrap(),
+    )
+    .await;
+}
+
+/// A record whose change was overwritten with something unreadable: reading it, and
+/// appending on its target (which needs it), are `Corrupt` errors naming it.
+async fn an_unreadable_record_is_corrupt(log: impl ControlLog, corrupt: impl AsyncFn()) {
     log.append(
         ControlChange::pause("support"),
         Actor::operator("ana"),
@@ -142,9 +226,7 @@ async fn an_unreadable_record_is_a_corrupt_error_naming_it() {
     )
     .await
     .unwrap();
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
-    conn.execute("UPDATE control_log SET change = '{\"op\":\"explode\"}'", [])
-        .unwrap();
+    corrupt().await;
     let err = log.since(0).await.unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::Corrupt);
     assert!(
@@ -162,6 +244,48 @@ async fn an_unreadable_record_is_a_corrupt_error_naming_it() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::Corrupt);
+    assert!(err.to_string().contains("control record 1"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreadable_record_is_a_corrupt_error_naming_it() {
+    let db = TempDb::new("control-corrupt");
+    let log = SqliteControlLog::open(db.path()).unwrap();
+    an_unreadable_record_is_corrupt(log, async || {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        conn.execute("UPDATE control_log SET change = '{\"op\":\"explode\"}'", [])
+            .unwrap();
+    })
+    .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_postgres_record_is_a_corrupt_error_naming_it() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = TempSchema::new(&url, "control_corrupt");
+    let log = PostgresControlLog::connect(&url, &schema.name)
+        .await
+        .unwrap();
+    an_unreadable_record_is_corrupt(log, async || {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .execute(
+                &format!(
+                    "UPDATE {}.control_log SET change = '{{\"op\":\"explode\"}}'",
+                    schema.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+    })
+    .await;
 }
 
 #[test]
@@ -203,6 +327,109 @@ async fn a_ledger_file_from_before_the_control_log_is_brought_up_to_date() {
         .unwrap();
     assert_eq!(version, budget_core::ledger::SQLITE_SCHEMA_VERSION);
     assert_eq!(version, 2);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_ledger_from_before_the_control_log_is_brought_up_to_date() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = TempSchema::new(&url, "control_upgrade");
+    drop(PostgresLedger::connect(&url, &schema.name).await.unwrap());
+    // What a schema-2 namespace looks like: the same, without the control log.
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let ns = &schema.name;
+    admin
+        .batch_execute(&format!(
+            "DROP TABLE {ns}.control_log; UPDATE {ns}.token_budget_schema_version SET version = 2;"
+        ))
+        .await
+        .unwrap();
+
+    let log = PostgresControlLog::connect(&url, ns).await.unwrap();
+    let record = log
+        .append(
+            ControlChange::pause("support"),
+            Actor::operator("ana"),
+            at("2026-12-06T10:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.seq, 1);
+    let version: i64 = admin
+        .query_one(
+            &format!("SELECT version FROM {ns}.token_budget_schema_version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, budget_core::ledger::POSTGRES_SCHEMA_VERSION);
+    assert_eq!(version, 3);
+}
+
+/// The server ends the log's connection (a restart, a failover, an administrator): the next
+/// read and the next append open a new one and go on; nothing is lost or numbered twice.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_log_reconnects_after_the_server_ends_its_connection() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = TempSchema::new(&url, "control_reconnect");
+    let application = schema.name.clone();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let log_url = format!("{url}{sep}application_name={application}");
+    let log = PostgresControlLog::connect(&log_url, &schema.name)
+        .await
+        .unwrap();
+    log.append(
+        ControlChange::pause("support"),
+        Actor::operator("ana"),
+        at("2026-12-06T10:00:00Z"),
+    )
+    .await
+    .unwrap();
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1) AS ended",
+            &[&application],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "the log holds one connection");
+
+    assert_eq!(log.since(0).await.unwrap().len(), 1);
+    let second = log
+        .append(
+            ControlChange::resume("support"),
+            Actor::operator("ana"),
+            at("2026-12-06T10:01:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.seq, 2);
+    assert_eq!(second.replaced, Some(ControlChange::pause("support")));
+    replay(&log.since(0).await.unwrap());
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_postgres_log_refuses_a_bad_namespace_before_connecting() {
+    let err = PostgresControlLog::connect("postgres://u@127.0.0.1:1/db", "Bad-Name")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::RejectedInput, "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

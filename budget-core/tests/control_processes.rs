@@ -1,39 +1,94 @@
-//! Two OS processes on one SQLite ledger file: one decides, the other obeys; and a process
-//! killed with SIGKILL comes back with its decisions and the day's usage intact.
+//! Two OS processes on one SQLite ledger file, and on one PostgreSQL ledger schema: one
+//! decides, the other obeys; and a process killed with SIGKILL comes back with its decisions and
+//! the day's usage intact.
 //!
 //! The second process is this test binary run again on one `#[ignore]`d test, which only does
-//! its part when the first process gives it the file (`TB_CONTROL_FILE`).
+//! its part when the first process gives it the backend: the file (`TB_CONTROL_FILE`), or the
+//! PostgreSQL URL and schema (`TB_CONTROL_PG_URL`, `TB_CONTROL_PG_SCHEMA`). The PostgreSQL tests
+//! need `DATABASE_URL`; without it they print "skipped: DATABASE_URL not set" and pass.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "postgres")]
+use budget_core::control_plane::PostgresControlLog;
 use budget_core::control_plane::{Actor, ModelSwitch, SqliteControlLog};
-use budget_core::ledger::SqliteLedger;
+#[cfg(feature = "postgres")]
+use budget_core::ledger::PostgresLedger;
+use budget_core::ledger::{AnyLedger, SqliteLedger};
 use budget_core::{
     Attribution, Budget, BudgetError, Estimate, Limit, Period, Selector, TaskId, Usage, Window,
 };
 use common::TempDb;
+#[cfg(feature = "postgres")]
+use common::TempSchema;
 
 const FILE_ENV: &str = "TB_CONTROL_FILE";
+const PG_URL_ENV: &str = "TB_CONTROL_PG_URL";
+const PG_SCHEMA_ENV: &str = "TB_CONTROL_PG_SCHEMA";
 
-type FileBudget = Budget<budget_core::MemoryBudgetStore, SqliteLedger>;
+type SharedBudget = Budget<budget_core::MemoryBudgetStore, AnyLedger>;
 
 /// What a second process checks to see that a decision is obeyed.
-type Obeyed = Box<dyn Fn(&FileBudget) -> bool>;
+type Obeyed = Box<dyn Fn(&SharedBudget) -> bool>;
 
-fn budget_on(path: &std::path::Path) -> FileBudget {
-    Budget::builder()
-        .ledger(SqliteLedger::open(path).unwrap())
-        .control_log(SqliteControlLog::open(path).unwrap())
-        .build()
-        .unwrap()
+/// Where both processes keep their ledger and their control log.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// A SQLite ledger file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL ledger: the URL and the schema.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Postgres { url: String, schema: String },
 }
 
-/// This test binary, running only `test`, with the file in its environment.
-fn second_process(test: &str, path: &std::path::Path) -> Child {
+impl Backend {
+    /// The backend the first process gave this one, if it is a second process.
+    fn from_env() -> Option<Backend> {
+        if let Some(path) = std::env::var_os(FILE_ENV) {
+            return Some(Backend::Sqlite(path.into()));
+        }
+        let url = std::env::var(PG_URL_ENV).ok()?;
+        let schema = std::env::var(PG_SCHEMA_ENV).ok()?;
+        Some(Backend::Postgres { url, schema })
+    }
+
+    /// What tells a second process this backend.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Backend::Sqlite(path) => vec![(FILE_ENV, path.display().to_string())],
+            Backend::Postgres { url, schema } => {
+                vec![(PG_URL_ENV, url.clone()), (PG_SCHEMA_ENV, schema.clone())]
+            }
+        }
+    }
+
+    /// A budget whose ledger and control log are this backend's.
+    async fn budget(&self) -> SharedBudget {
+        let builder = Budget::builder();
+        let builder = match self {
+            Backend::Sqlite(path) => builder
+                .ledger(AnyLedger::from(SqliteLedger::open(path).unwrap()))
+                .control_log(SqliteControlLog::open(path).unwrap()),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, schema } => builder
+                .ledger(AnyLedger::from(
+                    PostgresLedger::connect(url, schema).await.unwrap(),
+                ))
+                .control_log(PostgresControlLog::connect(url, schema).await.unwrap()),
+            #[cfg(not(feature = "postgres"))]
+            Backend::Postgres { .. } => unreachable!("built without PostgreSQL"),
+        };
+        builder.build().unwrap()
+    }
+}
+
+/// This test binary, running only `test`, with the backend in its environment.
+fn second_process(test: &str, backend: &Backend) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             test,
@@ -42,7 +97,7 @@ fn second_process(test: &str, path: &std::path::Path) -> Child {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(FILE_ENV, path)
+        .envs(backend.env())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -63,11 +118,10 @@ fn read_until(lines: &mut impl Iterator<Item = String>, prefix: &str) -> Vec<Str
     panic!("the second process ended before printing {prefix:?}: {seen:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_process_obeys_every_decision_of_the_first() {
-    let db = TempDb::new("control-two-processes");
-    let decider = budget_on(db.path());
-    let mut follower = second_process("follower_process", db.path());
+/// The first process decides on `backend`; the second (`follower_process`) obeys.
+async fn a_second_process_obeys(backend: Backend) {
+    let decider = backend.budget().await;
+    let mut follower = second_process("follower_process", &backend);
     let mut lines = BufReader::new(follower.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok);
@@ -102,16 +156,36 @@ async fn a_second_process_obeys_every_decision_of_the_first() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_obeys_every_decision_of_the_first() {
+    let db = TempDb::new("control-two-processes");
+    a_second_process_obeys(Backend::Sqlite(db.path().to_path_buf())).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_obeys_every_decision_of_the_first_on_postgres() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = TempSchema::new(&url, "control_two_processes");
+    a_second_process_obeys(Backend::Postgres {
+        url: url.clone(),
+        schema: schema.name.clone(),
+    })
+    .await;
+}
+
 /// The second process of the test above: obeys, within 10 s each, and says how long it took
 /// from the decision's time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the second process of a_second_process_obeys_every_decision_of_the_first"]
+#[ignore = "the second process of a_second_process_obeys_every_decision_of_the_first(_on_postgres)"]
 async fn follower_process() {
-    let Some(path) = std::env::var_os(FILE_ENV) else {
+    let Some(backend) = Backend::from_env() else {
         println!("skipped: this is the second process of another test, which runs it");
         return;
     };
-    let budget = budget_on(std::path::Path::new(&path));
+    let budget = backend.budget().await;
     let _watch = budget.watch_control(Duration::from_millis(50));
     println!("ready");
     let task = TaskId::new("t-1");
@@ -168,10 +242,10 @@ async fn follower_process() {
     println!("obeyed all");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day() {
-    let db = TempDb::new("control-sigkill");
-    let mut doomed = second_process("doomed_process", db.path());
+/// A process decides and spends on `backend` and is killed (`doomed_process`); a new one on
+/// the same backend has its decisions and its day.
+async fn a_killed_process_comes_back(backend: Backend) {
+    let mut doomed = second_process("doomed_process", &backend);
     let mut lines = BufReader::new(doomed.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok);
@@ -180,7 +254,7 @@ async fn a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day
     doomed.wait().unwrap();
     println!("first process said {said:?}, then was killed");
 
-    let again = budget_on(db.path());
+    let again = backend.budget().await;
     let who = Attribution::agent("writer");
     let refused = again
         .reserve(&who, "gpt-4o-mini", Estimate::new(1, 1))
@@ -202,15 +276,35 @@ async fn a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day() {
+    let db = TempDb::new("control-sigkill");
+    a_killed_process_comes_back(Backend::Sqlite(db.path().to_path_buf())).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day_on_postgres() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = TempSchema::new(&url, "control_sigkill");
+    a_killed_process_comes_back(Backend::Postgres {
+        url: url.clone(),
+        schema: schema.name.clone(),
+    })
+    .await;
+}
+
 /// The process the test above kills: decides, spends, says so, and waits to be killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the process a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day kills"]
+#[ignore = "the process a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day(_on_postgres) kills"]
 async fn doomed_process() {
-    let Some(path) = std::env::var_os(FILE_ENV) else {
+    let Some(backend) = Backend::from_env() else {
         println!("skipped: this is the second process of another test, which runs it");
         return;
     };
-    let budget = budget_on(std::path::Path::new(&path));
+    let budget = backend.budget().await;
     let ops = Actor::operator("ops");
     let day = Limit::new("all/day", Selector::Global, Window::Calendar(Period::Day)).tokens(10_000);
     budget.set_shared_limit(day, ops.clone()).await.unwrap();

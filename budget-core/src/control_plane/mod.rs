@@ -10,7 +10,11 @@
 //! folds a log into the decisions in force, and says for each record what it overrode), and the
 //! log's contract ([`ControlLog`]). [`MemoryControlLog`] keeps the log in one process;
 //! `SqliteControlLog` keeps it in the SQLite ledger's file (table `control_log`, schema version
-//! 2), where every process on that file reads it.
+//! 2), where every process on that file reads it; `PostgresControlLog` keeps it in the
+//! PostgreSQL ledger's schema (table `control_log`, schema version 3), where every process on
+//! that namespace reads it. The durable logs store a record's actor and changes as JSON text
+//! and its time as nanoseconds, and give the same errors: a record that cannot be read back is
+//! a [`BackendErrorKind::Corrupt`](crate::BackendErrorKind::Corrupt) error naming it.
 //!
 //! ```
 //! use budget_core::control_plane::{
@@ -37,6 +41,8 @@
 //! # });
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod codec;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -50,6 +56,8 @@ use crate::attribution::TaskId;
 use crate::ledger::LedgerError;
 use crate::limits::Limit;
 
+#[cfg(feature = "postgres")]
+pub use crate::ledger::PostgresControlLog;
 #[cfg(feature = "sqlite")]
 pub use crate::ledger::SqliteControlLog;
 pub use memory::MemoryControlLog;

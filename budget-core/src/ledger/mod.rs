@@ -36,7 +36,7 @@ pub use memory::MemoryLedger;
 
 pub use crate::backend_error::BackendErrorKind;
 #[cfg(feature = "postgres")]
-pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresLedger};
+pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresControlLog, PostgresLedger};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{
     Durability, SQLITE_SCHEMA_VERSION, SqliteControlLog, SqliteLedger, SqliteOptions,

@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod connection;
+mod control;
 mod error;
 mod schema;
 mod totals;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_postgres::Client;
 
+pub use self::control::PostgresControlLog;
 pub use self::schema::POSTGRES_SCHEMA_VERSION;
 
 use self::connection::{MAX_RECONNECTS, open};
@@ -36,6 +38,8 @@ use crate::redact::redact_url;
 /// to it):
 ///
 /// * One row per event in `usage_events`; tags in the side table `usage_event_tags`.
+/// * The control plane's decisions in `control_log` (schema version 3), read and written by
+///   [`PostgresControlLog`].
 /// * Times are BIGINT nanoseconds since the Unix epoch (events outside 1677–2262 are refused).
 /// * Money is stored **exactly** in two BIGINT columns, never as a float (and not as NUMERIC,
 ///   so both SQL ledgers share one scheme): the whole nano-dollars (`cost_nano`, floor
@@ -136,19 +140,7 @@ impl PostgresLedger {
     /// namespace holds another application's tables, or its schema version is newer than this
     /// build.
     pub async fn connect(url: &str, namespace: &str) -> Result<PostgresLedger, LedgerError> {
-        let name = redact_url(url);
-        if !valid_namespace(namespace) {
-            return Err(error(
-                BackendErrorKind::RejectedInput,
-                &name,
-                format!(
-                    "invalid namespace {namespace:?}: use lower-case letters, digits and '_' \
-                     (at most 63 bytes, not starting with a digit or pg_)"
-                ),
-            ));
-        }
-        let mut client = open(url, &name, namespace).await?;
-        migrate(&mut client, &name, namespace).await?;
+        let (name, client) = connect_migrated(url, namespace).await?;
         let writer: i64 = client
             .query_one("SELECT nextval('ledger_writers')", &[])
             .await
@@ -189,6 +181,26 @@ impl PostgresLedger {
             })
             .collect()
     }
+}
+
+/// A connection to `url` whose search path is the schema `namespace`, created or migrated to
+/// this build's version; with the URL as errors name it (password hidden). A namespace that is
+/// not a plain PostgreSQL identifier (it is spliced into SQL) is refused.
+async fn connect_migrated(url: &str, namespace: &str) -> Result<(String, Client), LedgerError> {
+    let name = redact_url(url);
+    if !valid_namespace(namespace) {
+        return Err(error(
+            BackendErrorKind::RejectedInput,
+            &name,
+            format!(
+                "invalid namespace {namespace:?}: use lower-case letters, digits and '_' \
+                 (at most 63 bytes, not starting with a digit or pg_)"
+            ),
+        ));
+    }
+    let mut client = open(url, &name, namespace).await?;
+    migrate(&mut client, &name, namespace).await?;
+    Ok((name, client))
 }
 
 impl Ledger for PostgresLedger {

@@ -54,6 +54,18 @@ ALTER TABLE usage_events ADD COLUMN writer BIGINT, ADD COLUMN write_seq BIGINT;
 CREATE UNIQUE INDEX usage_events_write ON usage_events(writer, write_seq);
 CREATE SEQUENCE ledger_writers;
 ",
+    // 3: the control plane's log (see `control_plane`), beside the events it governs.
+    r"
+CREATE TABLE control_log (
+    seq      BIGINT PRIMARY KEY,
+    at_ns    BIGINT NOT NULL,
+    target   TEXT   NOT NULL,
+    actor    TEXT   NOT NULL,
+    change   TEXT   NOT NULL,
+    replaced TEXT
+);
+CREATE INDEX control_log_target ON control_log(target, seq);
+",
 ];
 
 /// The schema version this build writes and reads.

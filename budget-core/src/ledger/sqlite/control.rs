@@ -16,6 +16,7 @@ use super::Durability;
 use super::error::sql_error;
 use super::schema::{connect, migrate};
 use crate::backend_error::BackendErrorKind;
+use crate::control_plane::codec::{NewRecord, StoredRecord, replaced, to_json};
 use crate::control_plane::{Actor, AuditRecord, ControlChange, ControlLog};
 use crate::ledger::LedgerError;
 use crate::ledger::sql::error;
@@ -83,33 +84,6 @@ impl SqliteControlLog {
     }
 }
 
-fn to_json<T: serde::Serialize>(name: &str, value: &T) -> Result<String, LedgerError> {
-    serde_json::to_string(value).map_err(|e| {
-        error(
-            BackendErrorKind::RejectedInput,
-            name,
-            format!("cannot encode a control record: {e}"),
-        )
-        .with_source(e)
-    })
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(
-    name: &str,
-    seq: i64,
-    column: &str,
-    text: &str,
-) -> Result<T, LedgerError> {
-    serde_json::from_str(text).map_err(|e| {
-        error(
-            BackendErrorKind::Corrupt,
-            name,
-            format!("control record {seq}: its {column} cannot be read: {e}"),
-        )
-        .with_source(e)
-    })
-}
-
 impl ControlLog for SqliteControlLog {
     async fn append(
         &self,
@@ -122,9 +96,7 @@ impl ControlLog for SqliteControlLog {
                 let what = what.to_string();
                 move |e| sql_error(name, &what, e)
             };
-            let target = change.target().key();
-            let (change_json, actor_json) = (to_json(name, &change)?, to_json(name, &by)?);
-            let at_ns = i64::try_from(at.as_nanosecond()).unwrap_or(i64::MAX);
+            let new = NewRecord::encode(name, &change, &by, at)?;
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(fail("cannot start a control-log write"))?;
@@ -132,23 +104,17 @@ impl ControlLog for SqliteControlLog {
                 .query_row(
                     "SELECT seq, change FROM control_log WHERE target = ?1 \
                      ORDER BY seq DESC LIMIT 1",
-                    params![target],
+                    params![new.target],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
                 .map_err(fail("cannot read the control log"))?;
-            let replaced = match last {
-                Some((seq, text)) => {
-                    let old: ControlChange = from_json(name, seq, "change", &text)?;
-                    (!old.reverts()).then_some(old)
-                }
-                None => None,
-            };
+            let replaced = replaced(name, last.as_ref().map(|(seq, text)| (*seq, text.as_str())))?;
             let replaced_json = replaced.as_ref().map(|r| to_json(name, r)).transpose()?;
             tx.execute(
                 "INSERT INTO control_log (at_ns, target, actor, change, replaced) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![at_ns, target, actor_json, change_json, replaced_json],
+                params![new.at_ns, new.target, new.actor, new.change, replaced_json],
             )
             .map_err(fail("cannot append to the control log"))?;
             let seq = tx.last_insert_rowid();
@@ -177,34 +143,18 @@ impl ControlLog for SqliteControlLog {
                 .map_err(fail)?;
             let rows = query
                 .query_map(params![after], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                    ))
+                    Ok(StoredRecord {
+                        seq: r.get(0)?,
+                        at_ns: r.get(1)?,
+                        actor: r.get(2)?,
+                        change: r.get(3)?,
+                        replaced: r.get(4)?,
+                    })
                 })
                 .map_err(fail)?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, at_ns, actor, change, replaced) = row.map_err(fail)?;
-                let at = Timestamp::from_nanosecond(i128::from(at_ns)).map_err(|e| {
-                    error(
-                        BackendErrorKind::Corrupt,
-                        name,
-                        format!("control record {seq}: its time {at_ns} is out of range: {e}"),
-                    )
-                })?;
-                out.push(AuditRecord {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    at,
-                    by: from_json(name, seq, "actor", &actor)?,
-                    change: from_json(name, seq, "change", &change)?,
-                    replaced: replaced
-                        .map(|r| from_json(name, seq, "replaced", &r))
-                        .transpose()?,
-                });
+                out.push(row.map_err(fail)?.decode(name)?);
             }
             Ok(out)
         })
