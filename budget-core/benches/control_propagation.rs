@@ -100,5 +100,30 @@ fn main() {
             p.push(suffix);
             let _ = std::fs::remove_file(p);
         }
+        match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            Some(url) => postgres(&url).await,
+            None => println!("control_propagation/postgres: skipped (DATABASE_URL not set)"),
+        }
     });
+}
+
+/// The same through the PostgreSQL ledger's control log, in a schema of its own.
+async fn postgres(url: &str) {
+    use budget_core::control_plane::PostgresControlLog;
+    let namespace = format!("tb_bench_control_{}", std::process::id());
+    for every in [Duration::from_millis(100), Duration::from_millis(25)] {
+        let decider = budget_on(PostgresControlLog::connect(url, &namespace).await.unwrap());
+        let follower = budget_on(PostgresControlLog::connect(url, &namespace).await.unwrap());
+        let (seen, decided) = measure(&decider, &follower, every).await;
+        println!("control_propagation/postgres/watch every {every:?}: {seen}");
+        println!("control_propagation/postgres/baseline: decide (append + apply): {decided}");
+    }
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {namespace} CASCADE"))
+        .await
+        .unwrap();
 }

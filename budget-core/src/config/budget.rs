@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use super::{Config, ConfigError, Origin};
+#[cfg(feature = "postgres")]
+use crate::control_plane::PostgresControlLog;
 #[cfg(feature = "sqlite")]
 use crate::control_plane::SqliteControlLog;
 use crate::ledger::{AnyLedger, Ledger, LedgerUrl, default_ledger_path};
@@ -70,21 +72,25 @@ impl Config {
         };
         let builder = Budget::builder().store(store).ledger(ledger).config(self);
         // The control plane lives beside a durable ledger; every budget on it watches it.
-        let control = match &ledger_url {
+        let cannot_open = |e| ConfigError::Open {
+            origin: ledger_origin.clone(),
+            field: "ledger",
+            source: Box::new(e),
+        };
+        let (builder, watched) = match &ledger_url {
             #[cfg(feature = "sqlite")]
             LedgerUrl::Sqlite(path) => {
-                Some(SqliteControlLog::open(path).map_err(|e| ConfigError::Open {
-                    origin: ledger_origin.clone(),
-                    field: "ledger",
-                    source: Box::new(e),
-                })?)
+                let log = SqliteControlLog::open(path).map_err(cannot_open)?;
+                (builder.control_log(log), true)
             }
-            _ => None,
-        };
-        let watched = control.is_some();
-        let builder = match control {
-            Some(log) => builder.control_log(log),
-            None => builder,
+            #[cfg(feature = "postgres")]
+            LedgerUrl::Postgres { url, namespace } => {
+                let log = PostgresControlLog::connect(url, namespace)
+                    .await
+                    .map_err(cannot_open)?;
+                (builder.control_log(log), true)
+            }
+            _ => (builder, false),
         };
         let budget = builder.build()?;
         if watched {

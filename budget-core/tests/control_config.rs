@@ -1,0 +1,39 @@
+//! Budgets opened from one configuration share its ledger's control log and watch it by
+//! themselves (PostgreSQL; the SQLite case is in `control_plane.rs`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use budget_core::Attribution;
+use budget_core::config::Config;
+use budget_core::control_plane::Actor;
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_on_one_postgres_ledger_obey_each_others_decisions_by_themselves() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = common::TempSchema::new(&url, "control_config");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let yaml = format!("ledger: \"{url}{sep}namespace={}\"\n", schema.name);
+    let config = Config::from_yaml(&yaml).unwrap();
+    let (one, two) = (
+        config.open_budget().await.unwrap(),
+        config.open_budget().await.unwrap(),
+    );
+    one.pause_agent("writer", Actor::operator("ops"))
+        .await
+        .unwrap();
+    // Nothing here syncs `two`: the configured budget watches the log itself.
+    let started = Instant::now();
+    while !two.controls().is_paused(&Attribution::agent("writer")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not obeyed within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("obeyed after {:?}", started.elapsed());
+}
