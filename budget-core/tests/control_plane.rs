@@ -228,7 +228,7 @@ async fn the_log_survives_a_reopen_and_lives_beside_the_ledger() {
 
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_postgres_log_survives_a_reconnect_and_lives_beside_the_ledger() {
+async fn the_postgres_log_survives_a_reopen_and_lives_beside_the_ledger() {
     let Some(url) = common::database_url() else {
         return;
     };
@@ -242,7 +242,7 @@ async fn the_postgres_log_survives_a_reconnect_and_lives_beside_the_ledger() {
 
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redis_log_survives_a_reconnect() {
+async fn the_redis_log_survives_a_reopen() {
     let Some(url) = common::redis_url() else {
         return;
     };
@@ -258,7 +258,7 @@ async fn the_redis_log_survives_a_reconnect() {
 
 /// A record whose change was overwritten with something unreadable: reading it, and
 /// appending on its target (which needs it), are `Corrupt` errors naming it.
-async fn an_unreadable_record_is_corrupt(log: impl ControlLog, corrupt: impl AsyncFn()) {
+async fn an_unreadable_record_is_corrupt(log: &impl ControlLog, corrupt: impl AsyncFn()) {
     log.append(
         ControlChange::pause("support"),
         Actor::operator("ana"),
@@ -291,7 +291,7 @@ async fn an_unreadable_record_is_corrupt(log: impl ControlLog, corrupt: impl Asy
 async fn an_unreadable_record_is_a_corrupt_error_naming_it() {
     let db = TempDb::new("control-corrupt");
     let log = SqliteControlLog::open(db.path()).unwrap();
-    an_unreadable_record_is_corrupt(log, async || {
+    an_unreadable_record_is_corrupt(&log, async || {
         let conn = rusqlite::Connection::open(db.path()).unwrap();
         conn.execute("UPDATE control_log SET change = '{\"op\":\"explode\"}'", [])
             .unwrap();
@@ -307,7 +307,7 @@ async fn an_unreadable_postgres_record_is_a_corrupt_error_naming_it() {
     };
     let schema = TempSchema::new(&url, "control_corrupt");
     let log = pg_log(&schema).await;
-    an_unreadable_record_is_corrupt(log, async || {
+    an_unreadable_record_is_corrupt(&log, async || {
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .unwrap();
@@ -375,18 +375,48 @@ async fn an_unreadable_redis_record_is_a_corrupt_error_naming_it() {
     };
     let prefix = TempPrefix::new(&url, "control_corrupt");
     let log = redis_log(&prefix).await;
-    an_unreadable_record_is_corrupt(log, async || {
-        let client = redis::Client::open(url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let records = format!("{{{}}}:ctl:log", prefix.name);
+    an_unreadable_record_is_corrupt(&log, async || {
         let _: () = redis::cmd("HSET")
-            .arg(format!("{{{}}}:ctl:log", prefix.name))
+            .arg(&records)
             .arg("1:change")
             .arg("{\"op\":\"explode\"}")
-            .query_async(&mut conn)
+            .query_async(&mut conn.clone())
             .await
             .unwrap();
     })
     .await;
+
+    // A record with a field gone is as unreadable, and says which field.
+    let _: () = redis::cmd("HDEL")
+        .arg(&records)
+        .arg("1:change")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = log.since(0).await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Corrupt);
+    assert!(
+        err.to_string()
+            .contains("control record 1: its change is missing"),
+        "{err}"
+    );
+    let err = log
+        .append(
+            ControlChange::resume("support"),
+            Actor::operator("ana"),
+            at("2026-12-06T10:01:00Z"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Corrupt);
+    assert!(
+        err.to_string()
+            .contains("control record 1: its change is missing"),
+        "{err}"
+    );
 }
 
 #[cfg(feature = "redis")]

@@ -24,7 +24,7 @@ static LAST: LazyLock<Script> = LazyLock::new(|| {
         r"
 local s = redis.call('HGET', KEYS[1], ARGV[1])
 if not s then return {} end
-return { tonumber(s), redis.call('HGET', KEYS[2], s .. ':change') }
+return { tonumber(s), redis.call('HGET', KEYS[2], s .. ':change') or false }
 ",
     )
 });
