@@ -1,15 +1,18 @@
-//! The control plane's log in a SQLite ledger file and in a PostgreSQL ledger's schema: shared
-//! by every connection (every process) on it, gap-free, and each record names the decision it
-//! really replaced.
+//! The control plane's log in a SQLite ledger file, in a PostgreSQL ledger's schema and in
+//! Redis: shared by every connection (every process) on it, gap-free, and each record names the
+//! decision it really replaced.
 //!
-//! The PostgreSQL tests need `DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`);
-//! without it they print "skipped: DATABASE_URL not set" and pass. Each works in a schema of
-//! its own, dropped at its end.
+//! The PostgreSQL tests need `DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`),
+//! the Redis ones `REDIS_URL` (e.g. `redis://127.0.0.1:6379`); without it they print
+//! "skipped: DATABASE_URL not set" (or REDIS_URL) and pass. Each works in a schema or key prefix
+//! of its own, dropped at its end.
 
 mod common;
 
 #[cfg(feature = "postgres")]
 use budget_core::control_plane::PostgresControlLog;
+#[cfg(feature = "redis")]
+use budget_core::control_plane::RedisControlLog;
 use budget_core::control_plane::{
     Actor, AuditRecord, ControlChange, ControlLog, ControlState, ModelSwitch, SqliteControlLog,
 };
@@ -21,6 +24,8 @@ use budget_core::{
     UsageEvent, Window,
 };
 use common::TempDb;
+#[cfg(feature = "redis")]
+use common::TempPrefix;
 #[cfg(feature = "postgres")]
 use common::TempSchema;
 use jiff::Timestamp;
@@ -58,6 +63,27 @@ impl LastSeq for PostgresControlLog {
     async fn last(&self) -> u64 {
         self.last_seq().await.unwrap()
     }
+}
+
+#[cfg(feature = "redis")]
+impl LastSeq for RedisControlLog {
+    async fn last(&self) -> u64 {
+        self.last_seq().await.unwrap()
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn pg_log(schema: &TempSchema) -> PostgresControlLog {
+    PostgresControlLog::connect(&schema.url, &schema.name)
+        .await
+        .unwrap()
+}
+
+#[cfg(feature = "redis")]
+async fn redis_log(prefix: &TempPrefix) -> RedisControlLog {
+    RedisControlLog::connect_with(&prefix.url, prefix.options())
+        .await
+        .unwrap()
 }
 
 /// Two connections to one log: a record made on one is read on the other, and 40 writers on
@@ -131,15 +157,17 @@ async fn two_postgres_connections_share_one_gap_free_log() {
         return;
     };
     let schema = TempSchema::new(&url, "control_shared");
-    two_connections_share_one_gap_free(
-        PostgresControlLog::connect(&url, &schema.name)
-            .await
-            .unwrap(),
-        PostgresControlLog::connect(&url, &schema.name)
-            .await
-            .unwrap(),
-    )
-    .await;
+    two_connections_share_one_gap_free(pg_log(&schema).await, pg_log(&schema).await).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_redis_connections_share_one_gap_free_log() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let prefix = TempPrefix::new(&url, "control_shared");
+    two_connections_share_one_gap_free(redis_log(&prefix).await, redis_log(&prefix).await).await;
 }
 
 /// A kill recorded beside a usage event; both are there after the log and the ledger are
@@ -200,25 +228,37 @@ async fn the_log_survives_a_reopen_and_lives_beside_the_ledger() {
 
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_postgres_log_survives_a_reconnect_and_lives_beside_the_ledger() {
+async fn the_postgres_log_survives_a_reopen_and_lives_beside_the_ledger() {
     let Some(url) = common::database_url() else {
         return;
     };
     let schema = TempSchema::new(&url, "control_reopen");
     the_log_survives_a_reopen_beside_the_ledger(
-        async || {
-            PostgresControlLog::connect(&url, &schema.name)
-                .await
-                .unwrap()
-        },
+        async || pg_log(&schema).await,
         async || PostgresLedger::connect(&url, &schema.name).await.unwrap(),
+    )
+    .await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_log_survives_a_reopen() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let prefix = TempPrefix::new(&url, "control_reopen");
+    let db = TempDb::new("control-reopen-redis");
+    the_log_survives_a_reopen_beside_the_ledger(
+        async || redis_log(&prefix).await,
+        // Redis keeps no events: the ledger beside it is another backend's (here a file).
+        async || SqliteLedger::open(db.path()).unwrap(),
     )
     .await;
 }
 
 /// A record whose change was overwritten with something unreadable: reading it, and
 /// appending on its target (which needs it), are `Corrupt` errors naming it.
-async fn an_unreadable_record_is_corrupt(log: impl ControlLog, corrupt: impl AsyncFn()) {
+async fn an_unreadable_record_is_corrupt(log: &impl ControlLog, corrupt: impl AsyncFn()) {
     log.append(
         ControlChange::pause("support"),
         Actor::operator("ana"),
@@ -251,7 +291,7 @@ async fn an_unreadable_record_is_corrupt(log: impl ControlLog, corrupt: impl Asy
 async fn an_unreadable_record_is_a_corrupt_error_naming_it() {
     let db = TempDb::new("control-corrupt");
     let log = SqliteControlLog::open(db.path()).unwrap();
-    an_unreadable_record_is_corrupt(log, async || {
+    an_unreadable_record_is_corrupt(&log, async || {
         let conn = rusqlite::Connection::open(db.path()).unwrap();
         conn.execute("UPDATE control_log SET change = '{\"op\":\"explode\"}'", [])
             .unwrap();
@@ -266,10 +306,8 @@ async fn an_unreadable_postgres_record_is_a_corrupt_error_naming_it() {
         return;
     };
     let schema = TempSchema::new(&url, "control_corrupt");
-    let log = PostgresControlLog::connect(&url, &schema.name)
-        .await
-        .unwrap();
-    an_unreadable_record_is_corrupt(log, async || {
+    let log = pg_log(&schema).await;
+    an_unreadable_record_is_corrupt(&log, async || {
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .unwrap();
@@ -327,6 +365,68 @@ async fn a_ledger_file_from_before_the_control_log_is_brought_up_to_date() {
         .unwrap();
     assert_eq!(version, budget_core::ledger::SQLITE_SCHEMA_VERSION);
     assert_eq!(version, 2);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_redis_record_is_a_corrupt_error_naming_it() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let prefix = TempPrefix::new(&url, "control_corrupt");
+    let log = redis_log(&prefix).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let records = format!("{{{}}}:ctl:log", prefix.name);
+    an_unreadable_record_is_corrupt(&log, async || {
+        let _: () = redis::cmd("HSET")
+            .arg(&records)
+            .arg("1:change")
+            .arg("{\"op\":\"explode\"}")
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+    })
+    .await;
+
+    // A record with a field gone is as unreadable, and says which field.
+    let _: () = redis::cmd("HDEL")
+        .arg(&records)
+        .arg("1:change")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = log.since(0).await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Corrupt);
+    assert!(
+        err.to_string()
+            .contains("control record 1: its change is missing"),
+        "{err}"
+    );
+    let err = log
+        .append(
+            ControlChange::resume("support"),
+            Actor::operator("ana"),
+            at("2026-12-06T10:01:00Z"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Corrupt);
+    assert!(
+        err.to_string()
+            .contains("control record 1: its change is missing"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_redis_log_refuses_a_bad_prefix_before_connecting() {
+    let options = budget_core::store::RedisStoreOptions::new().prefix("a{b");
+    let err = RedisControlLog::connect_with("redis://127.0.0.1:1/0", options)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::RejectedInput, "{err}");
 }
 
 #[cfg(feature = "postgres")]

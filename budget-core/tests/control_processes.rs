@@ -1,11 +1,13 @@
-//! Two OS processes on one SQLite ledger file, and on one PostgreSQL ledger schema: one
-//! decides, the other obeys; and a process killed with SIGKILL comes back with its decisions and
-//! the day's usage intact.
+//! Two OS processes on one backend — a SQLite ledger file, a PostgreSQL ledger schema, a Redis
+//! key prefix: one decides, the other obeys; and a process killed with SIGKILL comes back with
+//! its decisions and the day's usage intact.
 //!
 //! The second process is this test binary run again on one `#[ignore]`d test, which only does
-//! its part when the first process gives it the backend: the file (`TB_CONTROL_FILE`), or the
-//! PostgreSQL URL and schema (`TB_CONTROL_PG_URL`, `TB_CONTROL_PG_SCHEMA`). The PostgreSQL tests
-//! need `DATABASE_URL`; without it they print "skipped: DATABASE_URL not set" and pass.
+//! its part when the first process gives it the backend: the file (`TB_CONTROL_FILE`), the
+//! PostgreSQL URL and schema (`TB_CONTROL_PG_URL`, `TB_CONTROL_PG_SCHEMA`), or the Redis URL and
+//! prefix (`TB_CONTROL_REDIS_URL`, `TB_CONTROL_REDIS_PREFIX`). The PostgreSQL tests need
+//! `DATABASE_URL`, the Redis ones `REDIS_URL`; without it they print "skipped: … not set" and
+//! pass.
 
 mod common;
 
@@ -20,18 +22,29 @@ use budget_core::control_plane::{Actor, ModelSwitch, SqliteControlLog};
 #[cfg(feature = "postgres")]
 use budget_core::ledger::PostgresLedger;
 use budget_core::ledger::{AnyLedger, SqliteLedger};
+use budget_core::store::AnyBudgetStore;
 use budget_core::{
     Attribution, Budget, BudgetError, Estimate, Limit, Period, Selector, TaskId, Usage, Window,
 };
+#[cfg(feature = "redis")]
+use budget_core::{
+    control_plane::RedisControlLog,
+    ledger::MemoryLedger,
+    store::{RedisBudgetStore, RedisStoreOptions},
+};
 use common::TempDb;
+#[cfg(feature = "redis")]
+use common::TempPrefix;
 #[cfg(feature = "postgres")]
 use common::TempSchema;
 
 const FILE_ENV: &str = "TB_CONTROL_FILE";
 const PG_URL_ENV: &str = "TB_CONTROL_PG_URL";
 const PG_SCHEMA_ENV: &str = "TB_CONTROL_PG_SCHEMA";
+const REDIS_URL_ENV: &str = "TB_CONTROL_REDIS_URL";
+const REDIS_PREFIX_ENV: &str = "TB_CONTROL_REDIS_PREFIX";
 
-type SharedBudget = Budget<budget_core::MemoryBudgetStore, AnyLedger>;
+type SharedBudget = Budget<AnyBudgetStore, AnyLedger>;
 
 /// What a second process checks to see that a decision is obeyed.
 type Obeyed = Box<dyn Fn(&SharedBudget) -> bool>;
@@ -44,6 +57,10 @@ enum Backend {
     /// A PostgreSQL ledger: the URL and the schema.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres { url: String, schema: String },
+    /// Redis: the URL and the key prefix. The budget store is Redis too (its counters hold
+    /// the day's usage); the ledger is the process's memory.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Redis { url: String, prefix: String },
 }
 
 impl Backend {
@@ -51,6 +68,12 @@ impl Backend {
     fn from_env() -> Option<Backend> {
         if let Some(path) = std::env::var_os(FILE_ENV) {
             return Some(Backend::Sqlite(path.into()));
+        }
+        if let (Ok(url), Ok(prefix)) = (
+            std::env::var(REDIS_URL_ENV),
+            std::env::var(REDIS_PREFIX_ENV),
+        ) {
+            return Some(Backend::Redis { url, prefix });
         }
         let url = std::env::var(PG_URL_ENV).ok()?;
         let schema = std::env::var(PG_SCHEMA_ENV).ok()?;
@@ -64,12 +87,19 @@ impl Backend {
             Backend::Postgres { url, schema } => {
                 vec![(PG_URL_ENV, url.clone()), (PG_SCHEMA_ENV, schema.clone())]
             }
+            Backend::Redis { url, prefix } => {
+                vec![
+                    (REDIS_URL_ENV, url.clone()),
+                    (REDIS_PREFIX_ENV, prefix.clone()),
+                ]
+            }
         }
     }
 
     /// A budget whose ledger and control log are this backend's.
     async fn budget(&self) -> SharedBudget {
-        let builder = Budget::builder();
+        let memory = AnyBudgetStore::Memory(budget_core::MemoryBudgetStore::new());
+        let builder = Budget::builder().store(memory);
         let builder = match self {
             Backend::Sqlite(path) => builder
                 .ledger(AnyLedger::from(SqliteLedger::open(path).unwrap()))
@@ -80,8 +110,19 @@ impl Backend {
                     PostgresLedger::connect(url, schema).await.unwrap(),
                 ))
                 .control_log(PostgresControlLog::connect(url, schema).await.unwrap()),
-            #[cfg(not(feature = "postgres"))]
-            Backend::Postgres { .. } => unreachable!("built without PostgreSQL"),
+            #[cfg(feature = "redis")]
+            Backend::Redis { url, prefix } => {
+                let options = || RedisStoreOptions::new().prefix(prefix.clone());
+                let store = RedisBudgetStore::connect_with(url, options())
+                    .await
+                    .unwrap();
+                builder
+                    .store(AnyBudgetStore::Redis(store))
+                    .ledger(AnyLedger::from(MemoryLedger::new()))
+                    .control_log(RedisControlLog::connect_with(url, options()).await.unwrap())
+            }
+            #[cfg(not(all(feature = "postgres", feature = "redis")))]
+            _ => unreachable!("built without this backend"),
         };
         builder.build().unwrap()
     }
@@ -179,7 +220,7 @@ async fn a_second_process_obeys_every_decision_of_the_first_on_postgres() {
 /// The second process of the test above: obeys, within 10 s each, and says how long it took
 /// from the decision's time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the second process of a_second_process_obeys_every_decision_of_the_first(_on_postgres)"]
+#[ignore = "the second process of a_second_process_obeys_every_decision_of_the_first(_on_postgres|_on_redis)"]
 async fn follower_process() {
     let Some(backend) = Backend::from_env() else {
         println!("skipped: this is the second process of another test, which runs it");
@@ -272,8 +313,22 @@ async fn a_killed_process_comes_back(backend: Backend) {
     assert_eq!(day.limit.cap.tokens, Some(10_000));
     assert_eq!(
         day.usage.committed.tokens, 300,
-        "the day's usage is rebuilt from the ledger: {day}"
+        "the day's usage is intact (rebuilt from the ledger, or kept by the Redis store): {day}"
     );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_obeys_every_decision_of_the_first_on_redis() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let prefix = TempPrefix::new(&url, "control_two_processes");
+    a_second_process_obeys(Backend::Redis {
+        url: url.clone(),
+        prefix: prefix.name.clone(),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,9 +351,23 @@ async fn a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day
     .await;
 }
 
-/// The process the test above kills: decides, spends, says so, and waits to be killed.
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the process a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day(_on_postgres) kills"]
+async fn a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day_on_redis() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let prefix = TempPrefix::new(&url, "control_sigkill");
+    a_killed_process_comes_back(Backend::Redis {
+        url: url.clone(),
+        prefix: prefix.name.clone(),
+    })
+    .await;
+}
+
+/// The process the tests above kill: decides, spends, says so, and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the process a_process_killed_with_sigkill_comes_back_with_its_decisions_and_its_day(_on_postgres|_on_redis) kills"]
 async fn doomed_process() {
     let Some(backend) = Backend::from_env() else {
         println!("skipped: this is the second process of another test, which runs it");

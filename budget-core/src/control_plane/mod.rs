@@ -12,7 +12,8 @@
 //! `SqliteControlLog` keeps it in the SQLite ledger's file (table `control_log`, schema version
 //! 2), where every process on that file reads it; `PostgresControlLog` keeps it in the
 //! PostgreSQL ledger's schema (table `control_log`, schema version 3), where every process on
-//! that namespace reads it. The durable logs store a record's actor and changes as JSON text
+//! that namespace reads it; `RedisControlLog` keeps it in Redis under a store's key prefix
+//! (see its docs for the keys). The durable logs store a record's actor and changes as JSON text
 //! and its time as nanoseconds, and give the same errors: a record that cannot be read back is
 //! a [`BackendErrorKind::Corrupt`](crate::BackendErrorKind::Corrupt) error naming it.
 //!
@@ -41,7 +42,7 @@
 //! # });
 //! ```
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 pub(crate) mod codec;
 mod memory;
 
@@ -60,6 +61,8 @@ use crate::limits::Limit;
 pub use crate::ledger::PostgresControlLog;
 #[cfg(feature = "sqlite")]
 pub use crate::ledger::SqliteControlLog;
+#[cfg(feature = "redis")]
+pub use crate::store::RedisControlLog;
 pub use memory::MemoryControlLog;
 
 /// One decision.

@@ -25,7 +25,7 @@ pub use allowance::{AllowanceOptions, AllowanceStore};
 pub use any::{AnyBudgetStore, STORE_ENV};
 pub use memory::MemoryBudgetStore;
 #[cfg(feature = "redis")]
-pub use redis_store::{RETRY_HORIZON, RedisBudgetStore, RedisStoreOptions};
+pub use redis_store::{RETRY_HORIZON, RedisBudgetStore, RedisControlLog, RedisStoreOptions};
 
 use crate::admission::{Amount, CapKind, ReserveRequest};
 use crate::attribution::TaskId;

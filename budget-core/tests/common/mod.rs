@@ -100,13 +100,18 @@ impl Drop for TempDir {
     }
 }
 
-/// `DATABASE_URL`, or `None` after printing that the test is skipped.
-pub fn database_url() -> Option<String> {
-    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+/// The service URL in the env var `var`, or `None` after printing that the test is skipped.
+pub fn service_url(var: &str) -> Option<String> {
+    let url = std::env::var(var).ok().filter(|u| !u.is_empty());
     if url.is_none() {
-        println!("skipped: DATABASE_URL not set");
+        println!("skipped: {var} not set");
     }
     url
+}
+
+/// `DATABASE_URL`, or `None` after printing that the test is skipped.
+pub fn database_url() -> Option<String> {
+    service_url("DATABASE_URL")
 }
 
 /// A PostgreSQL schema for one test: a unique name, dropped (with its tables) on drop, also
@@ -150,5 +155,53 @@ impl Drop for TempSchema {
             });
         })
         .join();
+    }
+}
+
+/// `REDIS_URL`, or `None` after printing that the test is skipped.
+#[cfg(feature = "redis")]
+pub fn redis_url() -> Option<String> {
+    service_url("REDIS_URL")
+}
+
+/// A Redis key prefix for one test: a unique name whose keys are deleted on drop, also when
+/// the test panics.
+#[cfg(feature = "redis")]
+pub struct TempPrefix {
+    pub url: String,
+    pub name: String,
+}
+
+#[cfg(feature = "redis")]
+impl TempPrefix {
+    pub fn new(url: &str, test: &str) -> TempPrefix {
+        TempPrefix {
+            url: url.to_owned(),
+            name: unique_name("tb", test),
+        }
+    }
+
+    /// Options for a store or a control log under this prefix.
+    pub fn options(&self) -> budget_core::store::RedisStoreOptions {
+        budget_core::store::RedisStoreOptions::new().prefix(self.name.clone())
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for TempPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}}}:*", self.name))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
     }
 }

@@ -58,6 +58,27 @@ impl KeySpace {
         format!("{}:d:{id}", self.tag)
     }
 
+    /// The control log's sequence: the number of the last record.
+    pub(super) fn control_seq(&self) -> String {
+        format!("{}:ctl:seq", self.tag)
+    }
+
+    /// The control log's records: a hash with fields `<seq>:at`, `<seq>:actor`, `<seq>:change`
+    /// and `<seq>:replaced`.
+    pub(super) fn control_records(&self) -> String {
+        format!("{}:ctl:log", self.tag)
+    }
+
+    /// The control log's index: a hash from each target's key to its last record's number.
+    pub(super) fn control_last(&self) -> String {
+        format!("{}:ctl:last", self.tag)
+    }
+
+    /// The channel each control-log append publishes its number on.
+    pub(super) fn control_channel(&self) -> String {
+        format!("{}:ctl", self.tag)
+    }
+
     /// A `SCAN MATCH` pattern for every counter hash.
     pub(super) fn all_counters(&self) -> String {
         format!("{}:c:*", self.tag)

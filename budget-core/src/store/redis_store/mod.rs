@@ -10,6 +10,7 @@
 
 mod batch;
 mod call;
+mod control;
 mod error;
 mod handover;
 mod keys;
@@ -27,10 +28,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, mpsc};
 
 pub(in crate::store) use self::call::{Call, Which};
+pub use self::control::RedisControlLog;
 pub(in crate::store) use self::keys::KeySpace;
 pub use self::options::RedisStoreOptions;
 pub(crate) use self::options::{
@@ -41,7 +43,7 @@ pub(in crate::store) use self::wire::{clamp_tokens, money_arg};
 
 use self::batch::{Batcher, OP_QUEUE, Pending, run_batches};
 use self::handover::Tracker;
-use self::options::redis_client;
+use self::options::connection;
 use self::retry::{Retry, retry_settles};
 use super::{BudgetStore, CounterSpec, CounterUsage, ReserveOutcome, StoreError, Ticket};
 use crate::admission::{Amount, ReserveRequest};
@@ -150,18 +152,7 @@ impl RedisBudgetStore {
         let rejected = |message| fail(BackendErrorKind::RejectedInput, message);
         let keys = KeySpace::new(&options.prefix).map_err(rejected)?;
         options.validate().map_err(rejected)?;
-        let client = redis_client(url, options.tls_roots.as_deref(), &name)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            .set_number_of_retries(1);
-        let conn = tokio::time::timeout(
-            options.timeout.saturating_mul(2),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| fail(BackendErrorKind::Timeout, "timed out connecting".into()))?
-        .map_err(|e| fail(error::kind_of(&e), format!("cannot connect: {e}")).with_source(e))?;
+        let conn = connection(url, &options, &name).await?;
         let (retries, pending) = mpsc::unbounded_channel();
         let (ops, queued) = mpsc::channel(OP_QUEUE);
         let (handover, handed) = mpsc::unbounded_channel();

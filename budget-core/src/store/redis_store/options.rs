@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use redis::RedisError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::error::kind_of;
 
 use crate::backend_error::BackendErrorKind;
 use crate::store::StoreError;
@@ -144,10 +147,34 @@ impl RedisStoreOptions {
     }
 }
 
+/// A connection to `url` as `options` say (TLS roots, timeouts), reconnecting by itself when
+/// lost. Errors name the store (or log) `name`: the URL's and the options' are
+/// [`RejectedInput`](BackendErrorKind::RejectedInput); no answer within twice the timeout is a
+/// [`Timeout`](BackendErrorKind::Timeout); the rest as [`kind_of`] tells.
+pub(super) async fn connection(
+    url: &str,
+    options: &RedisStoreOptions,
+    name: &str,
+) -> Result<ConnectionManager, StoreError> {
+    let fail = |kind, message: String| StoreError::new(kind, name, message);
+    let client = redis_client(url, options.tls_roots.as_deref(), name)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.timeout))
+        .set_response_timeout(Some(options.timeout))
+        .set_number_of_retries(1);
+    tokio::time::timeout(
+        options.timeout.saturating_mul(2),
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| fail(BackendErrorKind::Timeout, "timed out connecting".into()))?
+    .map_err(|e| fail(kind_of(&e), format!("cannot connect: {e}")).with_source(e))
+}
+
 /// The Redis client for `url`, with TLS when the URL asks for it.
 /// Errors name the store `name`; they are all [`RejectedInput`](BackendErrorKind::RejectedInput)
 /// (nothing is sent yet), with the client's error as their source.
-pub(super) fn redis_client(
+fn redis_client(
     url: &str,
     tls_roots: Option<&[u8]>,
     name: &str,
