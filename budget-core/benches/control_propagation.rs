@@ -104,6 +104,10 @@ fn main() {
             Some(url) => postgres(&url).await,
             None => println!("control_propagation/postgres: skipped (DATABASE_URL not set)"),
         }
+        match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
+            Some(url) => redis(&url).await,
+            None => println!("control_propagation/redis: skipped (REDIS_URL not set)"),
+        }
     });
 }
 
@@ -126,4 +130,35 @@ async fn postgres(url: &str) {
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {namespace} CASCADE"))
         .await
         .unwrap();
+}
+
+/// The same through a Redis store's control log, under a prefix of its own.
+async fn redis(url: &str) {
+    use budget_core::control_plane::RedisControlLog;
+    use budget_core::store::RedisStoreOptions;
+    let prefix = format!("tb-bench-control-{}", std::process::id());
+    for every in [Duration::from_millis(100), Duration::from_millis(25)] {
+        let open =
+            || RedisControlLog::connect_with(url, RedisStoreOptions::new().prefix(prefix.clone()));
+        let decider = budget_on(open().await.unwrap());
+        let follower = budget_on(open().await.unwrap());
+        let (seen, decided) = measure(&decider, &follower, every).await;
+        println!("control_propagation/redis/watch every {every:?}: {seen}");
+        println!("control_propagation/redis/baseline: decide (append + apply): {decided}");
+        // Each period starts from an empty log.
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
 }

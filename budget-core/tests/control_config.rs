@@ -37,3 +37,37 @@ async fn budgets_on_one_postgres_ledger_obey_each_others_decisions_by_themselves
     }
     println!("obeyed after {:?}", started.elapsed());
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_on_one_redis_store_obey_each_others_decisions_by_themselves() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let prefix = common::TempPrefix::new(&url, "control_config");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    // Each process keeps its own ledger; the Redis store is what they share.
+    let yaml = format!(
+        "ledger: \"memory:\"\nstore: \"{url}{sep}prefix={}\"\n",
+        prefix.name
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let (one, two) = (
+        config.open_budget().await.unwrap(),
+        config.open_budget().await.unwrap(),
+    );
+    one.pause_agent("writer", Actor::operator("ops"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while !two.controls().is_paused(&Attribution::agent("writer")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not obeyed within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("obeyed after {:?}", started.elapsed());
+    let trail = two.control_records(0).await.unwrap();
+    assert_eq!(trail.len(), 1);
+}

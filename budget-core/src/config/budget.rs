@@ -9,6 +9,8 @@ use crate::control_plane::PostgresControlLog;
 #[cfg(feature = "sqlite")]
 use crate::control_plane::SqliteControlLog;
 use crate::ledger::{AnyLedger, Ledger, LedgerUrl, default_ledger_path};
+#[cfg(feature = "redis")]
+use crate::store::redis_control_log;
 use crate::store::{AnyBudgetStore, BudgetStore};
 use crate::{Budget, BudgetBuilder};
 
@@ -72,12 +74,30 @@ impl Config {
         };
         let builder = Budget::builder().store(store).ledger(ledger).config(self);
         // The control plane lives beside a durable ledger; every budget on it watches it.
-        let cannot_open = |e| ConfigError::Open {
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        let cannot_open = |e: crate::ledger::LedgerError| ConfigError::Open {
             origin: ledger_origin.clone(),
             field: "ledger",
             source: Box::new(e),
         };
-        let (builder, watched) = match &ledger_url {
+        // A Redis store is what every process of a fleet shares for its budgets: its control
+        // log is preferred; else the durable ledger's.
+        #[cfg(feature = "redis")]
+        let redis_log = match &self.store {
+            Some(url) => redis_control_log(&url.value)
+                .await
+                .map_err(|e| ConfigError::Open {
+                    origin: url.origin.clone(),
+                    field: "store",
+                    source: Box::new(e),
+                })?,
+            None => None,
+        };
+        #[cfg(feature = "redis")]
+        if let Some(log) = redis_log {
+            return Ok(watched(builder.control_log(log).build()?));
+        }
+        let (builder, watched_log) = match &ledger_url {
             #[cfg(feature = "sqlite")]
             LedgerUrl::Sqlite(path) => {
                 let log = SqliteControlLog::open(path).map_err(cannot_open)?;
@@ -93,12 +113,15 @@ impl Config {
             _ => (builder, false),
         };
         let budget = builder.build()?;
-        if watched {
-            // Detached: it stops by itself when the budget is dropped.
-            drop(budget.watch_control(CONTROL_WATCH_EVERY));
-        }
-        Ok(budget)
+        Ok(if watched_log { watched(budget) } else { budget })
     }
+}
+
+/// Starts the budget's control-log watcher. Detached: it stops by itself when the budget is
+/// dropped.
+fn watched<S: BudgetStore, L: Ledger>(budget: Budget<S, L>) -> Budget<S, L> {
+    drop(budget.watch_control(CONTROL_WATCH_EVERY));
+    budget
 }
 
 impl Budget<AnyBudgetStore, AnyLedger> {

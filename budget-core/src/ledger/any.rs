@@ -567,7 +567,8 @@ impl AnyLedger {
 enum Handed<'a> {
     /// The answer, until it is taken.
     Ready(Option<Result<(), LedgerError>>),
-    /// The backend's future.
+    /// The backend's future (none without a durable backend in the build).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     Waiting(
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LedgerError>> + Send + 'a>>,
     ),

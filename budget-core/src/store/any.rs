@@ -117,6 +117,23 @@ impl AnyBudgetStore {
 
 #[cfg(feature = "redis")]
 async fn open_redis(text: &str, name: &str) -> Result<AnyBudgetStore, StoreError> {
+    let (client, options, allowance) = redis_client_and_options(text, name)?;
+    let store = RedisBudgetStore::connect_with(&client, options)
+        .await
+        .map_err(|e| e.named(name))?;
+    Ok(if allowance {
+        AnyBudgetStore::Allowance(AllowanceStore::new(store, AllowanceOptions::new()))
+    } else {
+        AnyBudgetStore::Redis(store)
+    })
+}
+
+/// A Redis store URL's client URL, options (the `tls_ca` file read) and allowance flag.
+#[cfg(feature = "redis")]
+fn redis_client_and_options(
+    text: &str,
+    name: &str,
+) -> Result<(String, RedisStoreOptions, bool), StoreError> {
     let rejected =
         |message: String| StoreError::new(BackendErrorKind::RejectedInput, name, message);
     let RedisUrl {
@@ -131,14 +148,31 @@ async fn open_redis(text: &str, name: &str) -> Result<AnyBudgetStore, StoreError
         })?;
         options = options.tls_roots(pem);
     }
-    let store = RedisBudgetStore::connect_with(&client, options)
+    Ok((client, options, allowance))
+}
+
+/// The control log beside the Redis store `url` names (same server, same key prefix), or
+/// `None` when `url` names no Redis store.
+#[cfg(feature = "redis")]
+pub async fn redis_control_log(
+    url: &str,
+) -> Result<Option<super::RedisControlLog>, crate::ledger::LedgerError> {
+    let url = url.trim();
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+    if !matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "redis" | "rediss" | "redis+unix" | "unix"
+    ) {
+        return Ok(None);
+    }
+    let name = redact_url(url);
+    let as_ledger_error = |e: StoreError| {
+        crate::ledger::LedgerError::new(e.kind(), e.store(), e.message()).with_source(e)
+    };
+    let (client, options, _) = redis_client_and_options(url, &name).map_err(as_ledger_error)?;
+    super::RedisControlLog::connect_with(&client, options)
         .await
-        .map_err(|e| e.named(name))?;
-    Ok(if allowance {
-        AnyBudgetStore::Allowance(AllowanceStore::new(store, AllowanceOptions::new()))
-    } else {
-        AnyBudgetStore::Redis(store)
-    })
+        .map(Some)
 }
 
 /// A Redis store URL taken apart.

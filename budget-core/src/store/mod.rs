@@ -22,6 +22,8 @@ use jiff::Timestamp;
 pub use crate::backend_error::BackendErrorKind;
 #[cfg(feature = "redis")]
 pub use allowance::{AllowanceOptions, AllowanceStore};
+#[cfg(feature = "redis")]
+pub use any::redis_control_log;
 pub use any::{AnyBudgetStore, STORE_ENV};
 pub use memory::MemoryBudgetStore;
 #[cfg(feature = "redis")]
