@@ -725,15 +725,7 @@ async fn decisions_override_the_budgets_own_limits_until_reverted() {
         Some(5_000)
     );
 
-    budget
-        .decide(
-            ControlChange::RemoveLimit {
-                id: "all/day".into(),
-            },
-            ops,
-        )
-        .await
-        .unwrap();
+    budget.remove_shared_limit("all/day", ops).await.unwrap();
     assert!(budget.limits().get("all/day").is_none());
 }
 

@@ -124,6 +124,17 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
         self.decide(ControlChange::SetLimit { limit }, by).await
     }
 
+    /// Removes the limit `id` — the file's included — for every budget on the control log, until
+    /// a [`ControlChange::RevertLimit`] gives it back.
+    pub async fn remove_shared_limit(
+        &self,
+        id: &str,
+        by: Actor,
+    ) -> Result<AuditRecord, BudgetError> {
+        self.decide(ControlChange::RemoveLimit { id: id.into() }, by)
+            .await
+    }
+
     /// Pauses `agent` for every budget on the control log.
     pub async fn pause_agent(&self, agent: &str, by: Actor) -> Result<AuditRecord, BudgetError> {
         self.decide(ControlChange::pause(agent), by).await
