@@ -794,3 +794,50 @@ async fn a_kill_decided_elsewhere_cancels_a_running_task_scope_and_its_sub_agent
         .await;
     assert!(refused.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_limit_and_remove_limit_on_a_shared_log_reach_every_budget_in_order() {
+    let db = TempDb::new("control-set-limit");
+    let (origin, other) = (budget_on(&db), budget_on(&db));
+    let _watch = other.watch_control(std::time::Duration::from_millis(20));
+    let day = Window::Calendar(Period::Day);
+    let cap = Limit::new("research/day", Selector::agent("research"), day).tokens(1_000);
+
+    origin.set_limit(cap.clone()).unwrap();
+    let here = origin
+        .limits()
+        .get("research/day")
+        .and_then(|l| l.cap.tokens);
+    assert_eq!(here, Some(1_000), "it applies here at once");
+    origin.flush().await.unwrap();
+    until(&other, "set_limit", |b| {
+        b.limits().get("research/day").is_some()
+    })
+    .await;
+
+    origin.set_limit(cap.tokens(500)).unwrap();
+    assert!(origin.remove_limit("research/day"));
+    origin.flush().await.unwrap();
+    until(&other, "remove_limit", |b| {
+        b.limits().get("research/day").is_none()
+    })
+    .await;
+    assert!(origin.limits().get("research/day").is_none());
+
+    let trail: Vec<String> = other
+        .control_records(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.change.to_string())
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            "set limit research/day",
+            "set limit research/day",
+            "remove limit research/day"
+        ],
+        "published in the order they were made"
+    );
+}

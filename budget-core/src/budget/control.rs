@@ -61,21 +61,43 @@ pub(super) struct ControlBinding {
     state: parking_lot::RwLock<Arc<ControlState>>,
     /// Set once the whole log was replayed.
     replayed: tokio::sync::OnceCell<()>,
+    /// Whether other processes read the log: then `set_limit` and `remove_limit` publish there.
+    shared: bool,
+    /// Limit changes made synchronously, on their way to the log in the order they were made.
+    outbox: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedSender<ControlChange>>>,
+    /// Changes in the outbox not yet appended; `flushed` wakes [`Budget::flush`] at zero.
+    pending: std::sync::atomic::AtomicUsize,
+    flushed: tokio::sync::Notify,
 }
 
 impl ControlBinding {
+    /// A binding to `log`, which other processes may read.
     pub(super) fn new(log: impl ControlLog) -> ControlBinding {
-        ControlBinding {
-            log: Box::new(log),
-            applied: tokio::sync::Mutex::new(0),
-            state: parking_lot::RwLock::new(Arc::new(ControlState::default())),
-            replayed: tokio::sync::OnceCell::new(),
-        }
+        ControlBinding::with(log, true)
     }
 
     /// A binding to a log of this process alone.
     pub(super) fn in_memory() -> ControlBinding {
-        ControlBinding::new(MemoryControlLog::new())
+        ControlBinding::with(MemoryControlLog::new(), false)
+    }
+
+    fn with(log: impl ControlLog, shared: bool) -> ControlBinding {
+        ControlBinding {
+            log: Box::new(log),
+            applied: tokio::sync::Mutex::new(0),
+            state: parking_lot::RwLock::new(Arc::new(ControlState::default())),
+            // A log of this process alone starts empty: nothing to replay, and a budget on it
+            // keeps its calls free of any wait (its futures are ready when first polled).
+            replayed: if shared {
+                tokio::sync::OnceCell::new()
+            } else {
+                tokio::sync::OnceCell::new_with(Some(()))
+            },
+            shared,
+            outbox: parking_lot::Mutex::new(None),
+            pending: std::sync::atomic::AtomicUsize::new(0),
+            flushed: tokio::sync::Notify::new(),
+        }
     }
 
     pub(super) fn state(&self) -> Arc<ControlState> {
@@ -255,6 +277,70 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
                 }
             }
         })
+    }
+
+    /// Sends a change made synchronously (`set_limit`, `remove_limit`) to a shared control log,
+    /// in the order the changes were made, through one background appender. Without a shared
+    /// log, or outside a tokio runtime (said in a warning), the change stays in this process.
+    pub(super) fn publish(&self, change: ControlChange) {
+        use std::sync::atomic::Ordering;
+        let control = &self.inner.control;
+        if !control.shared {
+            return;
+        }
+        let mut outbox = control.outbox.lock();
+        if outbox.is_none() {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                tracing::warn!(%change, "no tokio runtime: the change stays in this process");
+                return;
+            };
+            let (sender, mut changes) = tokio::sync::mpsc::unbounded_channel::<ControlChange>();
+            let budget: Weak<Inner<S, L>> = Arc::downgrade(&self.inner);
+            runtime.spawn(async move {
+                while let Some(change) = changes.recv().await {
+                    let Some(inner) = budget.upgrade() else {
+                        return;
+                    };
+                    let budget = Budget { inner };
+                    let what = change.to_string();
+                    let by = Actor::operator(format!("process {}", std::process::id()));
+                    let appended = budget.inner.control.log.append(change, by, budget.now()).await;
+                    match appended {
+                        Ok(_) => {
+                            if let Err(error) = budget.sync_control().await {
+                                tracing::warn!(%error, "cannot read the control log");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, change = %what, "a limit change did not reach the control log: other processes do not see it");
+                        }
+                    }
+                    if budget.inner.control.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        budget.inner.control.flushed.notify_waiters();
+                    }
+                }
+            });
+            *outbox = Some(sender);
+        }
+        if let Some(sender) = outbox.as_ref() {
+            control.pending.fetch_add(1, Ordering::SeqCst);
+            if sender.send(change).is_err() {
+                control.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Waits until every change [`Budget::publish`]ed so far has been appended (or failed).
+    pub(super) async fn control_published(&self) {
+        use std::sync::atomic::Ordering;
+        let control = &self.inner.control;
+        loop {
+            let flushed = control.flushed.notified();
+            if control.pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            flushed.await;
+        }
     }
 
     /// What one decision changes in this process, besides the state readers see.

@@ -46,6 +46,7 @@ pub use reservation::{CommitDetails, Committed, Reservation, ThresholdCrossing};
 
 use crate::attribution::{Attribution, TaskId};
 use crate::clock::Clock;
+use crate::control_plane;
 use crate::controls::{Controls, Refusal};
 use crate::ledger::{Ledger, MemoryLedger};
 use crate::limits::{Limit, LimitError, LimitSet};
@@ -288,20 +289,31 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     ///   and no window's usage belongs to one task.
     /// - **A new selector** counts per selected value: usage of values no longer selected is
     ///   not carried to the new ones.
+    ///
+    /// It applies here at once. On a shared control log ([`BudgetBuilder::control_log`],
+    /// [`Budget::from_config`](crate::Budget::from_config)) it is also published as a decision
+    /// — in the order the changes were made, by a background task; [`Budget::flush`] waits for
+    /// it — so every budget on the log applies it, and it overrides their configured limit of
+    /// that id until reverted ([`ControlChange::RevertLimit`](control_plane::ControlChange)).
     pub fn set_limit(&self, limit: Limit) -> Result<(), LimitError> {
-        self.inner.own_limits.write().upsert(limit)?;
-        self.recompute_limits()
+        self.inner.own_limits.write().upsert(limit.clone())?;
+        self.recompute_limits()?;
+        self.publish(control_plane::ControlChange::SetLimit { limit });
+        Ok(())
     }
 
     /// Removes a limit; returns whether it existed. Its counters are not cleared: a limit set
     /// again under the same id finds the usage still in its window.
     ///
-    /// Like [`Budget::set_limit`], this changes this budget's own limits, in this process; a
-    /// control-plane decision on the same id ([`Budget::decide`]) still overrides it.
+    /// Like [`Budget::set_limit`], it applies here at once and, on a shared control log, is
+    /// published for every budget on it.
     pub fn remove_limit(&self, id: &str) -> bool {
         let removed = self.inner.own_limits.write().remove(id).is_some();
         // Removing a limit cannot make the set invalid.
         let _ = self.recompute_limits();
+        if removed {
+            self.publish(control_plane::ControlChange::RemoveLimit { id: id.into() });
+        }
         removed
     }
 
@@ -419,6 +431,7 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
     /// and commit futures included — has reached the store and the ledger. Call it before the
     /// program exits: it is what a normal shutdown needs to lose nothing.
     pub async fn flush(&self) -> Result<(), BudgetError> {
+        self.control_published().await;
         let ledger = self.inner.ledger.flush().await;
         self.inner.store.flush().await?;
         ledger.map_err(BudgetError::LedgerQuery)
