@@ -197,7 +197,8 @@ impl<S: BudgetStore, L: Ledger> Budget<S, L> {
 
     /// Where the control plane sends `agent`'s calls, if it switched them.
     pub fn model_switch(&self, agent: &str) -> Option<ModelSwitch> {
-        self.inner.control.state().model_switch(agent).cloned()
+        // Read in place: the router asks on every call.
+        self.inner.control.state.read().model_switch(agent).cloned()
     }
 
     /// The decisions in force, as this budget has applied them.

@@ -314,10 +314,19 @@ impl ControlState {
         self.decisions.get(target)
     }
 
+    /// The decision on the target `target` builds. The target (an allocation) is only built when
+    /// some decision is in force: the router asks on every call, and usually there is none.
+    fn decision_on(&self, target: impl FnOnce() -> Target) -> Option<&ControlChange> {
+        if self.decisions.is_empty() {
+            return None;
+        }
+        self.decisions.get(&target())
+    }
+
     /// What the decisions say of the limit `id`: `Some(Some(limit))` set, `Some(None)` removed,
     /// `None` no decision (the file's limit, if any, is in force).
     pub fn limit_decision(&self, id: &str) -> Option<Option<&Limit>> {
-        match self.decisions.get(&Target::Limit(Arc::from(id)))? {
+        match self.decision_on(|| Target::Limit(Arc::from(id)))? {
             ControlChange::SetLimit { limit } => Some(Some(limit)),
             _ => Some(None),
         }
@@ -350,8 +359,8 @@ impl ControlState {
 
     /// Whether `agent` is paused.
     pub fn is_paused(&self, agent: &str) -> bool {
-        self.decisions
-            .contains_key(&Target::Pause(Arc::from(agent)))
+        self.decision_on(|| Target::Pause(Arc::from(agent)))
+            .is_some()
     }
 
     /// Whether every non-critical agent is paused.
@@ -361,12 +370,12 @@ impl ControlState {
 
     /// Whether `task` was killed.
     pub fn is_killed(&self, task: &TaskId) -> bool {
-        self.decisions.contains_key(&Target::Task(task.clone()))
+        self.decision_on(|| Target::Task(task.clone())).is_some()
     }
 
     /// Where `agent`'s calls are switched to, if they are.
     pub fn model_switch(&self, agent: &str) -> Option<&ModelSwitch> {
-        match self.decisions.get(&Target::Model(Arc::from(agent)))? {
+        match self.decision_on(|| Target::Model(Arc::from(agent)))? {
             ControlChange::SwitchModel { to, .. } => Some(to),
             _ => None,
         }
